@@ -1,0 +1,312 @@
+// Benchmarks of softmax, log_softmax and logsumexp for every ISA this build can run here, every
+// algorithm, float32 and float64, plus a streaming roofline over the same buffer sizes, so one
+// run shows how close each kernel gets to memory bandwidth.
+//
+//   cmake -S . -B build -DSOFTZO_BUILD_BENCH=ON && cmake --build build -j
+//   build/bench/softzo_bench_softmax                                   # everything, a few minutes
+//   build/bench/softzo_bench_softmax --benchmark_filter='/f32/.*/avx2/32768$|^stream_.*/f32/32768$'
+//
+// Names are op/dtype/algorithm/isa/size[/threads:2], size being n or rows x n; the roofline is
+// stream_read/dtype/size (one read pass) and stream_scale/dtype/size (one read+write pass).
+// "avx512emu" is the AVX-512 code lowered to AVX2 by SIMDe (not a speed to quote). Bytes/s is
+// nominal traffic: one element size per read pass, two per read+write pass, with no write-
+// allocate reads. Each benchmark runs for 0.05 s unless --benchmark_min_time says otherwise
+// (benchmark 1.7 takes plain seconds, e.g. 0.5; 1.8+ also accepts 0.5s or 100x).
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <iterator>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "ops/thread_pool.h"
+#include "softzo/softzo.h"
+
+namespace {
+
+using softzo::SoftmaxAlgorithm;
+
+enum class Op { kSoftmax, kLogSoftmax, kLogSumExp };
+
+struct OpInfo {
+  const char* name;
+  Op op;
+};
+constexpr OpInfo kOps[] = {
+    {"softmax", Op::kSoftmax}, {"log_softmax", Op::kLogSoftmax}, {"logsumexp", Op::kLogSumExp}};
+
+struct AlgoInfo {
+  const char* name;
+  SoftmaxAlgorithm algo;
+};
+constexpr AlgoInfo kAlgos[] = {{"two_pass", SoftmaxAlgorithm::kTwoPass},
+                               {"three_pass_reload", SoftmaxAlgorithm::kThreePassReload},
+                               {"three_pass_recompute", SoftmaxAlgorithm::kThreePassRecompute},
+                               {"online", SoftmaxAlgorithm::kOnline},
+                               {"auto", SoftmaxAlgorithm::kAuto}};
+
+const char* algo_name(SoftmaxAlgorithm algo) {
+  for (const AlgoInfo& a : kAlgos) {
+    if (a.algo == algo) return a.name;
+  }
+  return "?";
+}
+
+struct Shape {
+  int64_t rows;
+  int64_t n;
+  bool batched;
+  int64_t elements() const { return rows * n; }
+  std::string name() const {
+    return batched ? std::to_string(rows) + "x" + std::to_string(n) : std::to_string(n);
+  }
+};
+
+constexpr int64_t kK = 1024, kM = 1024 * 1024;
+// Single rows from L1 to far past the last-level cache, then LLM-like batches: a vocabulary
+// of 32000 and of 128256 (Llama 3), and many short attention rows.
+const Shape kSingleRows[] = {{1, kK, false}, {1, 32 * kK, false}, {1, 256 * kK, false},
+                             {1, 4 * kM, false}, {1, 64 * kM, false}};
+const Shape kBatches[] = {{64, 32000, true}, {8, 128256, true}, {4096, 1024, true}};
+// The scalar and the SIMDe-emulated kernels take seconds per call beyond this.
+constexpr int64_t kSlowIsaMaxElements = 4 * kM;
+// From here on a second registration runs on 2 threads.
+constexpr int64_t kThreadedMinElements = kM;
+constexpr int kMaxElementsLog2 = 26;  // 64M
+
+// Nominal memory traffic in element sizes per element: 1 per read pass, 2 per read+write pass.
+int traffic_units(Op op, SoftmaxAlgorithm algo) {
+  const bool one_read = algo == SoftmaxAlgorithm::kTwoPass || algo == SoftmaxAlgorithm::kOnline;
+  switch (op) {
+    case Op::kLogSumExp:
+      return one_read ? 1 : 2;  // (max,) sum
+    case Op::kLogSoftmax:
+      return one_read ? 3 : 4;  // reload stores nothing for log_softmax: it is recompute here
+    case Op::kSoftmax:
+      if (one_read) return 3;
+      return algo == SoftmaxAlgorithm::kThreePassReload ? 5 : 4;
+  }
+  return 0;
+}
+
+// One input and one output buffer per dtype, big enough for the largest size, allocated and
+// touched once so no benchmark pays for page faults; smaller sizes use their prefix.
+template <typename T>
+struct Buffers {
+  T* x = nullptr;
+  T* y = nullptr;
+
+  static Buffers& get() {
+    static Buffers b;
+    return b;
+  }
+
+ private:
+  Buffers() {
+    const size_t n = size_t{1} << kMaxElementsLog2;
+    x = allocate(n);
+    y = allocate(n);
+    // Logits in [-8, 8): finite, so every algorithm stays on its fast path.
+    uint64_t s = 0x9E3779B97F4A7C15u;
+    for (size_t i = 0; i < n; ++i) {
+      s ^= s << 13;
+      s ^= s >> 7;
+      s ^= s << 17;
+      x[i] = static_cast<T>(static_cast<double>(s >> 11) * 0x1p-53 * 16.0 - 8.0);
+      y[i] = T(0);
+    }
+  }
+
+  // 64-byte aligned so vector loads never split a cache line; never freed (process lifetime).
+  static T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, n * sizeof(T));
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+};
+
+template <typename T>
+void run_op(Op op, const T* x, T* y, const Shape& s, const softzo::SoftmaxOptions& opt) {
+  switch (op) {
+    case Op::kSoftmax:
+      softzo::softmax(x, y, s.rows, s.n, opt);
+      break;
+    case Op::kLogSoftmax:
+      softzo::log_softmax(x, y, s.rows, s.n, opt);
+      break;
+    case Op::kLogSumExp:
+      softzo::logsumexp(x, y, s.rows, s.n, opt);
+      break;
+  }
+}
+
+template <typename T>
+void bm_op(benchmark::State& state, Op op, SoftmaxAlgorithm algo, const std::string& isa,
+           Shape shape, int threads) {
+  if (!softzo::use_isa(isa)) {
+    state.SkipWithError(("ISA not available: " + isa).c_str());
+    return;
+  }
+  Buffers<T>& buf = Buffers<T>::get();
+  softzo::SoftmaxOptions opt;
+  opt.algorithm = algo;
+  opt.num_threads = threads;
+  // Untimed call: starts the pool's threads and warms the cache for the in-cache sizes, which
+  // matters where a single iteration already exceeds the min time.
+  run_op(op, buf.x, buf.y, shape, opt);
+  for (auto _ : state) {
+    run_op(op, buf.x, buf.y, shape, opt);
+    benchmark::ClobberMemory();
+  }
+  const SoftmaxAlgorithm used =
+      algo == SoftmaxAlgorithm::kAuto
+          ? softzo::auto_algorithm(shape.n, static_cast<int>(sizeof(T)))
+          : algo;
+  if (algo == SoftmaxAlgorithm::kAuto) state.SetLabel(algo_name(used));
+  const int64_t elements = shape.elements();
+  state.SetItemsProcessed(state.iterations() * elements);
+  state.SetBytesProcessed(state.iterations() * elements * traffic_units(op, used) *
+                          static_cast<int64_t>(sizeof(T)));
+}
+
+// The roofline: chunked like the ops' split rows and run on the same pool. Plain loops compiled
+// without ISA flags; the 16 independent accumulators let them vectorise without -ffast-math.
+constexpr int64_t kStreamChunk = int64_t{1} << 16;
+
+template <typename T>
+T stream_read(const T* x, int64_t n, int threads, std::vector<T>& partial) {
+  const int64_t chunks = (n + kStreamChunk - 1) / kStreamChunk;
+  softzo::parallel_for(chunks, threads, [&](int64_t c) {
+    const int64_t begin = c * kStreamChunk;
+    const int64_t end = begin + kStreamChunk < n ? begin + kStreamChunk : n;
+    T acc[16] = {};
+    int64_t i = begin;
+    for (; i + 16 <= end; i += 16) {
+      for (int j = 0; j < 16; ++j) acc[j] += x[i + j];
+    }
+    for (; i < end; ++i) acc[0] += x[i];
+    T s = 0;
+    for (T a : acc) s += a;
+    partial[c] = s;
+  });
+  T total = 0;
+  for (int64_t c = 0; c < chunks; ++c) total += partial[c];
+  return total;
+}
+
+template <typename T>
+void stream_scale(const T* x, T* y, int64_t n, T scale, int threads) {
+  const int64_t chunks = (n + kStreamChunk - 1) / kStreamChunk;
+  softzo::parallel_for(chunks, threads, [&](int64_t c) {
+    const int64_t begin = c * kStreamChunk;
+    const int64_t end = begin + kStreamChunk < n ? begin + kStreamChunk : n;
+    for (int64_t i = begin; i < end; ++i) y[i] = x[i] * scale;
+  });
+}
+
+template <typename T>
+void bm_stream(benchmark::State& state, bool write, Shape shape, int threads) {
+  Buffers<T>& buf = Buffers<T>::get();
+  const int64_t n = shape.elements();
+  std::vector<T> partial((n + kStreamChunk - 1) / kStreamChunk);
+  auto once = [&] {
+    if (write) {
+      stream_scale(buf.x, buf.y, n, T(0.5), threads);
+    } else {
+      T sum = stream_read(buf.x, n, threads, partial);
+      benchmark::DoNotOptimize(sum);
+    }
+  };
+  once();
+  for (auto _ : state) {
+    once();
+    benchmark::ClobberMemory();
+  }
+  state.SetItemsProcessed(state.iterations() * n);
+  state.SetBytesProcessed(state.iterations() * n * (write ? 2 : 1) *
+                          static_cast<int64_t>(sizeof(T)));
+}
+
+struct IsaEntry {
+  std::string name;   // what use_isa() takes
+  std::string label;  // what the benchmark name shows
+  bool slow;          // scalar or emulated: large sizes skipped
+};
+
+template <typename T>
+void register_dtype(const char* dtype, const std::vector<Shape>& shapes,
+                    const std::vector<IsaEntry>& isas) {
+  for (const Shape& shape : shapes) {
+    for (int threads : {1, 2}) {
+      if (threads > 1 && shape.elements() < kThreadedMinElements) continue;
+      const std::string suffix =
+          "/" + shape.name() + (threads > 1 ? "/threads:" + std::to_string(threads) : "");
+      for (bool write : {false, true}) {
+        benchmark::RegisterBenchmark(
+            (std::string(write ? "stream_scale/" : "stream_read/") + dtype + suffix).c_str(),
+            [=](benchmark::State& st) { bm_stream<T>(st, write, shape, threads); })
+            ->UseRealTime();  // the pool's workers are not in the main thread's CPU time
+      }
+      for (const OpInfo& op : kOps) {
+        for (const AlgoInfo& algo : kAlgos) {
+          for (const IsaEntry& isa : isas) {
+            if (isa.slow && shape.elements() > kSlowIsaMaxElements) continue;
+            const std::string name = std::string(op.name) + "/" + dtype + "/" + algo.name +
+                                     "/" + isa.label + suffix;
+            const Op o = op.op;
+            const SoftmaxAlgorithm a = algo.algo;
+            const std::string isa_name = isa.name;
+            benchmark::RegisterBenchmark(name.c_str(),
+                                         [=](benchmark::State& st) {
+                                           bm_op<T>(st, o, a, isa_name, shape, threads);
+                                         })
+                ->UseRealTime();
+          }
+        }
+      }
+    }
+  }
+}
+
+void register_all() {
+  std::vector<IsaEntry> isas;
+  std::string isa_list;
+  for (const std::string& name : softzo::available_isa_names()) {
+    const bool emulated = softzo::isa_is_emulated(name);
+    isas.push_back({name, emulated ? name + "emu" : name, emulated || name == "scalar"});
+    isa_list += (isa_list.empty() ? "" : ",") + isas.back().label;
+  }
+  benchmark::AddCustomContext("softzo_isas", isa_list);
+  benchmark::AddCustomContext("softzo_default_isa", softzo::current_isa_name());
+
+  std::vector<Shape> f32_shapes(std::begin(kSingleRows), std::end(kSingleRows));
+  f32_shapes.insert(f32_shapes.end(), std::begin(kBatches), std::end(kBatches));
+  const std::vector<Shape> f64_shapes(std::begin(kSingleRows), std::end(kSingleRows));
+  register_dtype<float>("f32", f32_shapes, isas);
+  register_dtype<double>("f64", f64_shapes, isas);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // ~800 benchmarks: a short default min time keeps a full run to minutes.
+  static char default_min_time[] = "--benchmark_min_time=0.05";
+  std::vector<char*> args(argv, argv + argc);
+  bool has_min_time = false;
+  for (int i = 1; i < argc; ++i) {
+    has_min_time = has_min_time || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
+  }
+  if (!has_min_time) args.insert(args.begin() + 1, default_min_time);
+  int args_count = static_cast<int>(args.size());
+  args.push_back(nullptr);
+
+  register_all();
+  benchmark::Initialize(&args_count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(args_count, args.data())) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,186 @@
+// nanobind module softzo._core: zero-copy array views over the C++ API, GIL released around
+// compute. Argument rules live in python/softzo; this file only checks what needs pointers.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "softzo/softzo.h"
+#include "testing/kernel_testing.h"
+#include "testing/stream.h"
+
+namespace nb = nanobind;
+
+namespace {
+
+template <typename T>
+using In = nb::ndarray<const T, nb::device::cpu>;
+template <typename T>
+using Out = nb::ndarray<T, nb::device::cpu>;
+
+softzo::SoftmaxAlgorithm parse_algorithm(const std::string& name) {
+  if (name == "auto") return softzo::SoftmaxAlgorithm::kAuto;
+  if (name == "two_pass") return softzo::SoftmaxAlgorithm::kTwoPass;
+  if (name == "three_pass_reload") return softzo::SoftmaxAlgorithm::kThreePassReload;
+  if (name == "three_pass_recompute") return softzo::SoftmaxAlgorithm::kThreePassRecompute;
+  if (name == "online") return softzo::SoftmaxAlgorithm::kOnline;
+  throw nb::value_error(("algorithm must be one of 'auto', 'two_pass', 'three_pass_reload', "
+                         "'three_pass_recompute', 'online'; got '" + name + "'").c_str());
+}
+
+// [first, last] byte addresses an array touches; false when it has no elements.
+template <typename A>
+bool byte_extent(const A& a, uintptr_t* lo, uintptr_t* hi) {
+  intptr_t low = 0, high = 0;
+  for (size_t d = 0; d < a.ndim(); ++d) {
+    if (a.shape(d) == 0) return false;
+    const intptr_t span = static_cast<intptr_t>(a.shape(d) - 1) * a.stride(d);
+    (span < 0 ? low : high) += span;
+  }
+  const auto base = reinterpret_cast<uintptr_t>(a.data());
+  *lo = base + low * static_cast<intptr_t>(a.itemsize());
+  *hi = base + (high + 1) * static_cast<intptr_t>(a.itemsize()) - 1;
+  return true;
+}
+
+template <typename T>
+void check_out(const In<T>& x, const Out<T>& out) {
+  if (out.size() == 0) return;  // nothing is written
+  for (size_t d = 0; d < out.ndim(); ++d) {
+    if (out.stride(d) == 0 && out.shape(d) > 1) {
+      throw nb::value_error("out has overlapping elements (a zero stride, e.g. a broadcast view)");
+    }
+  }
+  bool same = x.data() == out.data() && x.ndim() == out.ndim();
+  for (size_t d = 0; same && d < x.ndim(); ++d) {
+    same = x.shape(d) == out.shape(d) && (x.stride(d) == out.stride(d) || x.shape(d) == 1);
+  }
+  uintptr_t xlo, xhi, olo, ohi;
+  if (!same && byte_extent(x, &xlo, &xhi) && byte_extent(out, &olo, &ohi) && xlo <= ohi &&
+      olo <= xhi) {
+    throw nb::value_error("out overlaps x without being x itself; pass out=x for in-place "
+                          "operation or a separate array");
+  }
+}
+
+struct Layout {
+  std::vector<int64_t> shape, xs, ys;
+  softzo::StridedLayout view;
+  template <typename A, typename B>
+  Layout(const A& x, const B* y, int axis) {
+    for (size_t d = 0; d < x.ndim(); ++d) {
+      shape.push_back(static_cast<int64_t>(x.shape(d)));
+      xs.push_back(x.stride(d));
+      ys.push_back(y ? y->stride(d) : 0);
+    }
+    view.ndim = static_cast<int>(x.ndim());
+    view.shape = shape.data();
+    view.x_strides = xs.data();
+    view.y_strides = ys.data();
+    view.axis = axis;
+  }
+};
+
+softzo::SoftmaxOptions options(const std::string& algorithm, bool zero_masked, int num_threads) {
+  softzo::SoftmaxOptions opt;
+  opt.algorithm = parse_algorithm(algorithm);
+  opt.all_masked = zero_masked ? softzo::AllMasked::kZero : softzo::AllMasked::kNan;
+  opt.num_threads = num_threads;
+  return opt;
+}
+
+template <typename T>
+void softmax_into(In<T> x, Out<T> out, int axis, const std::string& algorithm, bool zero_masked,
+                  int num_threads, bool log) {
+  check_out(x, out);
+  const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
+  const Layout l(x, &out, axis);
+  nb::gil_scoped_release release;
+  if (log) {
+    softzo::log_softmax(x.data(), out.data(), l.view, opt);
+  } else {
+    softzo::softmax(x.data(), out.data(), l.view, opt);
+  }
+}
+
+// out is a fresh C-contiguous array of x's shape without the axis.
+template <typename T>
+void logsumexp_into(In<T> x, Out<T> out, int axis, const std::string& algorithm, int num_threads) {
+  check_out(x, out);
+  const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
+  const Layout l(x, static_cast<const Out<T>*>(nullptr), axis);
+  nb::gil_scoped_release release;
+  softzo::logsumexp(x.data(), out.data(), l.view, opt);
+}
+
+template <typename T>
+void vexp_into(In<T> x, Out<T> out, const std::string& isa) {
+  const size_t n = x.size();
+  if (out.size() != n) throw nb::value_error("out must have as many elements as x");
+  if (!softzo::testing::run_vexp(isa, x.data(), out.data(), n)) {
+    throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+  }
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "softzo's compiled core; use the functions of the softzo package instead.";
+
+  m.def("_softmax", &softmax_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
+  m.def("_softmax", &softmax_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
+  m.def("_logsumexp", &logsumexp_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("num_threads"));
+  m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("num_threads"));
+
+  m.def("current_isa", &softzo::current_isa_name, "The ISA the kernels use now.");
+  m.def("available_isas", &softzo::available_isa_names,
+        "ISAs this build runs here ('avx512' may be SIMDe-emulated).");
+  m.def("isa_is_emulated", &softzo::isa_is_emulated, nb::arg("name"));
+  m.def("use_isa", &softzo::use_isa, nb::arg("name"),
+        "Switch every later call to this ISA; False if it is not available.");
+  m.def("num_threads", &softzo::num_threads, "Default thread count.");
+  m.def("set_num_threads", &softzo::set_num_threads, nb::arg("n"));
+  m.def("auto_algorithm", [](int64_t n, int itemsize) {
+    switch (softzo::auto_algorithm(n, itemsize)) {
+      case softzo::SoftmaxAlgorithm::kTwoPass: return "two_pass";
+      case softzo::SoftmaxAlgorithm::kThreePassRecompute: return "three_pass_recompute";
+      case softzo::SoftmaxAlgorithm::kOnline: return "online";
+      default: return "three_pass_reload";
+    }
+  }, nb::arg("n"), nb::arg("itemsize"));
+
+  // Test hooks: a kernel's raw exp, and the exhaustive float32 ULP sweep, per ISA.
+  m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));
+  m.def("_vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));
+  m.def("_exp_f32_ulp_sweep", [](const std::string& isa, float lo, float hi) {
+    softzo::testing::UlpReport r;
+    {
+      nb::gil_scoped_release release;
+      r = softzo::testing::exp_f32_ulp_sweep(isa, lo, hi);
+    }
+    if (!r.ok) throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+    return nb::make_tuple(r.max_ulp, r.worst_input, r.count);
+  }, nb::arg("isa"), nb::arg("lo"), nb::arg("hi"),
+        "Max ULP error of the ISA's float32 exp over every float in [lo, hi]: "
+        "(max_ulp, worst input, floats checked).");
+
+  // Roofline references for the benchmarks (float32, contiguous).
+  m.def("_stream_read", [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x, int num_threads) {
+    nb::gil_scoped_release release;
+    return softzo::testing::stream_read(x.data(), static_cast<int64_t>(x.size()), num_threads);
+  }, nb::arg("x"), nb::arg("num_threads"));
+  m.def("_stream_scale", [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x,
+                            nb::ndarray<float, nb::device::cpu, nb::c_contig> out, int num_threads) {
+    if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
+    nb::gil_scoped_release release;
+    softzo::testing::stream_scale(x.data(), out.data(), static_cast<int64_t>(x.size()), 0.5f, num_threads);
+  }, nb::arg("x"), nb::arg("out"), nb::arg("num_threads"));
+}

@@ -1,0 +1,8 @@
+// The whole public C++ API of softzo.
+#ifndef SOFTZO_SOFTZO_H_
+#define SOFTZO_SOFTZO_H_
+
+#include "softzo/runtime.h"
+#include "softzo/softmax.h"
+
+#endif  // SOFTZO_SOFTZO_H_

@@ -1,0 +1,49 @@
+// Runtime ISA choice: one table of kernel pointers per ISA, picked from CPUID once.
+#ifndef SOFTZO_DISPATCH_DISPATCH_H_
+#define SOFTZO_DISPATCH_DISPATCH_H_
+
+#include <stddef.h>
+
+#include "kernels/softmax/softmax_kernels.h"
+
+namespace softzo {
+
+enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+constexpr int kNumIsas = 3;
+
+template <typename T>
+struct SoftmaxKernels {
+  T (*rmax)(size_t, const T*);
+  double (*raddexpminusmax)(size_t, const T*, T);
+  double (*raddstoreexpminusmax)(size_t, const T*, T*, T);
+  void (*vscale)(size_t, const T*, T*, T);
+  void (*vscaleexpminusmax)(size_t, const T*, T*, T, T);
+  softzo_extexp (*raddextexp)(size_t, const T*, int*);
+  void (*vscaleextexp)(size_t, const T*, T*, double, double);
+  softzo_online (*ronlinesumexp)(size_t, const T*);
+  void (*vsubc)(size_t, const T*, T*, T, T);
+  void (*vexp)(size_t, const T*, T*);
+};
+
+struct IsaInfo {
+  const char* name;
+  bool available;  // compiled in and runnable here (natively or emulated)
+  bool emulated;   // AVX-512 through SIMDe on a CPU without AVX-512
+};
+
+// Kernels of the ISA in use (or of an explicitly named one, for tests and benchmarks).
+template <typename T>
+const SoftmaxKernels<T>& softmax_kernels();
+template <typename T>
+const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);  // nullptr if unavailable
+
+IsaInfo isa_info(Isa isa);
+Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA
+Isa current_isa();  // the ISA in use now
+// Selects any available ISA (an emulated one too); returns false if it is unavailable.
+bool set_current_isa(Isa isa);
+bool parse_isa(const char* name, Isa* isa);
+
+}  // namespace softzo
+
+#endif  // SOFTZO_DISPATCH_DISPATCH_H_

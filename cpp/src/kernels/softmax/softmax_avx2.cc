@@ -1,0 +1,595 @@
+// AVX2 + FMA softmax-family kernels (float32 and float64), built with -mavx2 -mfma.
+//
+// Same math as softmax_scalar.cc: exp(x) = p(r) * 2^n with n = round(x log2 e) and a Cody-Waite
+// reduction r = x - n ln2 (two FMAs); 2^n is added straight into p's exponent field, which is
+// valid for every n we let through (p in [0.7, 1.42], results normal or exactly at the cutoff).
+// Sums accumulate in T over short blocks and are folded into double lanes.
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "kernels/softmax/softmax_kernels.h"
+
+namespace {
+
+// Fold period for the T-precision accumulators: each accumulator vector absorbs at most 512
+// elements (64 per float32 lane) before it is folded into double, so the float32 rounding of a
+// block stays ~sqrt(64) * 2^-24 and the total error does not grow with n.
+constexpr size_t kElemsPerAccumulator = 512;
+
+alignas(32) const int32_t kMask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+alignas(32) const int64_t kMask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+template <typename T>
+struct Ops;
+
+template <>
+struct Ops<float> {
+  using V = __m256;
+  static constexpr size_t kLanes = 8;
+  static constexpr int kHalves = 2;  // double vectors per V when folding
+  // exp flushes below ln(2^-126) (the float just above it) and overflows above ln(FLT_MAX).
+  static constexpr float kMinArg = -0x1.5d589ep+6f;  // -87.33654022
+  static constexpr float kMaxArg = 0x1.62e42ep+6f;   // 88.72283173, last x with finite exp
+  static constexpr float kMinPow2 = -127.0f;         // 2^-127 built from bits is exactly 0
+  static constexpr float kMaxPow2 = 127.0f;
+
+  static V zero() { return _mm256_setzero_ps(); }
+  static V set1(float v) { return _mm256_set1_ps(v); }
+  static V load(const float* p) { return _mm256_loadu_ps(p); }
+  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
+  static __m256i tail_mask(size_t r) {  // r in [1, 7]
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask32 + 8 - r));
+  }
+  static V maskload(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
+  static void maskstore(float* p, __m256i m, V v) { _mm256_maskstore_ps(p, m, v); }
+  static V as_mask(__m256i m) { return _mm256_castsi256_ps(m); }
+  static V add(V a, V b) { return _mm256_add_ps(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+  // max/min return the SECOND operand when either is NaN.
+  static V max(V a, V b) { return _mm256_max_ps(a, b); }
+  static V min(V a, V b) { return _mm256_min_ps(a, b); }
+  static V and_(V a, V b) { return _mm256_and_ps(a, b); }
+  static V andnot(V m, V a) { return _mm256_andnot_ps(m, a); }
+  static V or_(V a, V b) { return _mm256_or_ps(a, b); }
+  static V blend(V a, V b, V m) { return _mm256_blendv_ps(a, b, m); }  // m ? b : a
+  static V lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static V gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static V ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
+  static V nle_uq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_NLE_UQ); }  // a > b or NaN
+  static V unord(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
+  static bool any(V m) { return _mm256_movemask_ps(m) != 0; }
+
+  struct Split {
+    V p;            // p(r), |r| <= ln2/2
+    V n;            // round(x log2 e)
+    __m256i ebits;  // n << 23
+  };
+  // Needs |x log2 e| < 2^22 for the magic-number rounding.
+  // lo (|lo| <= ulp(x)/2) is the low half of an exact difference, added after the reduction.
+  static Split reduce(V x, V lo = _mm256_setzero_ps()) {
+    const V magic = set1(0x1.8p23f);
+    V vn = _mm256_fmadd_ps(x, set1(0x1.715476p+0f), magic);
+    const __m256i ebits = _mm256_slli_epi32(_mm256_castps_si256(vn), 23);
+    vn = _mm256_sub_ps(vn, magic);
+    V r = _mm256_fnmadd_ps(vn, set1(0x1.62E43p-1f), x);
+    r = _mm256_fnmadd_ps(vn, set1(-0x1.05C61p-29f), r);
+    r = _mm256_add_ps(r, lo);
+    V p = set1(0x1.0F9F9Cp-7f);
+    p = _mm256_fmadd_ps(p, r, set1(0x1.573A1Ap-5f));
+    p = _mm256_fmadd_ps(p, r, set1(0x1.555A80p-3f));
+    p = _mm256_fmadd_ps(p, r, set1(0x1.FFFDC6p-2f));
+    p = _mm256_fmadd_ps(p, r, set1(0x1.FFFFF6p-1f));
+    p = _mm256_fmadd_ps(p, r, set1(1.0f));
+    return Split{p, vn, ebits};
+  }
+  static V scale_bits(V p, __m256i ebits) {
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), ebits));
+  }
+  // 2^k for integer-valued k <= kMaxPow2; k < -126, -inf and NaN give exactly 0.
+  static V pow2(V k) {
+    k = _mm256_max_ps(k, set1(kMinPow2));
+    const V v = _mm256_add_ps(k, set1(0x1.8000FEp23f));  // low bits hold k + 127
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(v), 23));
+  }
+  static void to_double(V v, __m256d* out) {
+    out[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+    out[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+  }
+};
+
+template <>
+struct Ops<double> {
+  using V = __m256d;
+  static constexpr size_t kLanes = 4;
+  static constexpr int kHalves = 1;
+  static constexpr double kMinArg = -0x1.6232bdd7abcd2p+9;  // ln(2^-1022), rounded up
+  static constexpr double kMaxArg = 0x1.62e42fefa39efp+9;   // last x with finite exp
+  static constexpr double kMinPow2 = -1023.0;
+  static constexpr double kMaxPow2 = 1023.0;
+
+  static V zero() { return _mm256_setzero_pd(); }
+  static V set1(double v) { return _mm256_set1_pd(v); }
+  static V load(const double* p) { return _mm256_loadu_pd(p); }
+  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
+  static __m256i tail_mask(size_t r) {  // r in [1, 3]
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask64 + 4 - r));
+  }
+  static V maskload(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
+  static void maskstore(double* p, __m256i m, V v) { _mm256_maskstore_pd(p, m, v); }
+  static V as_mask(__m256i m) { return _mm256_castsi256_pd(m); }
+  static V add(V a, V b) { return _mm256_add_pd(a, b); }
+  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
+  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
+  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
+  static V max(V a, V b) { return _mm256_max_pd(a, b); }
+  static V min(V a, V b) { return _mm256_min_pd(a, b); }
+  static V and_(V a, V b) { return _mm256_and_pd(a, b); }
+  static V andnot(V m, V a) { return _mm256_andnot_pd(m, a); }
+  static V or_(V a, V b) { return _mm256_or_pd(a, b); }
+  static V blend(V a, V b, V m) { return _mm256_blendv_pd(a, b, m); }
+  static V lt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
+  static V gt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+  static V ge(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
+  static V nle_uq(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_NLE_UQ); }
+  static V unord(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_UNORD_Q); }
+  static bool any(V m) { return _mm256_movemask_pd(m) != 0; }
+
+  // Cody-Waite: ln2_hi has 21 trailing zero bits, so n * ln2_hi and x - n * ln2_hi are exact
+  // for |n| < 2^21 even without the FMA; ln2_lo carries the rest. Degree-13 Taylor: the
+  // truncation term |r|^14/14! < 4e-18 on |r| <= ln2/2, far below 2^-53.
+  struct Split {
+    V p;
+    V n;
+    __m256i ebits;  // n << 52
+  };
+  static Split reduce(V x, V lo = _mm256_setzero_pd()) {
+    const V magic = set1(0x1.8p52);
+    V vn = _mm256_fmadd_pd(x, set1(1.4426950408889634), magic);
+    const __m256i ebits = _mm256_slli_epi64(_mm256_castpd_si256(vn), 52);
+    vn = _mm256_sub_pd(vn, magic);
+    V r = _mm256_fnmadd_pd(vn, set1(0x1.62e42feep-1), x);
+    r = _mm256_fnmadd_pd(vn, set1(0x1.a39ef35793c76p-33), r);
+    r = _mm256_add_pd(r, lo);
+    V p = set1(1.0 / 6227020800.0);  // 1/13!
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 479001600.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 39916800.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 3628800.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 362880.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 40320.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 5040.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 720.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 120.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 24.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0 / 6.0));
+    p = _mm256_fmadd_pd(p, r, set1(0.5));
+    p = _mm256_fmadd_pd(p, r, set1(1.0));
+    p = _mm256_fmadd_pd(p, r, set1(1.0));
+    return Split{p, vn, ebits};
+  }
+  static V scale_bits(V p, __m256i ebits) {
+    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), ebits));
+  }
+  static V pow2(V k) {
+    k = _mm256_max_pd(k, set1(kMinPow2));
+    const V v = _mm256_add_pd(k, set1(0x1.8p52 + 1023.0));
+    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52));
+  }
+  static void to_double(V v, __m256d* out) { out[0] = v; }
+};
+
+// Full exp: NaN -> NaN, x > kMaxArg -> +inf, x < kMinArg (incl. -inf) -> exactly 0.
+template <typename T>
+inline typename Ops<T>::V vexp(typename Ops<T>::V x) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const V lo = O::set1(O::kMinArg), hi = O::set1(O::kMaxArg);
+  // NaN is replaced by lo here so the exponent-bit arithmetic never sees a NaN payload
+  // (payload bits would be shifted into the exponent); it is restored by the last blend.
+  const V xc = O::min(O::max(x, lo), hi);
+  const typename O::Split sp = O::reduce(xc);
+  V y = O::scale_bits(sp.p, sp.ebits);
+  y = O::andnot(O::lt(x, lo), y);
+  return O::blend(y, O::add(x, O::set1(INFINITY)), O::nle_uq(x, hi));
+}
+
+// exp(x - m) for x <= m, neither NaN, m finite (the row max). x - m is carried exactly as
+// d + lo (Knuth's TwoSum, 6 adds): rounding d alone would cost up to ulp(|d|)/2 of relative
+// accuracy, ~1e-6 at d = -20 in float32, which would dominate the ~2 ulp of the polynomial.
+template <typename T>
+inline typename Ops<T>::V vexp_minus(typename Ops<T>::V x, typename Ops<T>::V m) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const V cut = O::set1(O::kMinArg);
+  const V d = O::sub(x, m);
+  const V bv = O::sub(d, x);
+  const V lo = O::sub(O::sub(x, O::sub(d, bv)), O::add(m, bv));
+  // d = -inf (x = -inf, or -FLT_MAX - FLT_MAX) makes lo NaN; those lanes are zeroed below.
+  const typename O::Split sp = O::reduce(O::max(d, cut), lo);
+  return O::andnot(O::lt(d, cut), O::scale_bits(sp.p, sp.ebits));
+}
+
+// exp(d) for d <= 0 or NaN, with NaN -> 0: used where d = -inf - (-inf) must count as nothing.
+template <typename T>
+inline typename Ops<T>::V vexp_nonpos_nan0(typename Ops<T>::V d) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const V lo = O::set1(O::kMinArg);
+  const typename O::Split sp = O::reduce(O::max(d, lo));
+  const V y = O::scale_bits(sp.p, sp.ebits);
+  return O::and_(O::ge(d, lo), y);
+}
+
+inline double hsum(__m256d v) {
+  alignas(32) double a[4];
+  _mm256_store_pd(a, v);
+  return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+template <typename T>
+T rmax(size_t n, const T* x) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  // max has 4-cycle latency and 2 ports: 4 chains keep ~2 loads/cycle flowing. max ignores a
+  // NaN x (it returns the second operand), so NaN is tracked on the side, one compare per pair.
+  V m0 = O::set1(-INFINITY), m1 = m0, m2 = m0, m3 = m0, nan = O::zero();
+  size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    const V x0 = O::load(x + i), x1 = O::load(x + i + L);
+    const V x2 = O::load(x + i + 2 * L), x3 = O::load(x + i + 3 * L);
+    m0 = O::max(x0, m0);
+    m1 = O::max(x1, m1);
+    m2 = O::max(x2, m2);
+    m3 = O::max(x3, m3);
+    nan = O::or_(nan, O::or_(O::unord(x0, x1), O::unord(x2, x3)));
+  }
+  for (; i + L <= n; i += L) {
+    const V v = O::load(x + i);
+    m0 = O::max(v, m0);
+    nan = O::or_(nan, O::unord(v, v));
+  }
+  if (i < n) {
+    const __m256i mk = O::tail_mask(n - i);
+    const V v = O::blend(O::set1(-INFINITY), O::maskload(x + i, mk), O::as_mask(mk));
+    m1 = O::max(v, m1);
+    nan = O::or_(nan, O::unord(v, v));
+  }
+  if (O::any(nan)) return static_cast<T>(NAN);
+  m0 = O::max(O::max(m0, m1), O::max(m2, m3));
+  alignas(32) T a[L];
+  O::store(a, m0);
+  T r = a[0];
+  for (size_t k = 1; k < L; ++k) r = a[k] > r ? a[k] : r;
+  return r;
+}
+
+// sum_i exp(x_i - m), optionally storing the terms. The exp is ~15 dependent FMA-port uops, so
+// the loop is throughput-bound; 4 vectors per iteration give the scheduler 4 independent exp
+// chains (FMA latency 4 x 2 ports = 8 in flight), and one accumulator per vector removes the
+// 4-cycle add chain entirely.
+template <typename T, bool kStore>
+double raddexpminusmax(size_t n, const T* x, T* y, T m) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  constexpr int H = O::kHalves;
+  constexpr size_t kBlock = 4 * kElemsPerAccumulator;
+  const V vm = O::set1(m);
+  __m256d total = _mm256_setzero_pd();
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t end = n - start < kBlock ? n : start + kBlock;
+    V a0 = O::zero(), a1 = O::zero(), a2 = O::zero(), a3 = O::zero();
+    size_t i = start;
+    for (; i + 4 * L <= end; i += 4 * L) {
+      const V e0 = vexp_minus<T>(O::load(x + i), vm);
+      const V e1 = vexp_minus<T>(O::load(x + i + L), vm);
+      const V e2 = vexp_minus<T>(O::load(x + i + 2 * L), vm);
+      const V e3 = vexp_minus<T>(O::load(x + i + 3 * L), vm);
+      if (kStore) {
+        O::store(y + i, e0);
+        O::store(y + i + L, e1);
+        O::store(y + i + 2 * L, e2);
+        O::store(y + i + 3 * L, e3);
+      }
+      a0 = O::add(a0, e0);
+      a1 = O::add(a1, e1);
+      a2 = O::add(a2, e2);
+      a3 = O::add(a3, e3);
+    }
+    for (; i + L <= end; i += L) {
+      const V e = vexp_minus<T>(O::load(x + i), vm);
+      if (kStore) O::store(y + i, e);
+      a0 = O::add(a0, e);
+    }
+    if (i < end) {
+      const __m256i mk = O::tail_mask(end - i);
+      // Masked-off lanes load 0 and may give any exp(-m); the AND drops them.
+      const V e = O::and_(vexp_minus<T>(O::maskload(x + i, mk), vm), O::as_mask(mk));
+      if (kStore) O::maskstore(y + i, mk, e);
+      a1 = O::add(a1, e);
+    }
+    __m256d d[H];
+    O::to_double(O::add(O::add(a0, a1), O::add(a2, a3)), d);
+    for (int h = 0; h < H; ++h) total = _mm256_add_pd(total, d[h]);
+  }
+  return hsum(total);
+}
+
+// Elementwise y = f(x) with the usual 4-vector unroll and a masked tail; in place is fine
+// because each vector is loaded before its own store.
+template <typename T, typename F>
+inline void map(size_t n, const T* x, T* y, F f) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  size_t i = 0;
+  for (; i + 4 * L <= n; i += 4 * L) {
+    const V v0 = f(O::load(x + i));
+    const V v1 = f(O::load(x + i + L));
+    const V v2 = f(O::load(x + i + 2 * L));
+    const V v3 = f(O::load(x + i + 3 * L));
+    O::store(y + i, v0);
+    O::store(y + i + L, v1);
+    O::store(y + i + 2 * L, v2);
+    O::store(y + i + 3 * L, v3);
+  }
+  for (; i + L <= n; i += L) O::store(y + i, f(O::load(x + i)));
+  if (i < n) {
+    const __m256i mk = O::tail_mask(n - i);
+    O::maskstore(y + i, mk, f(O::maskload(x + i, mk)));
+  }
+}
+
+// One extexp accumulator step: (M, E) += p * 2^n, keeping E the running max of n.
+template <typename T>
+inline void extexp_step(typename Ops<T>::V& M, typename Ops<T>::V& E, typename Ops<T>::V p,
+                        typename Ops<T>::V nf) {
+  using O = Ops<T>;
+  const typename O::V e_new = O::max(E, nf);
+  // E starts at -inf: 2^(-inf) is 0, and M is 0 then anyway.
+  M = O::fma(M, O::pow2(O::sub(E, e_new)), O::mul(p, O::pow2(O::sub(nf, e_new))));
+  E = e_new;
+}
+
+// Double-lane (Md, Ed) += M * 2^E; -inf - -inf (both empty) gives NaN, which pow2 maps to 0.
+inline void extexp_merge_d(__m256d& Md, __m256d& Ed, __m256d M, __m256d E) {
+  using O = Ops<double>;
+  const __m256d e_new = O::max(E, Ed);
+  Md = O::fma(Md, O::pow2(O::sub(Ed, e_new)), O::mul(M, O::pow2(O::sub(E, e_new))));
+  Ed = e_new;
+}
+
+// Pass 1 of the two-pass softmax. Per vector ~25 uops against a 4-cycle loop-carried chain
+// (max on E, FMA on M), so two (M, E) pairs already hide the latency; the 4-vector unroll
+// alternates them and keeps register pressure (2 pairs + ~14 constants) within 16 ymm.
+template <typename T>
+softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  constexpr int H = O::kHalves;
+  constexpr size_t kBlock = 2 * kElemsPerAccumulator;
+  const V lim = O::set1(static_cast<T>(SOFTZO_EXTEXP_LIMIT));
+  const V nlim = O::set1(static_cast<T>(-SOFTZO_EXTEXP_LIMIT));
+  V bad = O::zero();
+  __m256d Md[H], Ed[H];
+  for (int h = 0; h < H; ++h) {
+    Md[h] = _mm256_setzero_pd();
+    Ed[h] = _mm256_set1_pd(-INFINITY);
+  }
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t end = n - start < kBlock ? n : start + kBlock;
+    V M0 = O::zero(), M1 = O::zero();
+    V E0 = O::set1(-INFINITY), E1 = E0;
+    size_t i = start;
+    auto split = [&](V v, V* nf) {
+      bad = O::or_(bad, O::nle_uq(v, lim));
+      const typename O::Split sp = O::reduce(O::min(O::max(v, nlim), lim));  // NaN -> -LIMIT
+      *nf = sp.n;
+      return sp.p;
+    };
+    for (; i + 4 * L <= end; i += 4 * L) {
+      V n0, n1, n2, n3;
+      const V p0 = split(O::load(x + i), &n0);
+      const V p1 = split(O::load(x + i + L), &n1);
+      const V p2 = split(O::load(x + i + 2 * L), &n2);
+      const V p3 = split(O::load(x + i + 3 * L), &n3);
+      extexp_step<T>(M0, E0, p0, n0);
+      extexp_step<T>(M1, E1, p1, n1);
+      extexp_step<T>(M0, E0, p2, n2);
+      extexp_step<T>(M1, E1, p3, n3);
+    }
+    for (; i + L <= end; i += L) {
+      V nf;
+      const V p = split(O::load(x + i), &nf);
+      extexp_step<T>(M0, E0, p, nf);
+    }
+    if (i < end) {
+      const __m256i mk = O::tail_mask(end - i);
+      const V mask = O::as_mask(mk);
+      const V v = O::maskload(x + i, mk);  // masked lanes read 0: not "bad"
+      V nf;
+      const V p = split(v, &nf);
+      V M = M1, E = E1;
+      extexp_step<T>(M, E, p, nf);
+      M1 = O::blend(M1, M, mask);
+      E1 = O::blend(E1, E, mask);
+    }
+    __m256d m0[H], e0[H], m1[H], e1[H];
+    O::to_double(M0, m0);
+    O::to_double(E0, e0);
+    O::to_double(M1, m1);
+    O::to_double(E1, e1);
+    for (int h = 0; h < H; ++h) {
+      extexp_merge_d(Md[h], Ed[h], m0[h], e0[h]);
+      extexp_merge_d(Md[h], Ed[h], m1[h], e1[h]);
+    }
+  }
+  if (O::any(bad)) *unsafe = 1;
+  alignas(32) double lm[4 * H], le[4 * H];
+  for (int h = 0; h < H; ++h) {
+    _mm256_store_pd(lm + 4 * h, Md[h]);
+    _mm256_store_pd(le + 4 * h, Ed[h]);
+  }
+  double e = -INFINITY;
+  for (int k = 0; k < 4 * H; ++k)
+    if (lm[k] != 0.0 && le[k] > e) e = le[k];
+  softzo_extexp out = {0.0, 0.0};
+  if (e == -INFINITY) return out;
+  double m = 0.0;
+  for (int k = 0; k < 4 * H; ++k)
+    if (lm[k] != 0.0) m += ldexp(lm[k], static_cast<int>(le[k] - e));
+  out.m = m;
+  out.e = e;
+  return out;
+}
+
+template <typename T>
+void vscaleextexp(size_t n, const T* x, T* y, double m, double e) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const V lim = O::set1(static_cast<T>(SOFTZO_EXTEXP_LIMIT));
+  const V nlim = O::set1(static_cast<T>(-SOFTZO_EXTEXP_LIMIT));
+  const V inv_m = O::set1(static_cast<T>(1.0 / m));
+  const V ve = O::set1(static_cast<T>(e));  // integer-valued, |e| < 2^24: exact in float
+  const V kmax = O::set1(O::kMaxPow2);
+  map<T>(n, x, y, [&](V v) {
+    const typename O::Split sp = O::reduce(O::min(O::max(v, nlim), lim));
+    // n - e <= 0 for the e pass 1 produced; the min only guards the bit trick otherwise.
+    const V s = O::pow2(O::min(O::sub(sp.n, ve), kmax));
+    return O::andnot(O::lt(v, nlim), O::mul(O::mul(sp.p, inv_m), s));
+  });
+}
+
+// Online (max, sum) update using one exp per element: of exp(m - m_new) and exp(x - m_new) one
+// is exp(0) = 1, so e = exp(min - max) and the select picks s*e + 1 or s + e.
+template <typename T>
+inline void online_step(typename Ops<T>::V& m, typename Ops<T>::V& s, typename Ops<T>::V x) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const V mx = O::max(x, m), mn = O::min(x, m);  // NaN x leaves m alone (flagged separately)
+  const V e = vexp_nonpos_nan0<T>(O::sub(mn, mx));  // -inf - -inf: NaN -> 0, s stays 0
+  s = O::blend(O::add(s, e), O::fma(s, e, O::set1(static_cast<T>(1))), O::gt(x, m));
+  m = mx;
+}
+
+template <typename T>
+softzo_online ronlinesumexp(size_t n, const T* x) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  constexpr int H = O::kHalves;
+  constexpr size_t kBlock = 2 * kElemsPerAccumulator;
+  __m256d dm[H], ds[H];
+  for (int h = 0; h < H; ++h) {
+    dm[h] = _mm256_set1_pd(-INFINITY);
+    ds[h] = _mm256_setzero_pd();
+  }
+  V nan = O::zero();
+  for (size_t start = 0; start < n; start += kBlock) {
+    const size_t end = n - start < kBlock ? n : start + kBlock;
+    // Two (max, sum) pairs: the loop-carried chain is max (4 cycles) and FMA + blend (~6)
+    // against ~25 uops per vector, so two chains suffice; the 4-vector unroll alternates them.
+    V m0 = O::set1(-INFINITY), m1 = m0, s0 = O::zero(), s1 = O::zero();
+    size_t i = start;
+    for (; i + 4 * L <= end; i += 4 * L) {
+      const V x0 = O::load(x + i), x1 = O::load(x + i + L);
+      const V x2 = O::load(x + i + 2 * L), x3 = O::load(x + i + 3 * L);
+      nan = O::or_(nan, O::or_(O::unord(x0, x1), O::unord(x2, x3)));
+      online_step<T>(m0, s0, x0);
+      online_step<T>(m1, s1, x1);
+      online_step<T>(m0, s0, x2);
+      online_step<T>(m1, s1, x3);
+    }
+    for (; i + L <= end; i += L) {
+      const V v = O::load(x + i);
+      nan = O::or_(nan, O::unord(v, v));
+      online_step<T>(m0, s0, v);
+    }
+    if (i < end) {
+      const __m256i mk = O::tail_mask(end - i);
+      const V mask = O::as_mask(mk);
+      const V v = O::maskload(x + i, mk);
+      nan = O::or_(nan, O::unord(v, v));  // masked lanes are 0
+      V m = m1, s = s1;
+      online_step<T>(m, s, v);
+      m1 = O::blend(m1, m, mask);
+      s1 = O::blend(s1, s, mask);
+    }
+    // Merge both pairs into the double lanes, with the same one-exp trick in double.
+    __m256d bm[2][H], bs[2][H];
+    O::to_double(m0, bm[0]);
+    O::to_double(s0, bs[0]);
+    O::to_double(m1, bm[1]);
+    O::to_double(s1, bs[1]);
+    for (int a = 0; a < 2; ++a) {
+      for (int h = 0; h < H; ++h) {
+        using D = Ops<double>;
+        const __m256d mx = D::max(bm[a][h], dm[h]), mn = D::min(bm[a][h], dm[h]);
+        const __m256d e = vexp_nonpos_nan0<double>(D::sub(mn, mx));
+        const __m256d gt = D::gt(bm[a][h], dm[h]);
+        // gt: ds * e + bs, else bs * e + ds.
+        ds[h] = D::fma(D::blend(bs[a][h], ds[h], gt), e, D::blend(ds[h], bs[a][h], gt));
+        dm[h] = mx;
+      }
+    }
+  }
+  alignas(32) double lm[4 * H], ls[4 * H];
+  for (int h = 0; h < H; ++h) {
+    _mm256_store_pd(lm + 4 * h, dm[h]);
+    _mm256_store_pd(ls + 4 * h, ds[h]);
+  }
+  double mmax = -INFINITY;
+  for (int k = 0; k < 4 * H; ++k) mmax = lm[k] > mmax ? lm[k] : mmax;
+  double sum = 0.0;
+  for (int k = 0; k < 4 * H; ++k) {
+    if (lm[k] == -INFINITY) continue;  // empty lane; an all -inf row ends with sum 0
+    sum += ls[k] * exp(lm[k] - mmax);  // +inf max: inf - inf = NaN, as the contract wants
+  }
+  if (O::any(nan)) sum = NAN;
+  softzo_online out = {mmax, sum};
+  return out;
+}
+
+}  // namespace
+
+#define SOFTZO_DEFINE_AVX2(T, dt)                                                                \
+  T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }                      \
+  double softzo_##dt##_raddexpminusmax_avx2(size_t n, const T* x, T m) {                         \
+    return raddexpminusmax<T, false>(n, x, nullptr, m);                                          \
+  }                                                                                              \
+  double softzo_##dt##_raddstoreexpminusmax_avx2(size_t n, const T* x, T* y, T m) {              \
+    return raddexpminusmax<T, true>(n, x, y, m);                                                 \
+  }                                                                                              \
+  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                              \
+    const Ops<T>::V vs = Ops<T>::set1(s);                                                        \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(v, vs); });                            \
+  }                                                                                              \
+  void softzo_##dt##_vscaleexpminusmax_avx2(size_t n, const T* x, T* y, T m, T s) {              \
+    const Ops<T>::V vm = Ops<T>::set1(m), vs = Ops<T>::set1(s);                                  \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(vexp_minus<T>(v, vm), vs); });        \
+  }                                                                                              \
+  softzo_extexp softzo_##dt##_raddextexp_avx2(size_t n, const T* x, int* unsafe) {               \
+    return raddextexp<T>(n, x, unsafe);                                                          \
+  }                                                                                              \
+  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) {         \
+    vscaleextexp<T>(n, x, y, m, e);                                                              \
+  }                                                                                              \
+  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                         \
+    return ronlinesumexp<T>(n, x);                                                               \
+  }                                                                                              \
+  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                        \
+    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                                \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });           \
+  }                                                                                              \
+  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                                     \
+    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                                     \
+  }
+
+extern "C" {
+SOFTZO_DEFINE_AVX2(float, f32)
+SOFTZO_DEFINE_AVX2(double, f64)
+}

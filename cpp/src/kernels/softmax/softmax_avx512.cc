@@ -1,0 +1,554 @@
+// AVX-512 softmax-family kernels (float32 and float64). Compiled twice: natively with
+// -mavx512f/dq/vl/bw -mfma (suffix avx512), and with SOFTZO_EMULATE_AVX512 on top of SIMDe for
+// machines without AVX-512 (suffix avx512emu), which is how the tests exercise this file on
+// AVX2-only hosts. Same reduction, polynomials and block-folded sums as softmax_scalar.cc.
+#include <float.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/softmax/softmax_avx512_helpers.h"
+#include "kernels/softmax/softmax_kernels.h"
+
+#ifndef SOFTZO_ISA_SUFFIX
+#if SOFTZO_AVX512_EMULATED
+#define SOFTZO_ISA_SUFFIX avx512emu
+#else
+#define SOFTZO_ISA_SUFFIX avx512
+#endif
+#endif
+
+#define SOFTZO_PASTE3_(a, b, c) softzo_##a##_##b##_##c
+#define SOFTZO_PASTE3(a, b, c) SOFTZO_PASTE3_(a, b, c)
+#define SOFTZO_FN(dt, op) SOFTZO_PASTE3(dt, op, SOFTZO_ISA_SUFFIX)
+
+namespace {
+
+// Each accumulator lane sums at most kFoldBlock terms in T before the block is folded into
+// double, which keeps the total's error independent of n (a 64M-element row stays near 2e-8).
+// 16, well under the 512 allowed: every float add into a lane near 1 rounds by up to 6e-8 (and
+// drops terms below that), so rows dominated by a few terms lose accuracy with long blocks; on
+// N(0, 3^2) / N(0, 8^2) rows 512 gave errors up to 4.3e-7, 16 about 2e-7 (8 would not do much
+// better: a handful of adds already cost ~1.5e-7). The fold (extract, 2 cvt, 2 add per
+// accumulator) is ~2% of a block's ~1000 uops.
+constexpr size_t kFoldBlock = 16;
+// The online fold runs an exp_pd per half and state (~10x a plain fold), so its blocks are
+// longer; 32 costs ~8% and halves the error seen with 64 (5e-7 -> 2.5e-7 worst case).
+constexpr size_t kOnlineFoldBlock = 32;
+
+// Main loops take 4 vectors (64 floats / 32 doubles) per iteration: four independent exp
+// evaluations (~12 dependent FP ops each, ~50 cycles of latency) let the core overlap them, and
+// the loop/branch overhead is paid once per 256 bytes.
+constexpr size_t kUnroll = 4;
+
+struct F32 {
+  typedef float T;
+  typedef __m512 V;
+  typedef __mmask16 K;
+  static constexpr size_t kLanes = 16;
+  static constexpr int kHalves = 2;  // __m512d per V once widened to double
+  static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_ps(src, k, p); }
+  static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+  static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_ps(p, k, v); }
+  static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask16(rem); }
+  static SOFTZO_INLINE V set1(T a) { return _mm512_set1_ps(a); }
+  static SOFTZO_INLINE V zero() { return _mm512_setzero_ps(); }
+  static SOFTZO_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static SOFTZO_INLINE V mask_add(V src, K k, V a, V b) { return _mm512_mask_add_ps(src, k, a, b); }
+  static SOFTZO_INLINE V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_ps(src, k, a, b); }
+  static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_ps(a, b); }
+  static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_ps(k, a, b); }
+  static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_ps(k, a); }
+  static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_ps(k, a, b); }
+  static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
+  static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLT_UQ); }
+  static SOFTZO_INLINE V neg_abs(V a) {  // -|a|, NaN stays NaN
+    return _mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)));
+  }
+  static SOFTZO_INLINE V exp(V x) { return softzo_exp_ps(x); }
+  static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_ps(x, n); }
+  static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_ps(v); }
+  static SOFTZO_INLINE __m512d half(V v, int h) { return h == 0 ? softzo_cvtlo_pd(v) : softzo_cvthi_pd(v); }
+  static SOFTZO_INLINE __m512d fold(__m512d acc, V v) {
+    return _mm512_add_pd(_mm512_add_pd(acc, softzo_cvtlo_pd(v)), softzo_cvthi_pd(v));
+  }
+  static SOFTZO_INLINE T lowest() { return -FLT_MAX; }
+};
+
+struct F64 {
+  typedef double T;
+  typedef __m512d V;
+  typedef __mmask8 K;
+  static constexpr size_t kLanes = 8;
+  static constexpr int kHalves = 1;
+  static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_pd(src, k, p); }
+  static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+  static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_pd(p, k, v); }
+  static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask8(rem); }
+  static SOFTZO_INLINE V set1(T a) { return _mm512_set1_pd(a); }
+  static SOFTZO_INLINE V zero() { return _mm512_setzero_pd(); }
+  static SOFTZO_INLINE V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static SOFTZO_INLINE V mask_add(V src, K k, V a, V b) { return _mm512_mask_add_pd(src, k, a, b); }
+  static SOFTZO_INLINE V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_pd(a, b); }
+  static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_pd(src, k, a, b); }
+  static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_pd(a, b); }
+  static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_pd(k, a, b); }
+  static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_pd(k, a); }
+  static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_pd(k, a, b); }
+  static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLE_UQ); }
+  static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLT_UQ); }
+  static SOFTZO_INLINE V neg_abs(V a) {
+    return _mm512_castsi512_pd(
+        _mm512_or_si512(_mm512_castpd_si512(a), _mm512_set1_epi64(INT64_MIN)));
+  }
+  static SOFTZO_INLINE V exp(V x) { return softzo_exp_pd(x); }
+  static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_pd(x, n); }
+  static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_pd(v); }
+  static SOFTZO_INLINE __m512d half(V v, int) { return v; }
+  static SOFTZO_INLINE __m512d fold(__m512d acc, V v) { return _mm512_add_pd(acc, v); }
+  static SOFTZO_INLINE T lowest() { return -DBL_MAX; }
+};
+
+// Number of elements the next fold block covers: whole unrolled steps, at most max_iters.
+inline size_t block_len(size_t remaining, size_t step, size_t max_iters = kFoldBlock) {
+  const size_t iters = remaining / step;
+  return (iters < max_iters ? iters : max_iters) * step;
+}
+
+template <class A>
+typename A::T rmax(size_t n, const typename A::T* x) {
+  typedef typename A::V V;
+  const size_t L = A::kLanes;
+  // vmaxps has 4 cycles latency at up to 2 per cycle, the loads sustain 2 vectors per cycle:
+  // four chains keep the max off the critical path so the loop runs at load throughput.
+  const V ninf = A::set1(-static_cast<typename A::T>(INFINITY));
+  V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  size_t i = 0;
+  // x first: max returns its second operand when one is NaN, so NaN elements are skipped.
+  for (; n - i >= kUnroll * L; i += kUnroll * L) {
+    m0 = A::max(A::load(x + i), m0);
+    m1 = A::max(A::load(x + i + L), m1);
+    m2 = A::max(A::load(x + i + 2 * L), m2);
+    m3 = A::max(A::load(x + i + 3 * L), m3);
+  }
+  for (; n - i >= L; i += L) m0 = A::max(A::load(x + i), m0);
+  if (i < n) m1 = A::max(A::load_or(ninf, A::tail(n - i), x + i), m1);
+  return A::hmax(A::max(A::max(m0, m1), A::max(m2, m3)));
+}
+
+// exp(x - m), with the subtraction in T as the contract says (-inf - m = -inf gives 0).
+template <class A>
+struct ExpMinus {
+  typename A::V m;
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::exp(A::sub(x, m)); }
+};
+
+template <class A>
+struct ExpMinusScale {
+  typename A::V m, s;
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::mul(A::exp(A::sub(x, m)), s); }
+};
+
+template <class A>
+struct Scale {
+  typename A::V s;
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::mul(x, s); }
+};
+
+template <class A>
+struct SubSub {
+  typename A::V c1, c2;
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::sub(A::sub(x, c1), c2); }
+};
+
+template <class A>
+struct Exp {
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::exp(x); }
+};
+
+// y_i = f(x_i). All four loads of an iteration precede its stores and each store covers only
+// the elements just read, so x == y is safe.
+template <class A, class F>
+void map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
+  typedef typename A::V V;
+  const size_t L = A::kLanes;
+  size_t i = 0;
+  for (; n - i >= kUnroll * L; i += kUnroll * L) {
+    const V v0 = f(A::load(x + i));
+    const V v1 = f(A::load(x + i + L));
+    const V v2 = f(A::load(x + i + 2 * L));
+    const V v3 = f(A::load(x + i + 3 * L));
+    A::store(y + i, v0);
+    A::store(y + i + L, v1);
+    A::store(y + i + 2 * L, v2);
+    A::store(y + i + 3 * L, v3);
+  }
+  for (; n - i >= L; i += L) A::store(y + i, f(A::load(x + i)));
+  if (i < n) {
+    const typename A::K k = A::tail(n - i);
+    A::store_mask(y + i, k, f(A::load_or(A::zero(), k, x + i)));
+  }
+}
+
+// sum_i f(x_i), optionally storing the terms to y.
+template <class A, bool kStore, class F>
+double sum_map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
+  typedef typename A::V V;
+  const size_t L = A::kLanes;
+  const size_t step = kUnroll * L;
+  __m512d total = _mm512_setzero_pd();
+  size_t i = 0;
+  while (n - i >= step) {
+    // Four accumulators: vaddps has 4 cycles latency on 2 ports, so a single chain could
+    // retire only 1 add per 4 cycles; each term already costs ~12 FP ops, and four chains
+    // keep the adds (and the per-chain rounding growth) well away from being the limit.
+    V a0 = A::zero(), a1 = A::zero(), a2 = A::zero(), a3 = A::zero();
+    const size_t end = i + block_len(n - i, step);
+    for (; i < end; i += step) {
+      const V v0 = f(A::load(x + i));
+      const V v1 = f(A::load(x + i + L));
+      const V v2 = f(A::load(x + i + 2 * L));
+      const V v3 = f(A::load(x + i + 3 * L));
+      if (kStore) {
+        A::store(y + i, v0);
+        A::store(y + i + L, v1);
+        A::store(y + i + 2 * L, v2);
+        A::store(y + i + 3 * L, v3);
+      }
+      a0 = A::add(a0, v0);
+      a1 = A::add(a1, v1);
+      a2 = A::add(a2, v2);
+      a3 = A::add(a3, v3);
+    }
+    total = A::fold(A::fold(A::fold(A::fold(total, a0), a1), a2), a3);
+  }
+  if (i < n) {  // fewer than 4 vectors left: at most 4 more terms per lane
+    V a = A::zero();
+    for (; n - i >= L; i += L) {
+      const V v = f(A::load(x + i));
+      if (kStore) A::store(y + i, v);
+      a = A::add(a, v);
+    }
+    if (i < n) {
+      const typename A::K k = A::tail(n - i);
+      const V v = f(A::load_or(A::zero(), k, x + i));
+      if (kStore) A::store_mask(y + i, k, v);
+      a = A::mask_add(a, k, a, v);
+    }
+    total = A::fold(total, a);
+  }
+  return softzo_hadd_pd(total);
+}
+
+// ---- two-pass (extended exponent) -----------------------------------------------------------
+
+// Per-lane pair: the lane sum is M * 2^(E - 1) (the -1 because exp2p returns 2p).
+template <class A>
+struct ExtPair {
+  typename A::V m, e;
+};
+
+template <class A>
+SOFTZO_INLINE void ext_reset(ExtPair<A>* s) {
+  s->m = A::zero();
+  // Finite and below every reachable n (>= -94548): E - E' then stays finite (-inf - -inf
+  // would be NaN), and scalef(0, -huge) is 0.
+  s->e = A::set1(A::lowest());
+}
+
+template <class A>
+SOFTZO_INLINE void ext_update(ExtPair<A>* s, typename A::V x, typename A::K* bad) {
+  typedef typename A::V V;
+  *bad |= A::cmp_nle_uq(x, A::set1(static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT)));
+  const V xc = A::max(A::set1(-static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT)), x);
+  V n;
+  const V p2 = A::exp2p(xc, &n);
+  const V e_new = A::max(s->e, n);
+  // scalef turns hugely negative exponents into exact 0 instead of overflowing a shift.
+  s->m = A::add(A::scalef(s->m, A::sub(s->e, e_new)), A::scalef(p2, A::sub(n, e_new)));
+  s->e = e_new;
+}
+
+template <class A>
+SOFTZO_INLINE void ext_update_mask(ExtPair<A>* s, typename A::V x, typename A::K k,
+                                   typename A::K* bad) {
+  typedef typename A::V V;
+  *bad |= k & A::cmp_nle_uq(x, A::set1(static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT)));
+  const V xc = A::max(A::set1(-static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT)), x);
+  V n;
+  const V p2 = A::exp2p(xc, &n);
+  const V e_new = A::mask_max(s->e, k, s->e, n);
+  // maskz: an idle lane would compute scalef(p, n - lowest), i.e. p * 2^+huge.
+  s->m = A::add(A::scalef(s->m, A::sub(s->e, e_new)), A::maskz_scalef(k, p2, A::sub(n, e_new)));
+  s->e = e_new;
+}
+
+// Folds a pair into per-lane double pairs (dm, de), the same update one level up; all scalef
+// exponents are <= 0 there too.
+template <class A>
+SOFTZO_INLINE void ext_fold(const ExtPair<A>& s, __m512d* dm, __m512d* de) {
+  for (int h = 0; h < A::kHalves; ++h) {
+    const __m512d m = A::half(s.m, h);
+    const __m512d e = A::half(s.e, h);
+    const __m512d e_new = _mm512_max_pd(de[h], e);
+    dm[h] = _mm512_add_pd(_mm512_scalef_pd(dm[h], _mm512_sub_pd(de[h], e_new)),
+                          _mm512_scalef_pd(m, _mm512_sub_pd(e, e_new)));
+    de[h] = e_new;
+  }
+}
+
+// Adds m * 2^e into the scalar pair (acc_m, acc_e).
+inline void ext_merge(double m, double e, double* acc_m, double* acc_e) {
+  if (m == 0.0) return;
+  if (!(fabs(e) <= 1e9) || m != m) {  // NaN / inf input: *unsafe is set, keep it visible
+    *acc_m = NAN;
+    return;
+  }
+  if (*acc_m != *acc_m) return;
+  if (*acc_m == 0.0) {
+    *acc_m = m;
+    *acc_e = e;
+    return;
+  }
+  if (e > *acc_e) {
+    *acc_m = ldexp(*acc_m, static_cast<int>(*acc_e - e));
+    *acc_e = e;
+  }
+  *acc_m += ldexp(m, static_cast<int>(e - *acc_e));
+}
+
+template <class A>
+softzo_extexp raddextexp(size_t n, const typename A::T* x, int* unsafe) {
+  const size_t L = A::kLanes;
+  const size_t step = kUnroll * L;
+  typename A::K bad = 0;
+  __m512d dm[A::kHalves], de[A::kHalves];
+  for (int h = 0; h < A::kHalves; ++h) {
+    dm[h] = _mm512_setzero_pd();
+    de[h] = _mm512_set1_pd(-DBL_MAX);
+  }
+  // Four (M, E) pairs, one per unrolled vector: an update is a dependent chain
+  // max -> sub -> scalef -> add (~16 cycles), against ~18 FP ops per vector on 2 ports
+  // (~9 cycles), so fewer than two chains would stall; four also leave room for the exp.
+  ExtPair<A> s0, s1, s2, s3;
+  ext_reset(&s0);
+  ext_reset(&s1);
+  ext_reset(&s2);
+  ext_reset(&s3);
+  size_t i = 0;
+  while (n - i >= step) {
+    const size_t end = i + block_len(n - i, step);
+    for (; i < end; i += step) {
+      ext_update(&s0, A::load(x + i), &bad);
+      ext_update(&s1, A::load(x + i + L), &bad);
+      ext_update(&s2, A::load(x + i + 2 * L), &bad);
+      ext_update(&s3, A::load(x + i + 3 * L), &bad);
+    }
+    ext_fold(s0, dm, de);
+    ext_fold(s1, dm, de);
+    ext_fold(s2, dm, de);
+    ext_fold(s3, dm, de);
+    ext_reset(&s0);
+    ext_reset(&s1);
+    ext_reset(&s2);
+    ext_reset(&s3);
+  }
+  if (i < n) {
+    for (; n - i >= L; i += L) ext_update(&s0, A::load(x + i), &bad);
+    if (i < n) {
+      const typename A::K k = A::tail(n - i);
+      ext_update_mask(&s0, A::load_or(A::zero(), k, x + i), k, &bad);
+    }
+    ext_fold(s0, dm, de);
+  }
+  if (bad) *unsafe = 1;
+  const size_t kD = 8 * A::kHalves;
+  double lm[kD], le[kD];
+  for (int h = 0; h < A::kHalves; ++h) {
+    _mm512_storeu_pd(lm + 8 * h, dm[h]);
+    _mm512_storeu_pd(le + 8 * h, de[h]);
+  }
+  double acc_m = 0.0, acc_e = 0.0;
+  for (size_t l = 0; l < kD; ++l) ext_merge(lm[l], le[l], &acc_m, &acc_e);
+  softzo_extexp out = {acc_m, acc_m == 0.0 ? 0.0 : acc_e - 1.0};
+  return out;
+}
+
+template <class A>
+struct ScaleExtExp {
+  typename A::V inv_m, e1;
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const {
+    typedef typename A::V V;
+    const V xc = A::max(A::set1(-static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT)), x);
+    V n;
+    const V p2 = A::exp2p(xc, &n);
+    const V y = A::scalef(A::mul(p2, inv_m), A::sub(n, e1));
+    // NLT_UQ keeps NaN; below -LIMIT (incl. -inf) is exactly 0.
+    return A::maskz_mov(
+        A::cmp_nlt_uq(x, A::set1(-static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT))), y);
+  }
+};
+
+template <class A>
+void vscaleextexp(size_t n, const typename A::T* x, typename A::T* y, double m, double e) {
+  typedef typename A::T T;
+  // m = mm * 2^k with mm in [0.5, 1): 1/mm fits T whatever m is, and p/mm * 2^(n-e-k) keeps the
+  // scalef exponent near the result's own (no early overflow in the emulated scalef).
+  double mm = m;
+  int k = 0;
+  if (m != 0.0 && fabs(m) <= DBL_MAX) mm = frexp(m, &k);
+  ScaleExtExp<A> f;
+  f.inv_m = A::set1(static_cast<T>(1.0 / mm));
+  f.e1 = A::set1(static_cast<T>(e + k + 1.0));  // +1: exp2p returns 2p
+  map<A>(n, x, y, f);
+}
+
+// ---- online (max, sum) ----------------------------------------------------------------------
+
+template <class A>
+struct OnlineLane {
+  typename A::V m, s;
+};
+
+template <class A>
+SOFTZO_INLINE void online_reset(OnlineLane<A>* st) {
+  // -T_MAX rather than -inf: a -inf element then gives exp(-inf - m) = 0 instead of the NaN of
+  // -inf - -inf, so rows with -inf entries stay on the fast path.
+  st->m = A::set1(A::lowest());
+  st->s = A::zero();
+}
+
+template <class A>
+SOFTZO_INLINE void online_update(OnlineLane<A>* st, typename A::V x) {
+  typedef typename A::V V;
+  // One exp per element: only one of exp(m - m_new), exp(x - m_new) differs from 1, and it is
+  // exp(-|x - m|). +inf (inf - inf) and NaN give NaN, which then sticks.
+  const V e = A::exp(A::neg_abs(A::sub(x, st->m)));
+  const typename A::K gt = A::cmp_gt(x, st->m);
+  st->s = A::blend(gt, A::add(st->s, e), A::fmadd(st->s, e, A::set1(1)));
+  st->m = A::max(x, st->m);  // NaN x leaves m alone; s already carries the NaN
+}
+
+// Merges lane states into double lane states (dm, ds), with the same one-exp update as the
+// lanes. A lane that saw +inf keeps max = +inf here; the final reduction turns it into NaN.
+template <class A>
+SOFTZO_INLINE void online_fold(const OnlineLane<A>& st, __m512d* dm, __m512d* ds) {
+  for (int h = 0; h < A::kHalves; ++h) {
+    const __m512d m = A::half(st.m, h);
+    const __m512d s = A::half(st.s, h);
+    const __m512d e = softzo_exp_pd(F64::neg_abs(_mm512_sub_pd(m, dm[h])));
+    const __mmask8 gt = _mm512_cmp_pd_mask(m, dm[h], _CMP_GT_OQ);
+    ds[h] = _mm512_mask_blend_pd(gt, _mm512_fmadd_pd(s, e, ds[h]), _mm512_fmadd_pd(ds[h], e, s));
+    dm[h] = _mm512_max_pd(m, dm[h]);
+  }
+}
+
+template <class A>
+softzo_online ronlinesumexp(size_t n, const typename A::T* x) {
+  typedef typename A::V V;
+  const size_t L = A::kLanes;
+  const size_t step = kUnroll * L;
+  __m512d dm[A::kHalves], ds[A::kHalves];
+  for (int h = 0; h < A::kHalves; ++h) {
+    dm[h] = _mm512_set1_pd(-DBL_MAX);
+    ds[h] = _mm512_setzero_pd();
+  }
+  // Four states, one per unrolled vector: an update is a ~60-cycle chain (exp, fmadd, blend),
+  // so independent states are what lets the out-of-order core overlap iterations.
+  OnlineLane<A> s0, s1, s2, s3;
+  online_reset(&s0);
+  online_reset(&s1);
+  online_reset(&s2);
+  online_reset(&s3);
+  size_t i = 0;
+  while (n - i >= step) {
+    const size_t end = i + block_len(n - i, step, kOnlineFoldBlock);
+    for (; i < end; i += step) {
+      online_update(&s0, A::load(x + i));
+      online_update(&s1, A::load(x + i + L));
+      online_update(&s2, A::load(x + i + 2 * L));
+      online_update(&s3, A::load(x + i + 3 * L));
+    }
+    online_fold(s0, dm, ds);
+    online_fold(s1, dm, ds);
+    online_fold(s2, dm, ds);
+    online_fold(s3, dm, ds);
+    online_reset(&s0);
+    online_reset(&s1);
+    online_reset(&s2);
+    online_reset(&s3);
+  }
+  if (i < n) {
+    for (; n - i >= L; i += L) online_update(&s0, A::load(x + i));
+    if (i < n) {
+      // Idle lanes read -inf, which leaves a state untouched.
+      const V ninf = A::set1(-static_cast<typename A::T>(INFINITY));
+      online_update(&s0, A::load_or(ninf, A::tail(n - i), x + i));
+    }
+    online_fold(s0, dm, ds);
+  }
+  const size_t kD = 8 * A::kHalves;
+  double lm[kD], ls[kD];
+  for (int h = 0; h < A::kHalves; ++h) {
+    _mm512_storeu_pd(lm + 8 * h, dm[h]);
+    _mm512_storeu_pd(ls + 8 * h, ds[h]);
+  }
+  double big = lm[0];
+  for (size_t l = 1; l < kD; ++l) big = lm[l] > big ? lm[l] : big;
+  double sum = 0.0;
+  for (size_t l = 0; l < kD; ++l) sum += ls[l] * exp(lm[l] - big);
+  softzo_online out = {sum == 0.0 ? -static_cast<double>(INFINITY) : big, sum};
+  return out;
+}
+
+}  // namespace
+
+#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                        \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }                      \
+  double SOFTZO_FN(dt, raddexpminusmax)(size_t n, const T* x, T m) {                         \
+    ExpMinus<A> f = {A::set1(m)};                                                            \
+    return sum_map<A, false>(n, x, nullptr, f);                                              \
+  }                                                                                          \
+  double SOFTZO_FN(dt, raddstoreexpminusmax)(size_t n, const T* x, T* y, T m) {              \
+    ExpMinus<A> f = {A::set1(m)};                                                            \
+    return sum_map<A, true>(n, x, y, f);                                                     \
+  }                                                                                          \
+  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                              \
+    Scale<A> f = {A::set1(s)};                                                               \
+    map<A>(n, x, y, f);                                                                      \
+  }                                                                                          \
+  void SOFTZO_FN(dt, vscaleexpminusmax)(size_t n, const T* x, T* y, T m, T s) {              \
+    ExpMinusScale<A> f = {A::set1(m), A::set1(s)};                                           \
+    map<A>(n, x, y, f);                                                                      \
+  }                                                                                          \
+  softzo_extexp SOFTZO_FN(dt, raddextexp)(size_t n, const T* x, int* unsafe) {               \
+    return raddextexp<A>(n, x, unsafe);                                                      \
+  }                                                                                          \
+  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {         \
+    vscaleextexp<A>(n, x, y, m, e);                                                          \
+  }                                                                                          \
+  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                         \
+    return ronlinesumexp<A>(n, x);                                                           \
+  }                                                                                          \
+  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                        \
+    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                                \
+    map<A>(n, x, y, f);                                                                      \
+  }                                                                                          \
+  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }
+
+extern "C" {
+SOFTZO_DEFINE_AVX512(float, f32, F32)
+SOFTZO_DEFINE_AVX512(double, f64, F64)
+}

@@ -1,0 +1,129 @@
+"""Framework-neutral argument handling: NumPy, PyTorch (CPU) and JAX arrays in, the same out."""
+
+from __future__ import annotations
+
+import operator
+import sys
+from typing import Any
+
+import numpy as np
+
+SUPPORTED_DTYPES = ("float32", "float64")
+
+
+def framework_of(x: Any) -> str:
+    """'numpy', 'torch' or 'jax': the framework an output for x must belong to."""
+    if isinstance(x, np.ndarray):
+        return "numpy"
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return "torch"
+    if type(x).__module__.split(".")[0] in ("jax", "jaxlib"):
+        return "jax"
+    return "numpy"
+
+
+def dtype_name(x: Any) -> str:
+    return str(x.dtype).replace("torch.", "")
+
+
+def as_input(x: Any, name: str) -> tuple[Any, str]:
+    """A read-only view of x that nanobind accepts without copying, and x's framework."""
+    framework = framework_of(x)
+    if framework == "torch":
+        if x.device.type != "cpu":
+            raise ValueError(f"{name} is on device '{x.device}'; softzo runs on the CPU")
+        if x.is_conj() or x.is_neg():
+            x = x.resolve_conj().resolve_neg()
+        view = x.detach()
+    elif framework == "jax":
+        devices = {d.platform for d in x.devices()}
+        if devices != {"cpu"}:
+            raise ValueError(f"{name} is on {sorted(devices)}; softzo runs on the CPU")
+        view = x
+    else:
+        view = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if view.dtype.byteorder == ">":
+            raise TypeError(f"{name} must be in native byte order")
+    dt = dtype_name(view)
+    if dt not in SUPPORTED_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    if view.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
+    return view, framework
+
+
+def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(axis).__name__}") from None
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimensions")
+    return axis % ndim
+
+
+def check_num_threads(num_threads: Any) -> int:
+    """0 (the library default) for None, else a validated positive count."""
+    if num_threads is None:
+        return 0
+    try:
+        n = operator.index(num_threads)
+    except TypeError:
+        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}") from None
+    if n < 1:
+        raise ValueError(f"num_threads must be >= 1, got {n}")
+    return n
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def empty_like_framework(shape: tuple[int, ...], dtype: str, framework: str) -> Any:
+    """A new C-contiguous array for the result, of the framework the input came from."""
+    if framework == "torch":
+        import torch
+
+        return torch.empty(shape, dtype=getattr(torch, dtype))
+    return np.empty(shape, dtype=dtype)
+
+
+def finish(out: Any, framework: str) -> Any:
+    """Hands a NumPy result to JAX without a copy where JAX can take the buffer."""
+    if framework != "jax":
+        return out
+    import jax
+
+    try:
+        return jax.dlpack.from_dlpack(out)
+    except Exception:  # alignment or version limits: one copy
+        import jax.numpy as jnp
+
+        return jnp.asarray(out)
+
+
+def check_out(out: Any, x: Any, shape: tuple[int, ...]) -> Any:
+    """A writable view of out, after checking its type, dtype and shape against x."""
+    framework = framework_of(out)
+    if framework == "jax":
+        raise TypeError("out must be a writable NumPy array or PyTorch tensor; JAX arrays are immutable")
+    if framework == "torch":
+        if out.device.type != "cpu":
+            raise ValueError(f"out is on device '{out.device}'; softzo runs on the CPU")
+        if out.requires_grad:
+            raise ValueError("out must not require grad: softzo writes it outside autograd")
+        view = out.detach()
+    elif isinstance(out, np.ndarray):
+        if not out.flags.writeable:
+            raise ValueError("out is read-only")
+        view = out
+    else:
+        raise TypeError(f"out must be a NumPy array or PyTorch tensor, got {type(out).__name__}")
+    if dtype_name(view) != dtype_name(x):
+        raise TypeError(f"out must have x's dtype {dtype_name(x)}, got {dtype_name(view)}")
+    if tuple(view.shape) != tuple(shape):
+        raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(view.shape)}")
+    return view

@@ -1,0 +1,115 @@
+"""softmax, log_softmax and logsumexp: argument rules in Python, numerics in softzo._core."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import _core
+from ._arrays import (
+    as_input,
+    check_choice,
+    check_num_threads,
+    check_out,
+    empty_like_framework,
+    finish,
+    normalize_axis,
+)
+
+ALGORITHMS = ("auto", "two_pass", "three_pass_reload", "three_pass_recompute", "online")
+ALL_MASKED = ("nan", "zero")
+
+
+def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
+    xv, framework = as_input(x, "x")
+    ax = normalize_axis(axis, xv.ndim)
+    check_choice(algorithm, "algorithm", ALGORITHMS)
+    check_choice(all_masked, "all_masked", ALL_MASKED)
+    threads = check_num_threads(num_threads)
+    shape = tuple(xv.shape)
+    if out is None:
+        result = empty_like_framework(shape, str(xv.dtype).replace("torch.", ""), framework)
+        target = result
+    else:
+        target = check_out(out, xv, shape)
+        result = out
+    _core._softmax(xv, target, ax, algorithm, all_masked == "zero", threads, log)
+    return finish(result, framework) if out is None else result
+
+
+def softmax(
+    x: Any,
+    axis: int = -1,
+    *,
+    out: Any = None,
+    algorithm: str = "auto",
+    all_masked: str = "nan",
+    num_threads: int | None = None,
+) -> Any:
+    """Softmax along ``axis``: y_i = exp(x_i - max x) / sum_j exp(x_j - max x).
+
+    Args:
+        x: float32 or float64 array of any shape and strides: a NumPy array, a PyTorch CPU
+            tensor or a JAX CPU array (read without copying; never modified unless ``out is x``).
+        axis: the axis to normalise over (any axis, negative counts from the end).
+        out: optional array of x's shape and dtype to write into; ``out=x`` works in place.
+            It must not otherwise overlap x.
+        algorithm: "two_pass" (Dukhan & Ablavatski 2020, extended-exponent sums), "three_pass_reload",
+            "three_pass_recompute", "online" (Milakov & Gimelshein 2018), or "auto", which picks by
+            row size (three-pass reload in cache, two-pass beyond).
+        all_masked: a row of only -inf gives NaN ("nan", PyTorch's answer) or zeros ("zero").
+        num_threads: threads for this call (default: ``softzo.info()["num_threads"]``). Results are
+            bitwise identical for any count.
+
+    Returns:
+        A new array of x's framework (or ``out``). Semantics per row follow PyTorch: -inf entries
+        give 0, any NaN or +inf gives a NaN row; +-FLT_MAX and 1e30-style masks give the float64
+        answer rounded (max relative error about 4 ulp for outputs >= 1e-30).
+
+    Raises:
+        TypeError: x or out of an unsupported dtype (float16 is not supported yet) or type.
+        ValueError: 0-d x, axis out of range, out of the wrong shape or overlapping x, bad options.
+    """
+    return _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log=False)
+
+
+def log_softmax(
+    x: Any,
+    axis: int = -1,
+    *,
+    out: Any = None,
+    algorithm: str = "auto",
+    num_threads: int | None = None,
+) -> Any:
+    """Log-softmax along ``axis``, computed as (x - m) - log(sum exp(x - m)) (pytorch#11752).
+
+    Same arguments, array rules and errors as :func:`softmax`. A row of only -inf, or with a NaN
+    or +inf, gives a NaN row; -inf entries elsewhere give -inf. Absolute error is at most
+    1e-6 * max(1, |y|) in float32. For log_softmax the two three-pass variants are the same
+    computation (nothing is stored between passes).
+    """
+    return _softmax_family(x, axis, out, algorithm, "nan", num_threads, log=True)
+
+
+def logsumexp(
+    x: Any,
+    axis: int = -1,
+    *,
+    algorithm: str = "auto",
+    num_threads: int | None = None,
+) -> Any:
+    """log(sum(exp(x))) along ``axis``; the result drops that axis.
+
+    A row with a NaN gives NaN, else a +inf gives +inf, all -inf gives -inf, and an empty row
+    gives -inf (PyTorch's convention). 1-D NumPy input gives a NumPy scalar; torch gives a 0-d
+    tensor. Errors as :func:`softmax`.
+    """
+    xv, framework = as_input(x, "x")
+    ax = normalize_axis(axis, xv.ndim)
+    check_choice(algorithm, "algorithm", ALGORITHMS)
+    threads = check_num_threads(num_threads)
+    shape = tuple(s for d, s in enumerate(xv.shape) if d != ax)
+    result = empty_like_framework(shape, str(xv.dtype).replace("torch.", ""), framework)
+    _core._logsumexp(xv, result, ax, algorithm, threads)
+    if framework == "numpy" and result.ndim == 0:
+        return result[()]
+    return finish(result, framework)
