@@ -10,6 +10,7 @@ from ._arrays import (
     check_choice,
     check_num_threads,
     check_out,
+    dtype_name,
     empty_like_framework,
     finish,
     normalize_axis,
@@ -27,7 +28,7 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
     threads = check_num_threads(num_threads)
     shape = tuple(xv.shape)
     if out is None:
-        result = empty_like_framework(shape, str(xv.dtype).replace("torch.", ""), framework)
+        result = empty_like_framework(shape, dtype_name(xv), framework)
         target = result
     else:
         target = check_out(out, xv, shape)
@@ -108,7 +109,7 @@ def logsumexp(
     check_choice(algorithm, "algorithm", ALGORITHMS)
     threads = check_num_threads(num_threads)
     shape = tuple(s for d, s in enumerate(xv.shape) if d != ax)
-    result = empty_like_framework(shape, str(xv.dtype).replace("torch.", ""), framework)
+    result = empty_like_framework(shape, dtype_name(xv), framework)
     _core._logsumexp(xv, result, ax, algorithm, threads)
     if framework == "numpy" and result.ndim == 0:
         return result[()]

@@ -16,9 +16,8 @@ struct Table {
 
 #define SOFTZO_KERNEL_SET(T, dt, sfx)                                                        \
   SoftmaxKernels<T> {                                                                        \
-    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexpminusmax_##sfx,                           \
-        softzo_##dt##_raddstoreexpminusmax_##sfx, softzo_##dt##_vscale_##sfx,                \
-        softzo_##dt##_vscaleexpminusmax_##sfx, softzo_##dt##_raddextexp_##sfx,               \
+    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx, \
+        softzo_##dt##_vscale_##sfx, softzo_##dt##_raddextexp_##sfx,                          \
         softzo_##dt##_vscaleextexp_##sfx, softzo_##dt##_ronlinesumexp_##sfx,                 \
         softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx                                  \
   }

@@ -14,10 +14,9 @@ constexpr int kNumIsas = 3;
 template <typename T>
 struct SoftmaxKernels {
   T (*rmax)(size_t, const T*);
-  double (*raddexpminusmax)(size_t, const T*, T);
-  double (*raddstoreexpminusmax)(size_t, const T*, T*, T);
+  double (*raddexp)(size_t, const T*, double);
+  double (*raddstoreexp)(size_t, const T*, T*, double);
   void (*vscale)(size_t, const T*, T*, T);
-  void (*vscaleexpminusmax)(size_t, const T*, T*, T, T);
   softzo_extexp (*raddextexp)(size_t, const T*, int*);
   void (*vscaleextexp)(size_t, const T*, T*, double, double);
   softzo_online (*ronlinesumexp)(size_t, const T*);

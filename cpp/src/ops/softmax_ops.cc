@@ -20,6 +20,7 @@ constexpr int64_t kChunk = int64_t{1} << 16;
 // enough to amortise the atomic counter and small enough to balance 2 threads on 64 rows.
 constexpr int64_t kTaskElements = int64_t{1} << 16;
 constexpr double kLn2 = 0.693147180559945309417;
+constexpr double kLog2e = 1.44269504088896340736;
 // ln 2 split so that e * kLn2Hi is exact for the |e| < 2^21 that two-pass exponents reach: a
 // plain e * ln2 would cost ~1e-16 * |e| absolute, too much for float64 at |x| ~ 1e4.
 constexpr double kLn2Hi = 0x1.62e42feep-1;
@@ -28,6 +29,19 @@ constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 enum class Op { kSoftmax, kLogSoftmax, kLogSumExp };
 
 int64_t num_chunks(int64_t n) { return n > kSplitThreshold ? (n + kChunk - 1) / kChunk : 1; }
+
+inline double exact_sum(int64_t n, const float* x, float m) {
+  return softzo_f32_raddexpminusmax_exact(static_cast<size_t>(n), x, m);
+}
+inline double exact_sum(int64_t n, const double* x, double m) {
+  return softzo_f64_raddexpminusmax_exact(static_cast<size_t>(n), x, m);
+}
+inline void exact_scale(int64_t n, const float* x, float* y, float m, float s) {
+  softzo_f32_vscaleexpminusmax_exact(static_cast<size_t>(n), x, y, m, s);
+}
+inline void exact_scale(int64_t n, const double* x, double* y, double m, double s) {
+  softzo_f64_vscaleexpminusmax_exact(static_cast<size_t>(n), x, y, m, s);
+}
 
 // Runs f(chunk, offset, length) over a row's chunks, on the pool when the row is split.
 template <typename F>
@@ -81,7 +95,8 @@ class RowSolver {
   }
 
  private:
-  // Three passes; rows whose max is NaN or infinite take the exact special-value path.
+  // Three passes. Rows whose max is NaN or infinite take the special-value path, rows whose
+  // max is outside the scaled kernels' range the exact scalar one.
   T three_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
     ChunkArray<T> maxima(chunks);
@@ -91,32 +106,20 @@ class RowSolver {
     T m = maxima[0];
     for (int64_t c = 1; c < chunks; ++c) m = maxima[c] > m || std::isnan(maxima[c]) ? maxima[c] : m;
     if (!std::isfinite(m)) return special(x, y, n);
+    if (!in_scaled_range(m)) return far_range(x, y, n, m);
 
+    const double e = std::nearbyint(static_cast<double>(m) * kLog2e);
     const bool reload = op_ == Op::kSoftmax && algo_ == SoftmaxAlgorithm::kThreePassReload;
     ChunkArray<double> sums(chunks);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      sums[c] = reload ? k_.raddstoreexpminusmax(len, x + off, y + off, m)
-                       : k_.raddexpminusmax(len, x + off, m);
+      sums[c] = reload ? k_.raddstoreexp(len, x + off, y + off, e) : k_.raddexp(len, x + off, e);
     });
     double s = 0.0;
     for (int64_t c = 0; c < chunks; ++c) s += sums[c];
-    const double lse = static_cast<double>(m) + std::log(s);
-    switch (op_) {
-      case Op::kLogSumExp:
-        return static_cast<T>(lse);
-      case Op::kLogSoftmax:
-        write_log_softmax(x, y, n, m, std::log(s));
-        return T(0);
-      case Op::kSoftmax:
-        break;
-    }
+    if (!reload) return finish(x, y, n, s, e);
     const T inv = static_cast<T>(1.0 / s);
     each_chunk(n, threads_, [&](int64_t, int64_t off, int64_t len) {
-      if (reload) {
-        k_.vscale(len, y + off, y + off, inv);
-      } else {
-        k_.vscaleexpminusmax(len, x + off, y + off, m, inv);
-      }
+      k_.vscale(len, y + off, y + off, inv);
     });
     return T(0);
   }
@@ -141,6 +144,31 @@ class RowSolver {
     }
     // The clamp at -LIMIT is exact only if the row max is 105+ above it (ulp of 2^-149).
     if (!safe || !(m > 0.0) || e * kLn2 < -SOFTZO_EXTEXP_LIMIT + 110.0) return three_pass(x, y, n);
+    return finish(x, y, n, m, e);
+  }
+
+  T online(const T* x, T* y, int64_t n) {
+    const int64_t chunks = num_chunks(n);
+    ChunkArray<softzo_online> parts(chunks);
+    each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
+      parts[c] = k_.ronlinesumexp(len, x + off);
+    });
+    double mx = parts[0].max;
+    for (int64_t c = 1; c < chunks; ++c) mx = parts[c].max > mx ? parts[c].max : mx;
+    double s = 0.0;
+    for (int64_t c = 0; c < chunks; ++c) s += parts[c].sum * std::exp(parts[c].max - mx);
+    if (!(std::isfinite(s) && s > 0.0 && in_scaled_range(mx))) return three_pass(x, y, n);
+    // sum * e^mx as m * 2^e: e^(mx - e ln2) with the split ln2 keeps mx's full precision.
+    const double e = std::nearbyint(mx * kLog2e);
+    return finish(x, y, n, s * std::exp((mx - e * kLn2Hi) - e * kLn2Lo), e);
+  }
+
+  static bool in_scaled_range(double m) {
+    return m <= SOFTZO_EXTEXP_LIMIT && m >= -SOFTZO_EXTEXP_LIMIT + 110.0;
+  }
+
+  // The last pass, from sum_i exp(x_i) = m * 2^e.
+  T finish(const T* x, T* y, int64_t n, double m, double e) {
     const double lse_hi = e * kLn2Hi, lse_lo = std::log(m) + e * kLn2Lo;
     // c1 = lse rounded to T and c2 the rest: x - c1 is exact where x is near lse.
     const T c1 = static_cast<T>(lse_hi + lse_lo);
@@ -159,31 +187,19 @@ class RowSolver {
     return T(0);
   }
 
-  T online(const T* x, T* y, int64_t n) {
-    const int64_t chunks = num_chunks(n);
-    ChunkArray<softzo_online> parts(chunks);
-    each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      parts[c] = k_.ronlinesumexp(len, x + off);
-    });
-    double mx = parts[0].max;
-    for (int64_t c = 1; c < chunks; ++c) mx = parts[c].max > mx ? parts[c].max : mx;
-    double s = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) s += parts[c].sum * std::exp(parts[c].max - mx);
-    if (!(std::isfinite(s) && s > 0.0 && std::isfinite(mx))) return three_pass(x, y, n);
-    const T m = static_cast<T>(mx);  // an element of x, so exact
+  // Rows with a finite max beyond +-LIMIT (1e30 entries, rows of only -1e30): exact scalar loops.
+  T far_range(const T* x, T* y, int64_t n, T m) {
+    const double s = exact_sum(n, x, m);
     switch (op_) {
       case Op::kLogSumExp:
-        return static_cast<T>(mx + std::log(s));
+        return static_cast<T>(static_cast<double>(m) + std::log(s));
       case Op::kLogSoftmax:
         write_log_softmax(x, y, n, m, std::log(s));
         return T(0);
       case Op::kSoftmax:
         break;
     }
-    const T inv = static_cast<T>(1.0 / s);
-    each_chunk(n, threads_, [&](int64_t, int64_t off, int64_t len) {
-      k_.vscaleexpminusmax(len, x + off, y + off, m, inv);
-    });
+    exact_scale(n, x, y, m, static_cast<T>(1.0 / s));
     return T(0);
   }
 

@@ -68,15 +68,13 @@ struct Ops<float> {
     __m256i ebits;  // n << 23
   };
   // Needs |x log2 e| < 2^22 for the magic-number rounding.
-  // lo (|lo| <= ulp(x)/2) is the low half of an exact difference, added after the reduction.
-  static Split reduce(V x, V lo = _mm256_setzero_ps()) {
+  static Split reduce(V x) {
     const V magic = set1(0x1.8p23f);
     V vn = _mm256_fmadd_ps(x, set1(0x1.715476p+0f), magic);
     const __m256i ebits = _mm256_slli_epi32(_mm256_castps_si256(vn), 23);
     vn = _mm256_sub_ps(vn, magic);
     V r = _mm256_fnmadd_ps(vn, set1(0x1.62E43p-1f), x);
     r = _mm256_fnmadd_ps(vn, set1(-0x1.05C61p-29f), r);
-    r = _mm256_add_ps(r, lo);
     V p = set1(0x1.0F9F9Cp-7f);
     p = _mm256_fmadd_ps(p, r, set1(0x1.573A1Ap-5f));
     p = _mm256_fmadd_ps(p, r, set1(0x1.555A80p-3f));
@@ -88,6 +86,10 @@ struct Ops<float> {
   static V scale_bits(V p, __m256i ebits) {
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), ebits));
   }
+  // e << 23 and its subtraction from ebits: 2^(n - e) as an exponent-field offset.
+  static __m256i ebias(double e) { return _mm256_set1_epi32(static_cast<int32_t>(e) << 23); }
+  static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
+  static constexpr double kMinScaled = -124.0;  // 2^(n - e) >= 2^-125 keeps p * 2^(n - e) normal
   // 2^k for integer-valued k <= kMaxPow2; k < -126, -inf and NaN give exactly 0.
   static V pow2(V k) {
     k = _mm256_max_ps(k, set1(kMinPow2));
@@ -145,14 +147,13 @@ struct Ops<double> {
     V n;
     __m256i ebits;  // n << 52
   };
-  static Split reduce(V x, V lo = _mm256_setzero_pd()) {
+  static Split reduce(V x) {
     const V magic = set1(0x1.8p52);
     V vn = _mm256_fmadd_pd(x, set1(1.4426950408889634), magic);
     const __m256i ebits = _mm256_slli_epi64(_mm256_castpd_si256(vn), 52);
     vn = _mm256_sub_pd(vn, magic);
     V r = _mm256_fnmadd_pd(vn, set1(0x1.62e42feep-1), x);
     r = _mm256_fnmadd_pd(vn, set1(0x1.a39ef35793c76p-33), r);
-    r = _mm256_add_pd(r, lo);
     V p = set1(1.0 / 6227020800.0);  // 1/13!
     p = _mm256_fmadd_pd(p, r, set1(1.0 / 479001600.0));
     p = _mm256_fmadd_pd(p, r, set1(1.0 / 39916800.0));
@@ -172,6 +173,9 @@ struct Ops<double> {
   static V scale_bits(V p, __m256i ebits) {
     return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), ebits));
   }
+  static __m256i ebias(double e) { return _mm256_set1_epi64x(static_cast<int64_t>(e) << 52); }
+  static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi64(a, b); }
+  static constexpr double kMinScaled = -1020.0;
   static V pow2(V k) {
     k = _mm256_max_pd(k, set1(kMinPow2));
     const V v = _mm256_add_pd(k, set1(0x1.8p52 + 1023.0));
@@ -195,21 +199,24 @@ inline typename Ops<T>::V vexp(typename Ops<T>::V x) {
   return O::blend(y, O::add(x, O::set1(INFINITY)), O::nle_uq(x, hi));
 }
 
-// exp(x - m) for x <= m, neither NaN, m finite (the row max). x - m is carried exactly as
-// d + lo (Knuth's TwoSum, 6 adds): rounding d alone would cost up to ulp(|d|)/2 of relative
-// accuracy, ~1e-6 at d = -20 in float32, which would dominate the ~2 ulp of the polynomial.
+// exp(x) * 2^-e for x <= (e + 1) ln2, exactly 0 below cut = (e + kMinScaled) ln2. No x - max
+// is ever rounded: the reduction is exact and 2^(n - e) goes straight into the exponent field,
+// which stays normal above the cut. ~15 uops, 8 of them on the two FMA pipes (4 cycles/vector).
 template <typename T>
-inline typename Ops<T>::V vexp_minus(typename Ops<T>::V x, typename Ops<T>::V m) {
+struct ScaledExp {
   using O = Ops<T>;
   using V = typename O::V;
-  const V cut = O::set1(O::kMinArg);
-  const V d = O::sub(x, m);
-  const V bv = O::sub(d, x);
-  const V lo = O::sub(O::sub(x, O::sub(d, bv)), O::add(m, bv));
-  // d = -inf (x = -inf, or -FLT_MAX - FLT_MAX) makes lo NaN; those lanes are zeroed below.
-  const typename O::Split sp = O::reduce(O::max(d, cut), lo);
-  return O::andnot(O::lt(d, cut), O::scale_bits(sp.p, sp.ebits));
-}
+  V cut;
+  __m256i bias;
+  explicit ScaledExp(double e)
+      : cut(O::set1(static_cast<T>((e + O::kMinScaled) * 0.6931471805599453))), bias(O::ebias(e)) {}
+  // Lanes below the cut (-inf included) compute garbage that the final mask drops; clamping
+  // them first would cost an add-pipe op, and the add pipes are the busier ones here.
+  V operator()(V x) const {
+    const typename O::Split sp = O::reduce(x);
+    return O::andnot(O::lt(x, cut), O::scale_bits(sp.p, O::esub(sp.ebits, bias)));
+  }
+};
 
 // exp(d) for d <= 0 or NaN, with NaN -> 0: used where d = -inf - (-inf) must count as nothing.
 template <typename T>
@@ -266,28 +273,28 @@ T rmax(size_t n, const T* x) {
   return r;
 }
 
-// sum_i exp(x_i - m), optionally storing the terms. The exp is ~15 dependent FMA-port uops, so
+// sum_i exp(x_i) * 2^-e, optionally storing the terms. The exp is ~15 dependent FMA-port uops, so
 // the loop is throughput-bound; 4 vectors per iteration give the scheduler 4 independent exp
 // chains (FMA latency 4 x 2 ports = 8 in flight), and one accumulator per vector removes the
 // 4-cycle add chain entirely.
 template <typename T, bool kStore>
-double raddexpminusmax(size_t n, const T* x, T* y, T m) {
+double raddexp(size_t n, const T* x, T* y, double e) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr size_t L = O::kLanes;
   constexpr int H = O::kHalves;
   constexpr size_t kBlock = 4 * kElemsPerAccumulator;
-  const V vm = O::set1(m);
+  const ScaledExp<T> f(e);
   __m256d total = _mm256_setzero_pd();
   for (size_t start = 0; start < n; start += kBlock) {
     const size_t end = n - start < kBlock ? n : start + kBlock;
     V a0 = O::zero(), a1 = O::zero(), a2 = O::zero(), a3 = O::zero();
     size_t i = start;
     for (; i + 4 * L <= end; i += 4 * L) {
-      const V e0 = vexp_minus<T>(O::load(x + i), vm);
-      const V e1 = vexp_minus<T>(O::load(x + i + L), vm);
-      const V e2 = vexp_minus<T>(O::load(x + i + 2 * L), vm);
-      const V e3 = vexp_minus<T>(O::load(x + i + 3 * L), vm);
+      const V e0 = f(O::load(x + i));
+      const V e1 = f(O::load(x + i + L));
+      const V e2 = f(O::load(x + i + 2 * L));
+      const V e3 = f(O::load(x + i + 3 * L));
       if (kStore) {
         O::store(y + i, e0);
         O::store(y + i + L, e1);
@@ -300,14 +307,14 @@ double raddexpminusmax(size_t n, const T* x, T* y, T m) {
       a3 = O::add(a3, e3);
     }
     for (; i + L <= end; i += L) {
-      const V e = vexp_minus<T>(O::load(x + i), vm);
+      const V e = f(O::load(x + i));
       if (kStore) O::store(y + i, e);
       a0 = O::add(a0, e);
     }
     if (i < end) {
       const __m256i mk = O::tail_mask(end - i);
-      // Masked-off lanes load 0 and may give any exp(-m); the AND drops them.
-      const V e = O::and_(vexp_minus<T>(O::maskload(x + i, mk), vm), O::as_mask(mk));
+      // Masked-off lanes load 0 and may give any exp(0) * 2^-e; the AND drops them.
+      const V e = O::and_(f(O::maskload(x + i, mk)), O::as_mask(mk));
       if (kStore) O::maskstore(y + i, mk, e);
       a1 = O::add(a1, e);
     }
@@ -449,19 +456,10 @@ softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
 
 template <typename T>
 void vscaleextexp(size_t n, const T* x, T* y, double m, double e) {
-  using O = Ops<T>;
-  using V = typename O::V;
-  const V lim = O::set1(static_cast<T>(SOFTZO_EXTEXP_LIMIT));
-  const V nlim = O::set1(static_cast<T>(-SOFTZO_EXTEXP_LIMIT));
-  const V inv_m = O::set1(static_cast<T>(1.0 / m));
-  const V ve = O::set1(static_cast<T>(e));  // integer-valued, |e| < 2^24: exact in float
-  const V kmax = O::set1(O::kMaxPow2);
-  map<T>(n, x, y, [&](V v) {
-    const typename O::Split sp = O::reduce(O::min(O::max(v, nlim), lim));
-    // n - e <= 0 for the e pass 1 produced; the min only guards the bit trick otherwise.
-    const V s = O::pow2(O::min(O::sub(sp.n, ve), kmax));
-    return O::andnot(O::lt(v, nlim), O::mul(O::mul(sp.p, inv_m), s));
-  });
+  using V = typename Ops<T>::V;
+  const ScaledExp<T> f(e);
+  const V inv_m = Ops<T>::set1(static_cast<T>(1.0 / m));
+  map<T>(n, x, y, [&](V v) { return Ops<T>::mul(f(v), inv_m); });
 }
 
 // Online (max, sum) update using one exp per element: of exp(m - m_new) and exp(x - m_new) one
@@ -558,19 +556,15 @@ softzo_online ronlinesumexp(size_t n, const T* x) {
 
 #define SOFTZO_DEFINE_AVX2(T, dt)                                                                \
   T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }                      \
-  double softzo_##dt##_raddexpminusmax_avx2(size_t n, const T* x, T m) {                         \
-    return raddexpminusmax<T, false>(n, x, nullptr, m);                                          \
+  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                           \
+    return raddexp<T, false>(n, x, nullptr, e);                                                  \
   }                                                                                              \
-  double softzo_##dt##_raddstoreexpminusmax_avx2(size_t n, const T* x, T* y, T m) {              \
-    return raddexpminusmax<T, true>(n, x, y, m);                                                 \
+  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {                 \
+    return raddexp<T, true>(n, x, y, e);                                                         \
   }                                                                                              \
   void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                              \
     const Ops<T>::V vs = Ops<T>::set1(s);                                                        \
     map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(v, vs); });                            \
-  }                                                                                              \
-  void softzo_##dt##_vscaleexpminusmax_avx2(size_t n, const T* x, T* y, T m, T s) {              \
-    const Ops<T>::V vm = Ops<T>::set1(m), vs = Ops<T>::set1(s);                                  \
-    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(vexp_minus<T>(v, vm), vs); });        \
   }                                                                                              \
   softzo_extexp softzo_##dt##_raddextexp_avx2(size_t n, const T* x, int* unsafe) {               \
     return raddextexp<T>(n, x, unsafe);                                                          \

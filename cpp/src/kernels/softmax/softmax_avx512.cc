@@ -1,7 +1,9 @@
 // AVX-512 softmax-family kernels (float32 and float64). Compiled twice: natively with
 // -mavx512f/dq/vl/bw -mfma (suffix avx512), and with SOFTZO_EMULATE_AVX512 on top of SIMDe for
 // machines without AVX-512 (suffix avx512emu), which is how the tests exercise this file on
-// AVX2-only hosts. Same reduction, polynomials and block-folded sums as softmax_scalar.cc.
+// AVX2-only hosts. Same reduction and polynomials as softmax_scalar.cc; the three-pass kernels
+// work on exp(x) * 2^-e (never x - max), sums accumulate in T over short blocks folded into
+// double.
 #include <float.h>
 #include <math.h>
 #include <stddef.h>
@@ -48,7 +50,9 @@ struct F32 {
   static constexpr size_t kLanes = 16;
   static constexpr int kHalves = 2;  // __m512d per V once widened to double
   static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
-  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_ps(src, k, p); }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) {
+    return softzo_mask_loadu_ps(src, k, p);
+  }
   static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
   static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_ps(p, k, v); }
   static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask16(rem); }
@@ -66,6 +70,7 @@ struct F32 {
   static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_ps(k, a); }
   static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_ps(k, a, b); }
   static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
   static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
   static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLT_UQ); }
   static SOFTZO_INLINE V neg_abs(V a) {  // -|a|, NaN stays NaN
@@ -75,11 +80,17 @@ struct F32 {
   static SOFTZO_INLINE V exp(V x) { return softzo_exp_ps(x); }
   static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_ps(x, n); }
   static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_ps(v); }
-  static SOFTZO_INLINE __m512d half(V v, int h) { return h == 0 ? softzo_cvtlo_pd(v) : softzo_cvthi_pd(v); }
+  static SOFTZO_INLINE __m512d half(V v, int h) {
+    return h == 0 ? softzo_cvtlo_pd(v) : softzo_cvthi_pd(v);
+  }
   static SOFTZO_INLINE __m512d fold(__m512d acc, V v) {
     return _mm512_add_pd(_mm512_add_pd(acc, softzo_cvtlo_pd(v)), softzo_cvthi_pd(v));
   }
   static SOFTZO_INLINE T lowest() { return -FLT_MAX; }
+  static SOFTZO_INLINE T above(double v) {  // smallest float >= v
+    const float f = static_cast<float>(v);
+    return static_cast<double>(f) < v ? nextafterf(f, INFINITY) : f;
+  }
 };
 
 struct F64 {
@@ -89,7 +100,9 @@ struct F64 {
   static constexpr size_t kLanes = 8;
   static constexpr int kHalves = 1;
   static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
-  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_pd(src, k, p); }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) {
+    return softzo_mask_loadu_pd(src, k, p);
+  }
   static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
   static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_pd(p, k, v); }
   static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask8(rem); }
@@ -107,6 +120,7 @@ struct F64 {
   static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_pd(k, a); }
   static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_pd(k, a, b); }
   static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
   static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLE_UQ); }
   static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLT_UQ); }
   static SOFTZO_INLINE V neg_abs(V a) {
@@ -119,6 +133,7 @@ struct F64 {
   static SOFTZO_INLINE __m512d half(V v, int) { return v; }
   static SOFTZO_INLINE __m512d fold(__m512d acc, V v) { return _mm512_add_pd(acc, v); }
   static SOFTZO_INLINE T lowest() { return -DBL_MAX; }
+  static SOFTZO_INLINE T above(double v) { return v; }
 };
 
 // Number of elements the next fold block covers: whole unrolled steps, at most max_iters.
@@ -130,35 +145,67 @@ inline size_t block_len(size_t remaining, size_t step, size_t max_iters = kFoldB
 template <class A>
 typename A::T rmax(size_t n, const typename A::T* x) {
   typedef typename A::V V;
+  typedef typename A::K K;
   const size_t L = A::kLanes;
   // vmaxps has 4 cycles latency at up to 2 per cycle, the loads sustain 2 vectors per cycle:
   // four chains keep the max off the critical path so the loop runs at load throughput.
   const V ninf = A::set1(-static_cast<typename A::T>(INFINITY));
   V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  // max drops NaN (x first: it returns its second operand when one is NaN), so NaN is tracked
+  // in a mask and reported once at the end.
+  K nan = 0;
   size_t i = 0;
-  // x first: max returns its second operand when one is NaN, so NaN elements are skipped.
   for (; n - i >= kUnroll * L; i += kUnroll * L) {
-    m0 = A::max(A::load(x + i), m0);
-    m1 = A::max(A::load(x + i + L), m1);
-    m2 = A::max(A::load(x + i + 2 * L), m2);
-    m3 = A::max(A::load(x + i + 3 * L), m3);
+    const V v0 = A::load(x + i), v1 = A::load(x + i + L);
+    const V v2 = A::load(x + i + 2 * L), v3 = A::load(x + i + 3 * L);
+    nan |= A::is_nan(v0) | A::is_nan(v1) | A::is_nan(v2) | A::is_nan(v3);
+    m0 = A::max(v0, m0);
+    m1 = A::max(v1, m1);
+    m2 = A::max(v2, m2);
+    m3 = A::max(v3, m3);
   }
-  for (; n - i >= L; i += L) m0 = A::max(A::load(x + i), m0);
-  if (i < n) m1 = A::max(A::load_or(ninf, A::tail(n - i), x + i), m1);
+  for (; n - i >= L; i += L) {
+    const V v = A::load(x + i);
+    nan |= A::is_nan(v);
+    m0 = A::max(v, m0);
+  }
+  if (i < n) {
+    const V v = A::load_or(ninf, A::tail(n - i), x + i);
+    nan |= A::is_nan(v);
+    m1 = A::max(v, m1);
+  }
+  if (nan) return static_cast<typename A::T>(NAN);
   return A::hmax(A::max(A::max(m0, m1), A::max(m2, m3)));
 }
 
-// exp(x - m), with the subtraction in T as the contract says (-inf - m = -inf gives 0).
+constexpr double kLn2 = 0x1.62e42fefa39efp-1;
+
+// exp(x) * 2^-e, and exactly 0 where that falls below 2^-125 (x < (e - 125) ln2, -inf
+// included); needs x <= (e + 1) ln2. exp2p gives exp(x) = 2p * 2^(n-1), so the scalef exponent
+// n - 1 - e is <= 0: nothing can overflow, and the result is normal wherever it is kept.
 template <class A>
-struct ExpMinus {
-  typename A::V m;
-  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::exp(A::sub(x, m)); }
+struct ScaledExp {
+  typename A::V thr, e1;
+  explicit ScaledExp(double e) { init(e, e); }
+  // Flush decided by e_flush, scaling by 2^-e_scale (vscaleextexp folds 1/m's exponent in).
+  ScaledExp(double e_flush, double e_scale) { init(e_flush, e_scale); }
+  void init(double e_flush, double e_scale) {
+    thr = A::set1(A::above((e_flush - 125.0) * kLn2));
+    e1 = A::set1(static_cast<typename A::T>(e_scale + 1.0));
+  }
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const {
+    typename A::V n;
+    const typename A::V p2 = A::exp2p(x, &n);
+    return A::maskz_mov(A::cmp_nlt_uq(x, thr), A::scalef(p2, A::sub(n, e1)));
+  }
 };
 
+// ScaledExp times a constant.
 template <class A>
-struct ExpMinusScale {
-  typename A::V m, s;
-  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::mul(A::exp(A::sub(x, m)), s); }
+struct ScaledExpTimes {
+  ScaledExp<A> f;
+  typename A::V s;
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::mul(f(x), s); }
 };
 
 template <class A>
@@ -170,7 +217,9 @@ struct Scale {
 template <class A>
 struct SubSub {
   typename A::V c1, c2;
-  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::sub(A::sub(x, c1), c2); }
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const {
+    return A::sub(A::sub(x, c1), c2);
+  }
 };
 
 template <class A>
@@ -342,6 +391,7 @@ softzo_extexp raddextexp(size_t n, const typename A::T* x, int* unsafe) {
   // Four (M, E) pairs, one per unrolled vector: an update is a dependent chain
   // max -> sub -> scalef -> add (~16 cycles), against ~18 FP ops per vector on 2 ports
   // (~9 cycles), so fewer than two chains would stall; four also leave room for the exp.
+  // Blocks of kFoldBlock as for the sums (M is a float sum too); this fold is ~6% of a block.
   ExtPair<A> s0, s1, s2, s3;
   ext_reset(&s0);
   ext_reset(&s1);
@@ -382,36 +432,22 @@ softzo_extexp raddextexp(size_t n, const typename A::T* x, int* unsafe) {
   }
   double acc_m = 0.0, acc_e = 0.0;
   for (size_t l = 0; l < kD; ++l) ext_merge(lm[l], le[l], &acc_m, &acc_e);
-  softzo_extexp out = {acc_m, acc_m == 0.0 ? 0.0 : acc_e - 1.0};
+  // M * 2^(E - 1) = (M / 2) * 2^E: report e = max n like the scalar kernel, so that x <= (e + 1)
+  // ln2 (vscaleextexp's domain) holds for every x of the row.
+  softzo_extexp out = {acc_m * 0.5, acc_m == 0.0 ? 0.0 : acc_e};
   return out;
 }
 
 template <class A>
-struct ScaleExtExp {
-  typename A::V inv_m, e1;
-  SOFTZO_INLINE typename A::V operator()(typename A::V x) const {
-    typedef typename A::V V;
-    const V xc = A::max(A::set1(-static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT)), x);
-    V n;
-    const V p2 = A::exp2p(xc, &n);
-    const V y = A::scalef(A::mul(p2, inv_m), A::sub(n, e1));
-    // NLT_UQ keeps NaN; below -LIMIT (incl. -inf) is exactly 0.
-    return A::maskz_mov(
-        A::cmp_nlt_uq(x, A::set1(-static_cast<typename A::T>(SOFTZO_EXTEXP_LIMIT))), y);
-  }
-};
-
-template <class A>
 void vscaleextexp(size_t n, const typename A::T* x, typename A::T* y, double m, double e) {
   typedef typename A::T T;
-  // m = mm * 2^k with mm in [0.5, 1): 1/mm fits T whatever m is, and p/mm * 2^(n-e-k) keeps the
-  // scalef exponent near the result's own (no early overflow in the emulated scalef).
+  // m = mm * 2^k with mm in [0.5, 1): 1/mm fits T whatever m is, and folding k into the scalef
+  // exponent keeps it <= 0 for m >= 0.5 (the emulated scalef builds 2^b in T and would overflow
+  // early for large b). The flush to 0 stays where exp(x) * 2^-e < 2^-125, as in raddexp.
   double mm = m;
   int k = 0;
   if (m != 0.0 && fabs(m) <= DBL_MAX) mm = frexp(m, &k);
-  ScaleExtExp<A> f;
-  f.inv_m = A::set1(static_cast<T>(1.0 / mm));
-  f.e1 = A::set1(static_cast<T>(e + k + 1.0));  // +1: exp2p returns 2p
+  const ScaledExpTimes<A> f = {ScaledExp<A>(e, e + k), A::set1(static_cast<T>(1.0 / mm))};
   map<A>(n, x, y, f);
 }
 
@@ -517,20 +553,14 @@ softzo_online ronlinesumexp(size_t n, const typename A::T* x) {
 
 #define SOFTZO_DEFINE_AVX512(T, dt, A)                                                        \
   T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }                      \
-  double SOFTZO_FN(dt, raddexpminusmax)(size_t n, const T* x, T m) {                         \
-    ExpMinus<A> f = {A::set1(m)};                                                            \
-    return sum_map<A, false>(n, x, nullptr, f);                                              \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e) {                            \
+    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                \
   }                                                                                          \
-  double SOFTZO_FN(dt, raddstoreexpminusmax)(size_t n, const T* x, T* y, T m) {              \
-    ExpMinus<A> f = {A::set1(m)};                                                            \
-    return sum_map<A, true>(n, x, y, f);                                                     \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e) {                 \
+    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                       \
   }                                                                                          \
   void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                              \
     Scale<A> f = {A::set1(s)};                                                               \
-    map<A>(n, x, y, f);                                                                      \
-  }                                                                                          \
-  void SOFTZO_FN(dt, vscaleexpminusmax)(size_t n, const T* x, T* y, T m, T s) {              \
-    ExpMinusScale<A> f = {A::set1(m), A::set1(s)};                                           \
     map<A>(n, x, y, f);                                                                      \
   }                                                                                          \
   softzo_extexp SOFTZO_FN(dt, raddextexp)(size_t n, const T* x, int* unsafe) {               \

@@ -1,6 +1,7 @@
-// Static inline AVX-512 building blocks for softmax_avx512.cc: masked memory access, horizontal
-// reductions, float->double widening and the exp kernels. Everything here is static SOFTZO_INLINE so
-// neither the native nor the SIMDe-emulated object exports (or weakly defines) anything from it.
+// Static inline AVX-512 building blocks for softmax_avx512.cc: masked memory access,
+// horizontal reductions, float->double widening and the exp kernels. Everything here is static
+// (and forced inline), so neither the native nor the SIMDe-emulated object exports or weakly
+// defines anything from it.
 #ifndef SOFTZO_KERNELS_SOFTMAX_SOFTMAX_AVX512_HELPERS_H_
 #define SOFTZO_KERNELS_SOFTMAX_SOFTMAX_AVX512_HELPERS_H_
 
@@ -19,8 +20,8 @@
 
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's avx512fintrin.h seeds _mm512_undefined_ps() with itself (GCC PR 105593), which
-// -Wall reports at every inlined intrinsic; and in the emulated build, __m512 arguments of
-// out-of-line static helpers trigger -Wpsabi notes, irrelevant for functions never exported.
+// -Wall reports at every inlined intrinsic; -Wpsabi flags __m512 passed by value without
+// AVX-512 (emulated build), irrelevant for static functions that are never exported.
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -115,8 +116,12 @@ static SOFTZO_INLINE __m512d softzo_cvt256_pd(__m256 h) {
 #endif
 }
 // Lanes 0-7 and 8-15 of v, widened to double.
-static SOFTZO_INLINE __m512d softzo_cvtlo_pd(__m512 v) { return softzo_cvt256_pd(softzo_lo256_ps(v)); }
-static SOFTZO_INLINE __m512d softzo_cvthi_pd(__m512 v) { return softzo_cvt256_pd(softzo_hi256_ps(v)); }
+static SOFTZO_INLINE __m512d softzo_cvtlo_pd(__m512 v) {
+  return softzo_cvt256_pd(softzo_lo256_ps(v));
+}
+static SOFTZO_INLINE __m512d softzo_cvthi_pd(__m512 v) {
+  return softzo_cvt256_pd(softzo_hi256_ps(v));
+}
 
 static SOFTZO_INLINE float softzo_hmax_ps(__m512 v) {
   const __m256 m8 = _mm256_max_ps(softzo_lo256_ps(v), softzo_hi256_ps(v));

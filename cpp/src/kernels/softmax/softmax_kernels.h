@@ -1,17 +1,24 @@
 // The C-style contract every softmax-family kernel file implements, once per ISA.
 //
 // Each ISA file (softmax_scalar.cc, softmax_avx2.cc, softmax_avx512.cc) defines the functions
-// below with its ISA suffix pasted onto the name, e.g. softzo_f32_raddexpminusmax_avx2. The
-// emulated AVX-512 build compiles softmax_avx512.cc a second time with SOFTZO_ISA_SUFFIX
-// set to avx512emu. Kernels take raw pointers and counts, allocate nothing, never read or write
+// below with its ISA suffix pasted onto the name, e.g. softzo_f32_raddexp_avx2. The emulated
+// AVX-512 build compiles softmax_avx512.cc a second time, under SOFTZO_EMULATE_AVX512, with the
+// suffix avx512emu. Kernels take raw pointers and counts, allocate nothing, never read or write
 // past x[n-1] / y[n-1], and accept n == 0 unless stated. x == y (in place) is allowed wherever
 // both appear. Sums are returned in double: lanes accumulate in T over short blocks and are
 // folded into double, so the relative error of a sum stays ~1e-7 for any n (float32).
 //
+// Exactness: no kernel computes x - max. The three-pass kernels compute exp(x) * 2^-e with
+// e = round(max * log2 e), so the Cody-Waite reduction r = x - n ln2 (exact with an FMA for
+// |x| <= SOFTZO_EXTEXP_LIMIT) is the only subtraction and the 2^(n - e) scaling is exact; the
+// rounding of x - max (up to ulp(|x - max|)/2 of relative error, ~1e-6 at 20 in float32) never
+// enters. Rows whose max lies outside [-LIMIT + 110, LIMIT] use the exact scalar path at the
+// end of this header.
+//
 // Special values: rmax reports NaN, and ops/softmax_ops.cc sends rows whose max is not finite,
-// whose online sum is not finite and positive, or whose two-pass flag is "unsafe", to its exact
-// special-value path. The exp(x - m) kernels therefore see no NaN and a finite m >= every x;
-// they must map exp(-inf) (also -FLT_MAX - FLT_MAX) to exactly 0.
+// whose online sum is not finite and positive, or whose two-pass flag is "unsafe", to its
+// special-value path. The exp kernels therefore never see NaN; they map -inf to exactly 0 and
+// may flush any scaled result below 2^-125 to 0 (those are under 1e-37 of the row's largest).
 #ifndef SOFTZO_KERNELS_SOFTMAX_KERNELS_H_
 #define SOFTZO_KERNELS_SOFTMAX_KERNELS_H_
 
@@ -45,24 +52,23 @@ typedef struct {
 #define SOFTZO_DECLARE_SOFTMAX_KERNELS(T, dt, isa)                                            \
   /* max_i x_i, or NaN if any x_i is NaN; n >= 1. */                                          \
   T softzo_##dt##_rmax_##isa(size_t n, const T* x);                                           \
-  /* sum_i exp(x_i - m), with x_i - m carried exactly into the exp's reduction. */            \
-  double softzo_##dt##_raddexpminusmax_##isa(size_t n, const T* x, T m);                      \
-  /* y_i = exp(x_i - m); returns sum_i y_i (three-pass reload, pass 2). */                    \
-  double softzo_##dt##_raddstoreexpminusmax_##isa(size_t n, const T* x, T* y, T m);           \
+  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). */         \
+  double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e);                         \
+  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). */                 \
+  double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e);              \
   /* y_i = x_i * s. */                                                                        \
   void softzo_##dt##_vscale_##isa(size_t n, const T* x, T* y, T s);                           \
-  /* y_i = exp(x_i - m) * s. */                                                               \
-  void softzo_##dt##_vscaleexpminusmax_##isa(size_t n, const T* x, T* y, T m, T s);           \
   /* sum_i exp(max(x_i, -LIMIT)) as an extexp pair; sets *unsafe = 1 if any x_i > LIMIT or */ \
   /* is NaN, and leaves it untouched otherwise. */                                            \
   softzo_extexp softzo_##dt##_raddextexp_##isa(size_t n, const T* x, int* unsafe);            \
-  /* y_i = exp(x_i) / (m * 2^e) for x_i >= -LIMIT, and exactly 0 below; x_i <= LIMIT. */      \
+  /* y_i = exp(x_i) / (m * 2^e), same domain as raddexp: two-pass pass 2 and three-pass */    \
+  /* recompute pass 3. */                                                                     \
   void softzo_##dt##_vscaleextexp_##isa(size_t n, const T* x, T* y, double m, double e);      \
   /* One pass: (max, sum_i exp(x_i - max)). NaN/inf inputs give a non-finite sum. */          \
   softzo_online softzo_##dt##_ronlinesumexp_##isa(size_t n, const T* x);                      \
-  /* y_i = (x_i - c1) - c2: log_softmax with c1 ~ max (or rounded lse) and c2 the remainder. */ \
+  /* y_i = (x_i - c1) - c2: log_softmax with c1 ~ lse rounded to T and c2 the remainder. */   \
   void softzo_##dt##_vsubc_##isa(size_t n, const T* x, T* y, T c1, T c2);                     \
-  /* y_i = exp(x_i), the kernel's own exp (0 below the denormal cutoff); for the ULP sweep. */ \
+  /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */   \
   void softzo_##dt##_vexp_##isa(size_t n, const T* x, T* y);
 
 #define SOFTZO_DECLARE_SOFTMAX_ISA(isa)               \
@@ -73,6 +79,14 @@ SOFTZO_DECLARE_SOFTMAX_ISA(scalar)
 SOFTZO_DECLARE_SOFTMAX_ISA(avx2)
 SOFTZO_DECLARE_SOFTMAX_ISA(avx512)
 SOFTZO_DECLARE_SOFTMAX_ISA(avx512emu)
+
+// The exact path for rows whose max lies outside [-LIMIT + 110, LIMIT] (e.g. 1e30 entries or
+// rows of only -1e30), any ISA: scalar loops that carry x - m exactly (in double, or a TwoSum
+// for float64). m is the finite row max. Slow, and only such rare rows take it.
+double softzo_f32_raddexpminusmax_exact(size_t n, const float* x, float m);
+double softzo_f64_raddexpminusmax_exact(size_t n, const double* x, double m);
+void softzo_f32_vscaleexpminusmax_exact(size_t n, const float* x, float* y, float m, float s);
+void softzo_f64_vscaleexpminusmax_exact(size_t n, const double* x, double* y, double m, double s);
 
 #ifdef __cplusplus
 }

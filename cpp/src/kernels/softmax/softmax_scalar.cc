@@ -53,6 +53,7 @@ struct Traits<double> {
 };
 
 constexpr double kLog2e = 1.4426950408889634;
+constexpr double kLn2 = 0.6931471805599453;
 // Cody-Waite split: ln2_hi has 32 significant bits, so n * ln2_hi is exact for |n| < 2^21.
 constexpr double kLn2Hi = 0x1.62e42feep-1;
 constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
@@ -123,28 +124,32 @@ inline double double_sum(size_t n, F f) {
   return acc.value();
 }
 
+// exp(x) * 2^-e; 0 where that falls below 2^-125 (-inf included). Needs x <= (e + 1) ln2.
 template <typename T>
-double raddexpminusmax(size_t n, const T* x, T m) {
-  return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });
+inline T exp_scaled(T x, double e) {
+  if (!(static_cast<double>(x) >= (e - 125.0) * kLn2)) return T(0);
+  double n;
+  const T p = split_exp(x, &n);
+  return static_cast<T>(ldexp(static_cast<double>(p), static_cast<int>(n - e)));
 }
 
 template <typename T>
-double raddstoreexpminusmax(size_t n, const T* x, T* y, T m) {
+double raddexp(size_t n, const T* x, double e) {
+  return double_sum(n, [&](size_t i) { return exp_scaled<T>(x[i], e); });
+}
+
+template <typename T>
+double raddstoreexp(size_t n, const T* x, T* y, double e) {
   return double_sum(n, [&](size_t i) {
-    const T e = exp_minus<T>(x[i], m);
-    y[i] = e;
-    return e;
+    const T v = exp_scaled<T>(x[i], e);
+    y[i] = v;
+    return v;
   });
 }
 
 template <typename T>
 void vscale(size_t n, const T* x, T* y, T s) {
   for (size_t i = 0; i < n; ++i) y[i] = x[i] * s;
-}
-
-template <typename T>
-void vscaleexpminusmax(size_t n, const T* x, T* y, T m, T s) {
-  for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;
 }
 
 template <typename T>
@@ -175,18 +180,8 @@ softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
 
 template <typename T>
 void vscaleextexp(size_t n, const T* x, T* y, double m, double e) {
-  const T limit = static_cast<T>(SOFTZO_EXTEXP_LIMIT);
   const T inv_m = static_cast<T>(1.0 / m);
-  for (size_t i = 0; i < n; ++i) {
-    const T v = x[i];
-    if (v < -limit) {  // includes -inf
-      y[i] = 0;
-      continue;
-    }
-    double ni;
-    const T p = split_exp(v, &ni);
-    y[i] = static_cast<T>(ldexp(static_cast<double>(p * inv_m), static_cast<int>(ni - e)));
-  }
+  for (size_t i = 0; i < n; ++i) y[i] = exp_scaled<T>(x[i], e) * inv_m;
 }
 
 template <typename T>
@@ -223,16 +218,13 @@ void vexp(size_t n, const T* x, T* y) {
 
 #define SOFTZO_DEFINE_SCALAR(T, dt)                                                          \
   T softzo_##dt##_rmax_scalar(size_t n, const T* x) { return rmax<T>(n, x); }                \
-  double softzo_##dt##_raddexpminusmax_scalar(size_t n, const T* x, T m) {                   \
-    return raddexpminusmax<T>(n, x, m);                                                      \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e) {                     \
+    return raddexp<T>(n, x, e);                                                              \
   }                                                                                          \
-  double softzo_##dt##_raddstoreexpminusmax_scalar(size_t n, const T* x, T* y, T m) {        \
-    return raddstoreexpminusmax<T>(n, x, y, m);                                              \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e) {          \
+    return raddstoreexp<T>(n, x, y, e);                                                      \
   }                                                                                          \
   void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); } \
-  void softzo_##dt##_vscaleexpminusmax_scalar(size_t n, const T* x, T* y, T m, T s) {        \
-    vscaleexpminusmax<T>(n, x, y, m, s);                                                     \
-  }                                                                                          \
   softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {         \
     return raddextexp<T>(n, x, unsafe);                                                      \
   }                                                                                          \
@@ -245,7 +237,13 @@ void vexp(size_t n, const T* x, T* y) {
   void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                  \
     vsubc<T>(n, x, y, c1, c2);                                                               \
   }                                                                                          \
-  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }
+  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }          \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                    \
+    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                   \
+  }                                                                                          \
+  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {         \
+    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                         \
+  }
 
 extern "C" {
 SOFTZO_DEFINE_SCALAR(float, f32)
