@@ -277,20 +277,23 @@ T rmax(size_t n, const T* x) {
 // the loop is throughput-bound; 4 vectors per iteration give the scheduler 4 independent exp
 // chains (FMA latency 4 x 2 ports = 8 in flight), and one accumulator per vector removes the
 // 4-cycle add chain entirely.
-template <typename T, bool kStore>
-double raddexp(size_t n, const T* x, T* y, double e) {
+template <typename T, bool kStore, typename F>
+double raddexp(size_t n, const T* x, T* y, const F& f) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr size_t L = O::kLanes;
   constexpr int H = O::kHalves;
   constexpr size_t kBlock = 4 * kElemsPerAccumulator;
-  const ScaledExp<T> f(e);
   __m256d total = _mm256_setzero_pd();
   for (size_t start = 0; start < n; start += kBlock) {
     const size_t end = n - start < kBlock ? n : start + kBlock;
     V a0 = O::zero(), a1 = O::zero(), a2 = O::zero(), a3 = O::zero();
     size_t i = start;
     for (; i + 4 * L <= end; i += 4 * L) {
+      // Fetch 8 KiB ahead: out of cache the exp is compute-bound, so DRAM reads can hide
+      // under it (a block that raddextexp redoes is then in cache too).
+      _mm_prefetch(reinterpret_cast<const char*>(x + i) + 8192, _MM_HINT_T0);
+      _mm_prefetch(reinterpret_cast<const char*>(x + i) + 8192 + 64, _MM_HINT_T0);
       const V e0 = f(O::load(x + i));
       const V e1 = f(O::load(x + i + L));
       const V e2 = f(O::load(x + i + 2 * L));
@@ -334,6 +337,8 @@ inline void map(size_t n, const T* x, T* y, F f) {
   constexpr size_t L = O::kLanes;
   size_t i = 0;
   for (; i + 4 * L <= n; i += 4 * L) {
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 8192, _MM_HINT_T0);  // as in raddexp
+    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 8192 + 64, _MM_HINT_T0);
     const V v0 = f(O::load(x + i));
     const V v1 = f(O::load(x + i + L));
     const V v2 = f(O::load(x + i + 2 * L));
@@ -350,107 +355,92 @@ inline void map(size_t n, const T* x, T* y, F f) {
   }
 }
 
-// One extexp accumulator step: (M, E) += p * 2^n, keeping E the running max of n.
+// Max of a block (NaN ignored) and the two-pass safety check: any x > LIMIT or NaN sets bad.
 template <typename T>
-inline void extexp_step(typename Ops<T>::V& M, typename Ops<T>::V& E, typename Ops<T>::V p,
-                        typename Ops<T>::V nf) {
+T block_max(size_t n, const T* x, typename Ops<T>::V* bad) {
   using O = Ops<T>;
-  const typename O::V e_new = O::max(E, nf);
-  // E starts at -inf: 2^(-inf) is 0, and M is 0 then anyway.
-  M = O::fma(M, O::pow2(O::sub(E, e_new)), O::mul(p, O::pow2(O::sub(nf, e_new))));
-  E = e_new;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  const V lim = O::set1(static_cast<T>(SOFTZO_EXTEXP_LIMIT));
+  V m0 = O::set1(-INFINITY), m1 = m0;
+  size_t i = 0;
+  for (; i + 2 * L <= n; i += 2 * L) {
+    const V x0 = O::load(x + i), x1 = O::load(x + i + L);
+    m0 = O::max(x0, m0);
+    m1 = O::max(x1, m1);
+    *bad = O::or_(*bad, O::or_(O::nle_uq(x0, lim), O::nle_uq(x1, lim)));
+  }
+  for (; i < n; i += L) {
+    const __m256i mk = O::tail_mask(n - i < L ? n - i : L);
+    const V v = O::blend(O::set1(-INFINITY), O::maskload(x + i, mk), O::as_mask(mk));
+    m0 = O::max(v, m0);
+    *bad = O::or_(*bad, O::nle_uq(v, lim));
+  }
+  alignas(32) T a[L];
+  O::store(a, O::max(m0, m1));
+  T r = a[0];
+  for (size_t k = 1; k < L; ++k) r = a[k] > r ? a[k] : r;
+  return r;
 }
 
-// Double-lane (Md, Ed) += M * 2^E; -inf - -inf (both empty) gives NaN, which pow2 maps to 0.
-inline void extexp_merge_d(__m256d& Md, __m256d& Ed, __m256d M, __m256d E) {
-  using O = Ops<double>;
-  const __m256d e_new = O::max(E, Ed);
-  Md = O::fma(Md, O::pow2(O::sub(Ed, e_new)), O::mul(M, O::pow2(O::sub(E, e_new))));
-  Ed = e_new;
-}
+// ScaledExp that also notes any x above a guard (or NaN) in `over`.
+template <typename T>
+struct GuardedScaledExp {
+  using V = typename Ops<T>::V;
+  ScaledExp<T> f;
+  V guard;
+  mutable V over;
+  V operator()(V x) const {
+    over = Ops<T>::or_(over, Ops<T>::nle_uq(x, guard));
+    return f(x);
+  }
+};
 
-// Pass 1 of the two-pass softmax. Per vector ~25 uops against a 4-cycle loop-carried chain
-// (max on E, FMA on M), so two (M, E) pairs already hide the latency; the 4-vector unroll
-// alternates them and keeps register pressure (2 pairs + ~14 constants) within 16 ymm.
+// Pass 1 of the two-pass softmax (Dukhan & Ablavatski's extended-exponent sum), blocked: each
+// 8 KiB block is summed as sum exp(x) * 2^-e with e the exponent of the running pair, and joins
+// that pair in double. Memory is read once and the per-vector work is one exp plus a guard
+// compare (~17 uops), against ~25 for a per-element (M, E) update with two 2^k rescales, which
+// left pass 1 compute-bound out of cache. A block with an x more than 100 ln2 above 2^e (where
+// 2^(n - e) could overflow), above LIMIT or NaN is redone with its own max (the first block
+// always is). Flushing relative to the running exponent is exact: what falls below 2^-124 of
+// it is below that of the row max.
 template <typename T>
 softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
   using O = Ops<T>;
   using V = typename O::V;
-  constexpr size_t L = O::kLanes;
-  constexpr int H = O::kHalves;
-  constexpr size_t kBlock = 2 * kElemsPerAccumulator;
-  const V lim = O::set1(static_cast<T>(SOFTZO_EXTEXP_LIMIT));
-  const V nlim = O::set1(static_cast<T>(-SOFTZO_EXTEXP_LIMIT));
+  constexpr size_t kBlock = 8192 / sizeof(T);  // a quarter of L1d: measured best of 2-16 KiB
+  constexpr double kLog2e = 1.4426950408889634, kLn2 = 0.6931471805599453;
   V bad = O::zero();
-  __m256d Md[H], Ed[H];
-  for (int h = 0; h < H; ++h) {
-    Md[h] = _mm256_setzero_pd();
-    Ed[h] = _mm256_set1_pd(-INFINITY);
-  }
+  double acc_m = 0.0, acc_e = -INFINITY;
   for (size_t start = 0; start < n; start += kBlock) {
-    const size_t end = n - start < kBlock ? n : start + kBlock;
-    V M0 = O::zero(), M1 = O::zero();
-    V E0 = O::set1(-INFINITY), E1 = E0;
-    size_t i = start;
-    auto split = [&](V v, V* nf) {
-      bad = O::or_(bad, O::nle_uq(v, lim));
-      const typename O::Split sp = O::reduce(O::min(O::max(v, nlim), lim));  // NaN -> -LIMIT
-      *nf = sp.n;
-      return sp.p;
-    };
-    for (; i + 4 * L <= end; i += 4 * L) {
-      V n0, n1, n2, n3;
-      const V p0 = split(O::load(x + i), &n0);
-      const V p1 = split(O::load(x + i + L), &n1);
-      const V p2 = split(O::load(x + i + 2 * L), &n2);
-      const V p3 = split(O::load(x + i + 3 * L), &n3);
-      extexp_step<T>(M0, E0, p0, n0);
-      extexp_step<T>(M1, E1, p1, n1);
-      extexp_step<T>(M0, E0, p2, n2);
-      extexp_step<T>(M1, E1, p3, n3);
+    const size_t len = n - start < kBlock ? n - start : kBlock;
+    double e = acc_e, s = 0.0;
+    bool redo = acc_e == -INFINITY;
+    if (!redo) {
+      const double g = (e + 100.0) * kLn2;
+      const GuardedScaledExp<T> f{ScaledExp<T>(e),
+                                  O::set1(static_cast<T>(g < SOFTZO_EXTEXP_LIMIT ? g : SOFTZO_EXTEXP_LIMIT)),
+                                  O::zero()};
+      s = raddexp<T, false>(len, x + start, nullptr, f);
+      redo = O::any(f.over);
     }
-    for (; i + L <= end; i += L) {
-      V nf;
-      const V p = split(O::load(x + i), &nf);
-      extexp_step<T>(M0, E0, p, nf);
+    if (redo) {
+      double bm = static_cast<double>(block_max<T>(len, x + start, &bad));
+      // Keep e in the range the bit tricks handle; such blocks are flagged or flushed anyway.
+      bm = bm < -SOFTZO_EXTEXP_LIMIT ? -SOFTZO_EXTEXP_LIMIT
+                                     : (bm > SOFTZO_EXTEXP_LIMIT ? SOFTZO_EXTEXP_LIMIT : bm);
+      e = nearbyint(bm * kLog2e);
+      s = raddexp<T, false>(len, x + start, nullptr, ScaledExp<T>(e));
     }
-    if (i < end) {
-      const __m256i mk = O::tail_mask(end - i);
-      const V mask = O::as_mask(mk);
-      const V v = O::maskload(x + i, mk);  // masked lanes read 0: not "bad"
-      V nf;
-      const V p = split(v, &nf);
-      V M = M1, E = E1;
-      extexp_step<T>(M, E, p, nf);
-      M1 = O::blend(M1, M, mask);
-      E1 = O::blend(E1, E, mask);
+    if (!(s > 0.0)) continue;
+    if (e > acc_e) {
+      acc_m = acc_e == -INFINITY ? 0.0 : ldexp(acc_m, static_cast<int>(acc_e - e));
+      acc_e = e;
     }
-    __m256d m0[H], e0[H], m1[H], e1[H];
-    O::to_double(M0, m0);
-    O::to_double(E0, e0);
-    O::to_double(M1, m1);
-    O::to_double(E1, e1);
-    for (int h = 0; h < H; ++h) {
-      extexp_merge_d(Md[h], Ed[h], m0[h], e0[h]);
-      extexp_merge_d(Md[h], Ed[h], m1[h], e1[h]);
-    }
+    acc_m += ldexp(s, static_cast<int>(e - acc_e));
   }
   if (O::any(bad)) *unsafe = 1;
-  alignas(32) double lm[4 * H], le[4 * H];
-  for (int h = 0; h < H; ++h) {
-    _mm256_store_pd(lm + 4 * h, Md[h]);
-    _mm256_store_pd(le + 4 * h, Ed[h]);
-  }
-  double e = -INFINITY;
-  for (int k = 0; k < 4 * H; ++k)
-    if (lm[k] != 0.0 && le[k] > e) e = le[k];
-  softzo_extexp out = {0.0, 0.0};
-  if (e == -INFINITY) return out;
-  double m = 0.0;
-  for (int k = 0; k < 4 * H; ++k)
-    if (lm[k] != 0.0) m += ldexp(lm[k], static_cast<int>(le[k] - e));
-  out.m = m;
-  out.e = e;
+  softzo_extexp out = {acc_m, acc_m == 0.0 ? 0.0 : acc_e};
   return out;
 }
 
@@ -557,10 +547,10 @@ softzo_online ronlinesumexp(size_t n, const T* x) {
 #define SOFTZO_DEFINE_AVX2(T, dt)                                                                \
   T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }                      \
   double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                           \
-    return raddexp<T, false>(n, x, nullptr, e);                                                  \
+    return raddexp<T, false>(n, x, nullptr, ScaledExp<T>(e));                                    \
   }                                                                                              \
   double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {                 \
-    return raddexp<T, true>(n, x, y, e);                                                         \
+    return raddexp<T, true>(n, x, y, ScaledExp<T>(e));                                           \
   }                                                                                              \
   void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                              \
     const Ops<T>::V vs = Ops<T>::set1(s);                                                        \
