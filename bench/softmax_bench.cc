@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "ops/thread_pool.h"
 #include "softzo/softzo.h"
+#include "testing/stream.h"
 
 namespace {
 
@@ -68,8 +68,11 @@ struct Shape {
 constexpr int64_t kK = 1024, kM = 1024 * 1024;
 // Single rows from L1 to far past the last-level cache, then LLM-like batches: a vocabulary
 // of 32000 and of 128256 (Llama 3), and many short attention rows.
-const Shape kSingleRows[] = {{1, kK, false}, {1, 32 * kK, false}, {1, 256 * kK, false},
-                             {1, 4 * kM, false}, {1, 64 * kM, false}};
+const Shape kSingleRows[] = {{1, kK, false},
+                             {1, 32 * kK, false},
+                             {1, 256 * kK, false},
+                             {1, 4 * kM, false},
+                             {1, 64 * kM, false}};
 const Shape kBatches[] = {{64, 32000, true}, {8, 128256, true}, {4096, 1024, true}};
 // The scalar and the SIMDe-emulated kernels take seconds per call beyond this.
 constexpr int64_t kSlowIsaMaxElements = 4 * kM;
@@ -161,10 +164,9 @@ void bm_op(benchmark::State& state, Op op, SoftmaxAlgorithm algo, const std::str
     run_op(op, buf.x, buf.y, shape, opt);
     benchmark::ClobberMemory();
   }
-  const SoftmaxAlgorithm used =
-      algo == SoftmaxAlgorithm::kAuto
-          ? softzo::auto_algorithm(shape.n, static_cast<int>(sizeof(T)))
-          : algo;
+  const SoftmaxAlgorithm used = algo == SoftmaxAlgorithm::kAuto
+                                    ? softzo::auto_algorithm(shape.n, static_cast<int>(sizeof(T)))
+                                    : algo;
   if (algo == SoftmaxAlgorithm::kAuto) state.SetLabel(algo_name(used));
   const int64_t elements = shape.elements();
   state.SetItemsProcessed(state.iterations() * elements);
@@ -172,51 +174,20 @@ void bm_op(benchmark::State& state, Op op, SoftmaxAlgorithm algo, const std::str
                           static_cast<int64_t>(sizeof(T)));
 }
 
-// The roofline: chunked like the ops' split rows and run on the same pool. Plain loops compiled
-// without ISA flags; the 16 independent accumulators let them vectorise without -ffast-math.
-constexpr int64_t kStreamChunk = int64_t{1} << 16;
-
-template <typename T>
-T stream_read(const T* x, int64_t n, int threads, std::vector<T>& partial) {
-  const int64_t chunks = (n + kStreamChunk - 1) / kStreamChunk;
-  softzo::parallel_for(chunks, threads, [&](int64_t c) {
-    const int64_t begin = c * kStreamChunk;
-    const int64_t end = begin + kStreamChunk < n ? begin + kStreamChunk : n;
-    T acc[16] = {};
-    int64_t i = begin;
-    for (; i + 16 <= end; i += 16) {
-      for (int j = 0; j < 16; ++j) acc[j] += x[i + j];
-    }
-    for (; i < end; ++i) acc[0] += x[i];
-    T s = 0;
-    for (T a : acc) s += a;
-    partial[c] = s;
-  });
-  T total = 0;
-  for (int64_t c = 0; c < chunks; ++c) total += partial[c];
-  return total;
-}
-
-template <typename T>
-void stream_scale(const T* x, T* y, int64_t n, T scale, int threads) {
-  const int64_t chunks = (n + kStreamChunk - 1) / kStreamChunk;
-  softzo::parallel_for(chunks, threads, [&](int64_t c) {
-    const int64_t begin = c * kStreamChunk;
-    const int64_t end = begin + kStreamChunk < n ? begin + kStreamChunk : n;
-    for (int64_t i = begin; i < end; ++i) y[i] = x[i] * scale;
-  });
-}
-
+// The roofline: the library's own streaming loops (testing/stream.h), chunked like the ops'
+// split rows and run on the same pool. They stream floats; a float64 buffer is the same bytes.
 template <typename T>
 void bm_stream(benchmark::State& state, bool write, Shape shape, int threads) {
   Buffers<T>& buf = Buffers<T>::get();
   const int64_t n = shape.elements();
-  std::vector<T> partial((n + kStreamChunk - 1) / kStreamChunk);
+  const int64_t floats = n * static_cast<int64_t>(sizeof(T) / sizeof(float));
+  const float* x = reinterpret_cast<const float*>(buf.x);
+  float* y = reinterpret_cast<float*>(buf.y);
   auto once = [&] {
     if (write) {
-      stream_scale(buf.x, buf.y, n, T(0.5), threads);
+      softzo::testing::stream_scale(x, y, floats, 0.5f, threads);
     } else {
-      T sum = stream_read(buf.x, n, threads, partial);
+      double sum = softzo::testing::stream_read(x, floats, threads);
       benchmark::DoNotOptimize(sum);
     }
   };
@@ -254,16 +225,14 @@ void register_dtype(const char* dtype, const std::vector<Shape>& shapes,
         for (const AlgoInfo& algo : kAlgos) {
           for (const IsaEntry& isa : isas) {
             if (isa.slow && shape.elements() > kSlowIsaMaxElements) continue;
-            const std::string name = std::string(op.name) + "/" + dtype + "/" + algo.name +
-                                     "/" + isa.label + suffix;
+            const std::string name =
+                std::string(op.name) + "/" + dtype + "/" + algo.name + "/" + isa.label + suffix;
             const Op o = op.op;
             const SoftmaxAlgorithm a = algo.algo;
             const std::string isa_name = isa.name;
-            benchmark::RegisterBenchmark(name.c_str(),
-                                         [=](benchmark::State& st) {
-                                           bm_op<T>(st, o, a, isa_name, shape, threads);
-                                         })
-                ->UseRealTime();
+            benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
+              bm_op<T>(st, o, a, isa_name, shape, threads);
+            })->UseRealTime();
           }
         }
       }

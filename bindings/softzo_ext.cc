@@ -29,7 +29,9 @@ softzo::SoftmaxAlgorithm parse_algorithm(const std::string& name) {
   if (name == "three_pass_recompute") return softzo::SoftmaxAlgorithm::kThreePassRecompute;
   if (name == "online") return softzo::SoftmaxAlgorithm::kOnline;
   throw nb::value_error(("algorithm must be one of 'auto', 'two_pass', 'three_pass_reload', "
-                         "'three_pass_recompute', 'online'; got '" + name + "'").c_str());
+                         "'three_pass_recompute', 'online'; got '" +
+                         name + "'")
+                            .c_str());
 }
 
 // [first, last] byte addresses an array touches; false when it has no elements.
@@ -62,8 +64,9 @@ void check_out(const In<T>& x, const Out<T>& out) {
   uintptr_t xlo, xhi, olo, ohi;
   if (!same && byte_extent(x, &xlo, &xhi) && byte_extent(out, &olo, &ohi) && xlo <= ohi &&
       olo <= xhi) {
-    throw nb::value_error("out overlaps x without being x itself; pass out=x for in-place "
-                          "operation or a separate array");
+    throw nb::value_error(
+        "out overlaps x without being x itself; pass out=x for in-place "
+        "operation or a separate array");
   }
 }
 
@@ -148,39 +151,56 @@ NB_MODULE(_core, m) {
         "Switch every later call to this ISA; False if it is not available.");
   m.def("num_threads", &softzo::num_threads, "Default thread count.");
   m.def("set_num_threads", &softzo::set_num_threads, nb::arg("n"));
-  m.def("auto_algorithm", [](int64_t n, int itemsize) {
-    switch (softzo::auto_algorithm(n, itemsize)) {
-      case softzo::SoftmaxAlgorithm::kTwoPass: return "two_pass";
-      case softzo::SoftmaxAlgorithm::kThreePassRecompute: return "three_pass_recompute";
-      case softzo::SoftmaxAlgorithm::kOnline: return "online";
-      default: return "three_pass_reload";
-    }
-  }, nb::arg("n"), nb::arg("itemsize"));
+  m.def(
+      "auto_algorithm",
+      [](int64_t n, int itemsize) {
+        switch (softzo::auto_algorithm(n, itemsize)) {
+          case softzo::SoftmaxAlgorithm::kTwoPass:
+            return "two_pass";
+          case softzo::SoftmaxAlgorithm::kThreePassRecompute:
+            return "three_pass_recompute";
+          case softzo::SoftmaxAlgorithm::kOnline:
+            return "online";
+          default:
+            return "three_pass_reload";
+        }
+      },
+      nb::arg("n"), nb::arg("itemsize"));
 
   // Test hooks: a kernel's raw exp, and the exhaustive float32 ULP sweep, per ISA.
   m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));
   m.def("_vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));
-  m.def("_exp_f32_ulp_sweep", [](const std::string& isa, float lo, float hi) {
-    softzo::testing::UlpReport r;
-    {
-      nb::gil_scoped_release release;
-      r = softzo::testing::exp_f32_ulp_sweep(isa, lo, hi);
-    }
-    if (!r.ok) throw nb::value_error(("isa '" + isa + "' is not available").c_str());
-    return nb::make_tuple(r.max_ulp, r.worst_input, r.count);
-  }, nb::arg("isa"), nb::arg("lo"), nb::arg("hi"),
-        "Max ULP error of the ISA's float32 exp over every float in [lo, hi]: "
-        "(max_ulp, worst input, floats checked).");
+  m.def(
+      "_exp_f32_ulp_sweep",
+      [](const std::string& isa, float lo, float hi) {
+        softzo::testing::UlpReport r;
+        {
+          nb::gil_scoped_release release;
+          r = softzo::testing::exp_f32_ulp_sweep(isa, lo, hi);
+        }
+        if (!r.ok) throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+        return nb::make_tuple(r.max_ulp, r.worst_input, r.count);
+      },
+      nb::arg("isa"), nb::arg("lo"), nb::arg("hi"),
+      "Max ULP error of the ISA's float32 exp over every float in [lo, hi]: "
+      "(max_ulp, worst input, floats checked).");
 
   // Roofline references for the benchmarks (float32, contiguous).
-  m.def("_stream_read", [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x, int num_threads) {
-    nb::gil_scoped_release release;
-    return softzo::testing::stream_read(x.data(), static_cast<int64_t>(x.size()), num_threads);
-  }, nb::arg("x"), nb::arg("num_threads"));
-  m.def("_stream_scale", [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x,
-                            nb::ndarray<float, nb::device::cpu, nb::c_contig> out, int num_threads) {
-    if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
-    nb::gil_scoped_release release;
-    softzo::testing::stream_scale(x.data(), out.data(), static_cast<int64_t>(x.size()), 0.5f, num_threads);
-  }, nb::arg("x"), nb::arg("out"), nb::arg("num_threads"));
+  m.def(
+      "_stream_read",
+      [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x, int num_threads) {
+        nb::gil_scoped_release release;
+        return softzo::testing::stream_read(x.data(), static_cast<int64_t>(x.size()), num_threads);
+      },
+      nb::arg("x"), nb::arg("num_threads"));
+  m.def(
+      "_stream_scale",
+      [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x,
+         nb::ndarray<float, nb::device::cpu, nb::c_contig> out, int num_threads) {
+        if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
+        nb::gil_scoped_release release;
+        softzo::testing::stream_scale(x.data(), out.data(), static_cast<int64_t>(x.size()), 0.5f,
+                                      num_threads);
+      },
+      nb::arg("x"), nb::arg("out"), nb::arg("num_threads"));
 }

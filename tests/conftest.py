@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 import softzo
 
 ISAS = softzo.info()["isas_available"]

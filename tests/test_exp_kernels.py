@@ -1,8 +1,6 @@
 """The exp inside every kernel file: an exhaustive float32 ULP sweep and a float64 sample."""
 
 import numpy as np
-import pytest
-
 from softzo import _core
 
 # exp's float32 domain with normal results: ln(2^-126) .. ln(FLT_MAX).
@@ -27,8 +25,13 @@ def test_f32_exp_edges(isa):
 
 
 def test_f64_exp_sampled(isa, rng):
-    x = np.concatenate([rng.uniform(-708, 709.7, 1_000_000), rng.uniform(-1, 1, 100_000),
-                        np.arange(-708, 709, dtype=np.float64) * np.log(2)])
+    x = np.concatenate(
+        [
+            rng.uniform(-708, 709.7, 1_000_000),
+            rng.uniform(-1, 1, 100_000),
+            np.arange(-708, 709, dtype=np.float64) * np.log(2),
+        ]
+    )
     y = np.empty_like(x)
     _core._vexp(x, y, isa)
     ref = np.exp(x.astype(np.longdouble))

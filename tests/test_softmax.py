@@ -3,6 +3,7 @@ with PyTorch's semantics, on random, adversarial and awkward-length inputs."""
 
 import numpy as np
 import pytest
+import softzo
 from conftest import ALGORITHMS
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,13 +18,11 @@ from reference import (
     softmax_error,
 )
 
-import softzo
-
 DTYPES = [np.float32, np.float64]
 FMAX = {np.float32: np.finfo(np.float32).max, np.float64: np.finfo(np.float64).max}
 
 # 0..200 covers every tail of 8/16/32/64-wide loops; the rest straddle larger multiples.
-AWKWARD_LENGTHS = list(range(0, 201)) + [
+AWKWARD_LENGTHS = list(range(201)) + [
     n + d for n in (255, 256, 512, 1024, 4096, 65536) for d in (-1, 0, 1)
 ]
 
@@ -119,8 +118,12 @@ def test_split_rows(isa, algorithm, dtype, rng):
     n = (1 << 18) + (1 << 16) + 12345
     x = (rng.standard_normal((1, n)) * 10).astype(dtype)
     check_all(x, algorithm)
-    for edits in ([(3, -np.inf), (n - 1, 40.0)], [(70000, np.nan)], [(n - 2, np.inf)],
-                  [(0, 1e30), (n - 1, -1e30)]):
+    for edits in (
+        [(3, -np.inf), (n - 1, 40.0)],
+        [(70000, np.nan)],
+        [(n - 2, np.inf)],
+        [(0, 1e30), (n - 1, -1e30)],
+    ):
         z = x.copy()
         for i, v in edits:
             z[0, i] = v
@@ -167,8 +170,11 @@ def test_property_matches_reference(x, algorithm, isa_name, data):
 
 @settings(max_examples=60, deadline=None)
 @given(
-    x=hnp.arrays(np.float32, hnp.array_shapes(min_dims=1, max_dims=2, max_side=300),
-                 elements=st.floats(-50, 50, width=32)),
+    x=hnp.arrays(
+        np.float32,
+        hnp.array_shapes(min_dims=1, max_dims=2, max_side=300),
+        elements=st.floats(-50, 50, width=32),
+    ),
     shift=st.floats(-1e3, 1e3, width=32),
 )
 def test_property_shift_invariance(x, shift):

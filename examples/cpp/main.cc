@@ -58,8 +58,8 @@ int check(const char* dtype, const char* algo_name, softzo::SoftmaxAlgorithm alg
 
   int bad = 0;
   auto report = [&](const char* op, int r, int i, double got, double want) {
-    std::fprintf(stderr, "softzo_example: %s %s/%s row %d [%d]: got %.17g, want %.17g\n", op,
-                 dtype, algo_name, r, i, got, want);
+    std::fprintf(stderr, "softzo_example: %s %s/%s row %d [%d]: got %.17g, want %.17g\n", op, dtype,
+                 algo_name, r, i, got, want);
     ++bad;
   };
   for (int r = 0; r < kRows; ++r) {
@@ -104,8 +104,9 @@ int main() {
     std::fprintf(stderr, "softzo_example: %d mismatches\n", bad);
     return 1;
   }
-  std::printf("softzo_example: softmax, log_softmax, logsumexp match the float64 reference "
-              "(isa %s, f32 and f64, 5 algorithms)\n",
-              softzo::current_isa_name().c_str());
+  std::printf(
+      "softzo_example: softmax, log_softmax, logsumexp match the float64 reference "
+      "(isa %s, f32 and f64, 5 algorithms)\n",
+      softzo::current_isa_name().c_str());
   return 0;
 }

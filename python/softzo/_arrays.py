@@ -73,7 +73,9 @@ def check_num_threads(num_threads: Any) -> int:
     try:
         n = operator.index(num_threads)
     except TypeError:
-        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}") from None
+        raise TypeError(
+            f"num_threads must be an int or None, got {type(num_threads).__name__}"
+        ) from None
     if n < 1:
         raise ValueError(f"num_threads must be >= 1, got {n}")
     return n
@@ -102,7 +104,7 @@ def finish(out: Any, framework: str) -> Any:
 
     try:
         return jax.dlpack.from_dlpack(out)
-    except Exception:  # alignment or version limits: one copy
+    except (BufferError, RuntimeError, TypeError, ValueError):  # alignment, old JAX: one copy
         import jax.numpy as jnp
 
         return jnp.asarray(out)
@@ -112,7 +114,9 @@ def check_out(out: Any, x: Any, shape: tuple[int, ...]) -> Any:
     """A writable view of out, after checking its type, dtype and shape against x."""
     framework = framework_of(out)
     if framework == "jax":
-        raise TypeError("out must be a writable NumPy array or PyTorch tensor; JAX arrays are immutable")
+        raise TypeError(
+            "out must be a writable NumPy array or PyTorch tensor; JAX arrays are immutable"
+        )
     if framework == "torch":
         if out.device.type != "cpu":
             raise ValueError(f"out is on device '{out.device}'; softzo runs on the CPU")

@@ -18,7 +18,7 @@ bool isa_is_emulated(const std::string& name);
 // that is not available. Meant for tests and benchmarks.
 bool use_isa(const std::string& name);
 
-int num_threads();           // default thread count of calls that pass 0
+int num_threads();            // default thread count of calls that pass 0
 void set_num_threads(int n);  // n >= 1
 
 }  // namespace softzo

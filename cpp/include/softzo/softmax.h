@@ -46,13 +46,11 @@ struct StridedLayout {
 // otherwise overlap it. Throws std::invalid_argument for negative sizes.
 void softmax(const float* x, float* y, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});
 void softmax(const double* x, double* y, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});
-void log_softmax(const float* x, float* y, int64_t rows, int64_t n,
-                 const SoftmaxOptions& opt = {});
+void log_softmax(const float* x, float* y, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});
 void log_softmax(const double* x, double* y, int64_t rows, int64_t n,
                  const SoftmaxOptions& opt = {});
 // out[r] = log(sum_i exp(x[r*n + i])); -inf for n == 0.
-void logsumexp(const float* x, float* out, int64_t rows, int64_t n,
-               const SoftmaxOptions& opt = {});
+void logsumexp(const float* x, float* out, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});
 void logsumexp(const double* x, double* out, int64_t rows, int64_t n,
                const SoftmaxOptions& opt = {});
 

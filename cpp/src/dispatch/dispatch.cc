@@ -22,7 +22,7 @@ struct Table {
         softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx                                  \
   }
 
-#define SOFTZO_KERNEL_SETS(sfx)                                          \
+#define SOFTZO_KERNEL_SETS(sfx)                                                        \
   static const SoftmaxKernels<float> k_f32_##sfx = SOFTZO_KERNEL_SET(float, f32, sfx); \
   static const SoftmaxKernels<double> k_f64_##sfx = SOFTZO_KERNEL_SET(double, f64, sfx);
 

@@ -100,9 +100,8 @@ class RowSolver {
   T three_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
     ChunkArray<T> maxima(chunks);
-    each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      maxima[c] = k_.rmax(len, x + off);
-    });
+    each_chunk(n, threads_,
+               [&](int64_t c, int64_t off, int64_t len) { maxima[c] = k_.rmax(len, x + off); });
     T m = maxima[0];
     for (int64_t c = 1; c < chunks; ++c) m = maxima[c] > m || std::isnan(maxima[c]) ? maxima[c] : m;
     if (!std::isfinite(m)) return special(x, y, n);
@@ -118,9 +117,8 @@ class RowSolver {
     for (int64_t c = 0; c < chunks; ++c) s += sums[c];
     if (!reload) return finish(x, y, n, s, e);
     const T inv = static_cast<T>(1.0 / s);
-    each_chunk(n, threads_, [&](int64_t, int64_t off, int64_t len) {
-      k_.vscale(len, y + off, y + off, inv);
-    });
+    each_chunk(n, threads_,
+               [&](int64_t, int64_t off, int64_t len) { k_.vscale(len, y + off, y + off, inv); });
     return T(0);
   }
 
@@ -217,8 +215,10 @@ class RowSolver {
     bool has_nan = false;
     T m = static_cast<T>(-INFINITY);
     for (int64_t i = 0; i < n; ++i) {
-      if (std::isnan(x[i])) has_nan = true;
-      else if (x[i] > m) m = x[i];
+      if (std::isnan(x[i]))
+        has_nan = true;
+      else if (x[i] > m)
+        m = x[i];
     }
     const T nan = static_cast<T>(NAN);
     if (op_ == Op::kLogSumExp) return has_nan ? nan : m;  // +inf or -inf here
@@ -246,7 +246,8 @@ struct RowMap {
   std::vector<int64_t> outer_shape, outer_x, outer_y;
 
   RowMap(const StridedLayout& l, bool has_y) {
-    if (l.ndim < 1 || l.axis < 0 || l.axis >= l.ndim) throw std::invalid_argument("softzo: axis out of range");
+    if (l.ndim < 1 || l.axis < 0 || l.axis >= l.ndim)
+      throw std::invalid_argument("softzo: axis out of range");
     for (int d = 0; d < l.ndim; ++d) {
       if (l.shape[d] < 0) throw std::invalid_argument("softzo: negative dimension");
       if (d == l.axis) {
@@ -357,24 +358,24 @@ SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size) {
                                                 : SoftmaxAlgorithm::kTwoPass;
 }
 
-#define SOFTZO_DEFINE_OPS(T)                                                                   \
-  void softmax(const T* x, T* y, int64_t rows, int64_t n, const SoftmaxOptions& opt) {         \
-    contiguous<T>(Op::kSoftmax, x, y, rows, n, opt);                                           \
-  }                                                                                            \
-  void log_softmax(const T* x, T* y, int64_t rows, int64_t n, const SoftmaxOptions& opt) {     \
-    contiguous<T>(Op::kLogSoftmax, x, y, rows, n, opt);                                        \
-  }                                                                                            \
-  void logsumexp(const T* x, T* out, int64_t rows, int64_t n, const SoftmaxOptions& opt) {     \
-    contiguous<T>(Op::kLogSumExp, x, out, rows, n, opt);                                       \
-  }                                                                                            \
-  void softmax(const T* x, T* y, const StridedLayout& l, const SoftmaxOptions& opt) {          \
-    run_rows<T>(Op::kSoftmax, x, y, nullptr, RowMap(l, true), opt);                            \
-  }                                                                                            \
-  void log_softmax(const T* x, T* y, const StridedLayout& l, const SoftmaxOptions& opt) {      \
-    run_rows<T>(Op::kLogSoftmax, x, y, nullptr, RowMap(l, true), opt);                         \
-  }                                                                                            \
-  void logsumexp(const T* x, T* out, const StridedLayout& l, const SoftmaxOptions& opt) {      \
-    run_rows<T>(Op::kLogSumExp, x, nullptr, out, RowMap(l, false), opt);                       \
+#define SOFTZO_DEFINE_OPS(T)                                                               \
+  void softmax(const T* x, T* y, int64_t rows, int64_t n, const SoftmaxOptions& opt) {     \
+    contiguous<T>(Op::kSoftmax, x, y, rows, n, opt);                                       \
+  }                                                                                        \
+  void log_softmax(const T* x, T* y, int64_t rows, int64_t n, const SoftmaxOptions& opt) { \
+    contiguous<T>(Op::kLogSoftmax, x, y, rows, n, opt);                                    \
+  }                                                                                        \
+  void logsumexp(const T* x, T* out, int64_t rows, int64_t n, const SoftmaxOptions& opt) { \
+    contiguous<T>(Op::kLogSumExp, x, out, rows, n, opt);                                   \
+  }                                                                                        \
+  void softmax(const T* x, T* y, const StridedLayout& l, const SoftmaxOptions& opt) {      \
+    run_rows<T>(Op::kSoftmax, x, y, nullptr, RowMap(l, true), opt);                        \
+  }                                                                                        \
+  void log_softmax(const T* x, T* y, const StridedLayout& l, const SoftmaxOptions& opt) {  \
+    run_rows<T>(Op::kLogSoftmax, x, y, nullptr, RowMap(l, true), opt);                     \
+  }                                                                                        \
+  void logsumexp(const T* x, T* out, const StridedLayout& l, const SoftmaxOptions& opt) {  \
+    run_rows<T>(Op::kLogSumExp, x, nullptr, out, RowMap(l, false), opt);                   \
   }
 
 SOFTZO_DEFINE_OPS(float)

@@ -46,8 +46,7 @@ class Pool {
   }
 
   void run(int64_t num_tasks, int num_threads, const std::function<void(int64_t)>& task) {
-    const int helpers = static_cast<int>(
-        std::min<int64_t>(num_threads - 1, num_tasks - 1));
+    const int helpers = static_cast<int>(std::min<int64_t>(num_threads - 1, num_tasks - 1));
     grow(helpers);
     auto job = std::make_shared<Job>();
     job->task = &task;

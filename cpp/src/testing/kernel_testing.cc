@@ -38,7 +38,8 @@ int64_t ordinal(float f) {
 }
 
 float from_ordinal(int64_t o) {
-  return o < 0 ? float_of(static_cast<uint32_t>(-o) | 0x80000000u) : float_of(static_cast<uint32_t>(o));
+  return o < 0 ? float_of(static_cast<uint32_t>(-o) | 0x80000000u)
+               : float_of(static_cast<uint32_t>(o));
 }
 
 }  // namespace

@@ -418,9 +418,9 @@ softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
     bool redo = acc_e == -INFINITY;
     if (!redo) {
       const double g = (e + 100.0) * kLn2;
-      const GuardedScaledExp<T> f{ScaledExp<T>(e),
-                                  O::set1(static_cast<T>(g < SOFTZO_EXTEXP_LIMIT ? g : SOFTZO_EXTEXP_LIMIT)),
-                                  O::zero()};
+      const GuardedScaledExp<T> f{
+          ScaledExp<T>(e),
+          O::set1(static_cast<T>(g < SOFTZO_EXTEXP_LIMIT ? g : SOFTZO_EXTEXP_LIMIT)), O::zero()};
       s = raddexp<T, false>(len, x + start, nullptr, f);
       redo = O::any(f.over);
     }
@@ -458,7 +458,7 @@ template <typename T>
 inline void online_step(typename Ops<T>::V& m, typename Ops<T>::V& s, typename Ops<T>::V x) {
   using O = Ops<T>;
   using V = typename O::V;
-  const V mx = O::max(x, m), mn = O::min(x, m);  // NaN x leaves m alone (flagged separately)
+  const V mx = O::max(x, m), mn = O::min(x, m);     // NaN x leaves m alone (flagged separately)
   const V e = vexp_nonpos_nan0<T>(O::sub(mn, mx));  // -inf - -inf: NaN -> 0, s stays 0
   s = O::blend(O::add(s, e), O::fma(s, e, O::set1(static_cast<T>(1))), O::gt(x, m));
   m = mx;
@@ -544,33 +544,33 @@ softzo_online ronlinesumexp(size_t n, const T* x) {
 
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX2(T, dt)                                                                \
-  T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }                      \
-  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                           \
-    return raddexp<T, false>(n, x, nullptr, ScaledExp<T>(e));                                    \
-  }                                                                                              \
-  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {                 \
-    return raddexp<T, true>(n, x, y, ScaledExp<T>(e));                                           \
-  }                                                                                              \
-  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                              \
-    const Ops<T>::V vs = Ops<T>::set1(s);                                                        \
-    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(v, vs); });                            \
-  }                                                                                              \
-  softzo_extexp softzo_##dt##_raddextexp_avx2(size_t n, const T* x, int* unsafe) {               \
-    return raddextexp<T>(n, x, unsafe);                                                          \
-  }                                                                                              \
-  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) {         \
-    vscaleextexp<T>(n, x, y, m, e);                                                              \
-  }                                                                                              \
-  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                         \
-    return ronlinesumexp<T>(n, x);                                                               \
-  }                                                                                              \
-  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                        \
-    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                                \
-    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });           \
-  }                                                                                              \
-  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                                     \
-    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                                     \
+#define SOFTZO_DEFINE_AVX2(T, dt)                                                        \
+  T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }              \
+  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                    \
+    return raddexp<T, false>(n, x, nullptr, ScaledExp<T>(e));                            \
+  }                                                                                      \
+  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {         \
+    return raddexp<T, true>(n, x, y, ScaledExp<T>(e));                                   \
+  }                                                                                      \
+  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                      \
+    const Ops<T>::V vs = Ops<T>::set1(s);                                                \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(v, vs); });                    \
+  }                                                                                      \
+  softzo_extexp softzo_##dt##_raddextexp_avx2(size_t n, const T* x, int* unsafe) {       \
+    return raddextexp<T>(n, x, unsafe);                                                  \
+  }                                                                                      \
+  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) { \
+    vscaleextexp<T>(n, x, y, m, e);                                                      \
+  }                                                                                      \
+  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                 \
+    return ronlinesumexp<T>(n, x);                                                       \
+  }                                                                                      \
+  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                \
+    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                        \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });   \
+  }                                                                                      \
+  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                             \
+    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                             \
   }
 
 extern "C" {

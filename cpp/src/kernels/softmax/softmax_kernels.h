@@ -52,7 +52,7 @@ typedef struct {
 #define SOFTZO_DECLARE_SOFTMAX_KERNELS(T, dt, isa)                                            \
   /* max_i x_i, or NaN if any x_i is NaN; n >= 1. */                                          \
   T softzo_##dt##_rmax_##isa(size_t n, const T* x);                                           \
-  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). */         \
+  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). */        \
   double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e);                         \
   /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). */                 \
   double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e);              \
@@ -71,8 +71,8 @@ typedef struct {
   /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */   \
   void softzo_##dt##_vexp_##isa(size_t n, const T* x, T* y);
 
-#define SOFTZO_DECLARE_SOFTMAX_ISA(isa)               \
-  SOFTZO_DECLARE_SOFTMAX_KERNELS(float, f32, isa)     \
+#define SOFTZO_DECLARE_SOFTMAX_ISA(isa)           \
+  SOFTZO_DECLARE_SOFTMAX_KERNELS(float, f32, isa) \
   SOFTZO_DECLARE_SOFTMAX_KERNELS(double, f64, isa)
 
 SOFTZO_DECLARE_SOFTMAX_ISA(scalar)

@@ -1,7 +1,7 @@
 // Portable scalar softmax-family kernels: the fallback ISA and the readable reference for the
 // vector files (same range reduction and polynomials; sums and differences carried in double).
-#include <math.h>
 #include <float.h>
+#include <math.h>
 #include <stdint.h>
 
 #include "kernels/softmax/softmax_kernels.h"
@@ -23,10 +23,18 @@ inline float exp_poly_f32(double r) {
 // Taylor series to degree 13: |r|^14/14! < 4e-18 on |r| <= ln2/2, below double's 1.1e-16.
 inline double exp_poly_f64(double r) {
   double p = 1.0 / 6227020800.0;  // 1/13!
-  static const double kInvFact[13] = {1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0,
-                                      1.0 / 362880.0,    1.0 / 40320.0,    1.0 / 5040.0,
-                                      1.0 / 720.0,       1.0 / 120.0,      1.0 / 24.0,
-                                      1.0 / 6.0,         0.5,              1.0,
+  static const double kInvFact[13] = {1.0 / 479001600.0,
+                                      1.0 / 39916800.0,
+                                      1.0 / 3628800.0,
+                                      1.0 / 362880.0,
+                                      1.0 / 40320.0,
+                                      1.0 / 5040.0,
+                                      1.0 / 720.0,
+                                      1.0 / 120.0,
+                                      1.0 / 24.0,
+                                      1.0 / 6.0,
+                                      0.5,
+                                      1.0,
                                       1.0};
   for (int i = 0; i < 13; ++i) p = p * r + kInvFact[i];
   return p;
@@ -216,33 +224,33 @@ void vexp(size_t n, const T* x, T* y) {
 
 }  // namespace
 
-#define SOFTZO_DEFINE_SCALAR(T, dt)                                                          \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x) { return rmax<T>(n, x); }                \
-  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e) {                     \
-    return raddexp<T>(n, x, e);                                                              \
-  }                                                                                          \
-  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e) {          \
-    return raddstoreexp<T>(n, x, y, e);                                                      \
-  }                                                                                          \
+#define SOFTZO_DEFINE_SCALAR(T, dt)                                                            \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x) { return rmax<T>(n, x); }                  \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e) {                        \
+    return raddexp<T>(n, x, e);                                                                \
+  }                                                                                            \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e) {             \
+    return raddstoreexp<T>(n, x, y, e);                                                        \
+  }                                                                                            \
   void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); } \
-  softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {         \
-    return raddextexp<T>(n, x, unsafe);                                                      \
-  }                                                                                          \
-  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {   \
-    vscaleextexp<T>(n, x, y, m, e);                                                          \
-  }                                                                                          \
-  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                   \
-    return ronlinesumexp<T>(n, x);                                                           \
-  }                                                                                          \
-  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                  \
-    vsubc<T>(n, x, y, c1, c2);                                                               \
-  }                                                                                          \
-  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }          \
-  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                    \
-    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                   \
-  }                                                                                          \
-  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {         \
-    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                         \
+  softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {           \
+    return raddextexp<T>(n, x, unsafe);                                                        \
+  }                                                                                            \
+  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {     \
+    vscaleextexp<T>(n, x, y, m, e);                                                            \
+  }                                                                                            \
+  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                     \
+    return ronlinesumexp<T>(n, x);                                                             \
+  }                                                                                            \
+  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                    \
+    vsubc<T>(n, x, y, c1, c2);                                                                 \
+  }                                                                                            \
+  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }             \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                      \
+    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                     \
+  }                                                                                            \
+  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {           \
+    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                           \
   }
 
 extern "C" {
