@@ -29,7 +29,7 @@ namespace {
 
 using softzo::SoftmaxAlgorithm;
 
-enum class Op { kSoftmax, kLogSoftmax, kLogSumExp };
+using Op = softzo::SoftmaxOp;
 
 struct OpInfo {
   const char* name;
@@ -164,9 +164,10 @@ void bm_op(benchmark::State& state, Op op, SoftmaxAlgorithm algo, const std::str
     run_op(op, buf.x, buf.y, shape, opt);
     benchmark::ClobberMemory();
   }
-  const SoftmaxAlgorithm used = algo == SoftmaxAlgorithm::kAuto
-                                    ? softzo::auto_algorithm(shape.n, static_cast<int>(sizeof(T)))
-                                    : algo;
+  const SoftmaxAlgorithm used =
+      algo == SoftmaxAlgorithm::kAuto
+          ? softzo::auto_algorithm(shape.n, static_cast<int>(sizeof(T)), op)
+          : algo;
   if (algo == SoftmaxAlgorithm::kAuto) state.SetLabel(algo_name(used));
   const int64_t elements = shape.elements();
   state.SetItemsProcessed(state.iterations() * elements);

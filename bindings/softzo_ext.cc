@@ -153,8 +153,16 @@ NB_MODULE(_core, m) {
   m.def("set_num_threads", &softzo::set_num_threads, nb::arg("n"));
   m.def(
       "auto_algorithm",
-      [](int64_t n, int itemsize) {
-        switch (softzo::auto_algorithm(n, itemsize)) {
+      [](int64_t n, int itemsize, const std::string& op) {
+        softzo::SoftmaxOp o = softzo::SoftmaxOp::kSoftmax;
+        if (op == "log_softmax") {
+          o = softzo::SoftmaxOp::kLogSoftmax;
+        } else if (op == "logsumexp") {
+          o = softzo::SoftmaxOp::kLogSumExp;
+        } else if (op != "softmax") {
+          throw nb::value_error("op must be 'softmax', 'log_softmax' or 'logsumexp'");
+        }
+        switch (softzo::auto_algorithm(n, itemsize, o)) {
           case softzo::SoftmaxAlgorithm::kTwoPass:
             return "two_pass";
           case softzo::SoftmaxAlgorithm::kThreePassRecompute:
@@ -165,7 +173,8 @@ NB_MODULE(_core, m) {
             return "three_pass_reload";
         }
       },
-      nb::arg("n"), nb::arg("itemsize"));
+      nb::arg("n"), nb::arg("itemsize"), nb::arg("op") = "softmax",
+      "The algorithm 'auto' picks for op on rows of n elements of itemsize bytes.");
 
   // Test hooks: a kernel's raw exp, and the exhaustive float32 ULP sweep, per ISA.
   m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));

@@ -269,7 +269,7 @@ def _summary(res: Results, op: str) -> str:
     for (shape, thr), t in res.items():
         if (op, "auto") not in t:
             continue
-        pick = _core.auto_algorithm(shape[-1], 4)
+        pick = _core.auto_algorithm(shape[-1], 4, op)
         auto = t[op, "auto"]
         best = min(ALGOS, key=lambda a: t[op, a])
         slower = auto / t[op, best] - 1
@@ -292,7 +292,7 @@ def _detail(res: Results, op: str) -> str:
     for (shape, thr), t in res.items():
         if (op, "auto") not in t:
             continue
-        pick = _core.auto_algorithm(shape[-1], 4)
+        pick = _core.auto_algorithm(shape[-1], 4, op)
         cells = [
             f"{_fmt_time(t[op, a])} ({_roofline_time(t, op, pick if a == 'auto' else a) / t[op, a]:.0%})"
             for a in ALGOS + ("auto",)

@@ -68,8 +68,10 @@ void logsumexp(const float* x, float* out, const StridedLayout& layout,
 void logsumexp(const double* x, double* out, const StridedLayout& layout,
                const SoftmaxOptions& opt = {});
 
-// The algorithm kAuto picks for rows of n elements of the given size in bytes.
-SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size);
+enum class SoftmaxOp { kSoftmax, kLogSoftmax, kLogSumExp };
+
+// The algorithm kAuto picks for op on rows of n elements of element_size bytes.
+SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size, SoftmaxOp op = SoftmaxOp::kSoftmax);
 
 }  // namespace softzo
 

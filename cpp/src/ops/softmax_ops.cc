@@ -26,7 +26,7 @@ constexpr double kLog2e = 1.44269504088896340736;
 constexpr double kLn2Hi = 0x1.62e42feep-1;
 constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 
-enum class Op { kSoftmax, kLogSoftmax, kLogSumExp };
+using Op = SoftmaxOp;
 
 int64_t num_chunks(int64_t n) { return n > kSplitThreshold ? (n + kChunk - 1) / kChunk : 1; }
 
@@ -283,7 +283,7 @@ void run_rows(Op op, const T* x, T* y, T* lse_out, const RowMap& map, const Soft
   const int threads = resolve_threads(opt.num_threads);
   const int64_t n = map.n;
   const SoftmaxAlgorithm algo = opt.algorithm == SoftmaxAlgorithm::kAuto
-                                    ? auto_algorithm(n, static_cast<int>(sizeof(T)))
+                                    ? auto_algorithm(n, static_cast<int>(sizeof(T)), op)
                                     : opt.algorithm;
   const bool x_unit = map.x_step == 1, y_unit = op == Op::kLogSumExp || map.y_step == 1;
 
@@ -351,9 +351,12 @@ void contiguous(Op op, const T* x, T* y, int64_t rows, int64_t n, const SoftmaxO
 
 }  // namespace
 
-SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size) {
-  // In cache the kernels are compute-bound and reload's single exp wins; out of cache they are
-  // bandwidth-bound and two-pass moves 12 instead of 20 bytes per float (bench/results).
+SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size, SoftmaxOp op) {
+  // log_softmax and logsumexp have no exp in their last pass, and two-pass's blocked first pass
+  // costs what max + sum cost in cache while reading memory once: two-pass at every size.
+  // Softmax: in cache it is compute-bound and reload's one exp per element wins; out of cache it
+  // is bandwidth-bound and two-pass moves 12 instead of 20 bytes per float (bench/results).
+  if (op != SoftmaxOp::kSoftmax) return SoftmaxAlgorithm::kTwoPass;
   return n * element_size <= (int64_t{1} << 20) ? SoftmaxAlgorithm::kThreePassReload
                                                 : SoftmaxAlgorithm::kTwoPass;
 }

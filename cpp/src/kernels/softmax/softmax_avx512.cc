@@ -28,14 +28,17 @@ namespace {
 
 // Each accumulator lane sums at most kFoldBlock terms in T before the block is folded into
 // double, which keeps the total's error independent of n (a 64M-element row stays near 2e-8).
-// 16, well under the 512 allowed: every float add into a lane near 1 rounds by up to 6e-8 (and
-// drops terms below that), so rows dominated by a few terms lose accuracy with long blocks; on
-// N(0, 3^2) / N(0, 8^2) rows 512 gave errors up to 4.3e-7, 16 about 2e-7 (8 would not do much
-// better: a handful of adds already cost ~1.5e-7). The fold (extract, 2 cvt, 2 add per
-// accumulator) is ~2% of a block's ~1000 uops.
-constexpr size_t kFoldBlock = 16;
-// The online fold runs an exp_pd per half and state (~10x a plain fold), so its blocks are
-// longer; 32 costs ~8% and halves the error seen with 64 (5e-7 -> 2.5e-7 worst case).
+// Why 8, far under the 512 allowed: every float add into a lane holding a term near 1 rounds by
+// up to 6e-8 (and drops terms below that), and rows dominated by a few terms keep those errors.
+// Worst relative sum error over 18000 random rows (N(0, 3^2), N(0, 8^2), n up to 1e6): 4.3e-7
+// with 512, 2.1e-7 with 16, 1.7e-7 with 8 (the floor: a few adds per lane already cost that).
+// The fold (extract, 2 cvt, 2 add per accumulator) is ~4% of a block's ~500 uops.
+constexpr size_t kFoldBlock = 8;
+// raddextexp's fold costs ~12 uops per pair and half (scalef merge), so its blocks are 16
+// (~8% of the work); softmax errors stay under 4e-7 (3.9e-7 worst, 4.9e-7 with 32).
+constexpr size_t kExtFoldBlock = 16;
+// The online fold runs an exp_pd per half and state (~10x a plain fold): 32 costs ~8% and
+// halves the worst error of 64 (5e-7 -> 2.4e-7).
 constexpr size_t kOnlineFoldBlock = 32;
 
 // Main loops take 4 vectors (64 floats / 32 doubles) per iteration: four independent exp
@@ -391,7 +394,6 @@ softzo_extexp raddextexp(size_t n, const typename A::T* x, int* unsafe) {
   // Four (M, E) pairs, one per unrolled vector: an update is a dependent chain
   // max -> sub -> scalef -> add (~16 cycles), against ~18 FP ops per vector on 2 ports
   // (~9 cycles), so fewer than two chains would stall; four also leave room for the exp.
-  // Blocks of kFoldBlock as for the sums (M is a float sum too); this fold is ~6% of a block.
   ExtPair<A> s0, s1, s2, s3;
   ext_reset(&s0);
   ext_reset(&s1);
@@ -399,7 +401,7 @@ softzo_extexp raddextexp(size_t n, const typename A::T* x, int* unsafe) {
   ext_reset(&s3);
   size_t i = 0;
   while (n - i >= step) {
-    const size_t end = i + block_len(n - i, step);
+    const size_t end = i + block_len(n - i, step, kExtFoldBlock);
     for (; i < end; i += step) {
       ext_update(&s0, A::load(x + i), &bad);
       ext_update(&s1, A::load(x + i + L), &bad);
