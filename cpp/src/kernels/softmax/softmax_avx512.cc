@@ -53,9 +53,7 @@ struct F32 {
   static constexpr size_t kLanes = 16;
   static constexpr int kHalves = 2;  // __m512d per V once widened to double
   static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
-  static SOFTZO_INLINE V load_or(V src, K k, const T* p) {
-    return softzo_mask_loadu_ps(src, k, p);
-  }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_ps(src, k, p); }
   static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
   static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_ps(p, k, v); }
   static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask16(rem); }
@@ -103,9 +101,7 @@ struct F64 {
   static constexpr size_t kLanes = 8;
   static constexpr int kHalves = 1;
   static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
-  static SOFTZO_INLINE V load_or(V src, K k, const T* p) {
-    return softzo_mask_loadu_pd(src, k, p);
-  }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_pd(src, k, p); }
   static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
   static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_pd(p, k, v); }
   static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask8(rem); }
@@ -553,31 +549,31 @@ softzo_online ronlinesumexp(size_t n, const typename A::T* x) {
 
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                        \
-  T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }                      \
-  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e) {                            \
-    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                \
-  }                                                                                          \
-  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e) {                 \
-    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                       \
-  }                                                                                          \
-  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                              \
-    Scale<A> f = {A::set1(s)};                                                               \
-    map<A>(n, x, y, f);                                                                      \
-  }                                                                                          \
-  softzo_extexp SOFTZO_FN(dt, raddextexp)(size_t n, const T* x, int* unsafe) {               \
-    return raddextexp<A>(n, x, unsafe);                                                      \
-  }                                                                                          \
-  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {         \
-    vscaleextexp<A>(n, x, y, m, e);                                                          \
-  }                                                                                          \
-  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                         \
-    return ronlinesumexp<A>(n, x);                                                           \
-  }                                                                                          \
-  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                        \
-    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                                \
-    map<A>(n, x, y, f);                                                                      \
-  }                                                                                          \
+#define SOFTZO_DEFINE_AVX512(T, dt, A)                                               \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }              \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e) {                    \
+    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                        \
+  }                                                                                  \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e) {         \
+    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                               \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                      \
+    Scale<A> f = {A::set1(s)};                                                       \
+    map<A>(n, x, y, f);                                                              \
+  }                                                                                  \
+  softzo_extexp SOFTZO_FN(dt, raddextexp)(size_t n, const T* x, int* unsafe) {       \
+    return raddextexp<A>(n, x, unsafe);                                              \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) { \
+    vscaleextexp<A>(n, x, y, m, e);                                                  \
+  }                                                                                  \
+  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                 \
+    return ronlinesumexp<A>(n, x);                                                   \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                \
+    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                        \
+    map<A>(n, x, y, f);                                                              \
+  }                                                                                  \
   void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }
 
 extern "C" {

@@ -132,16 +132,14 @@ static SOFTZO_INLINE float softzo_hmax_ps(__m512 v) {
 }
 
 static SOFTZO_INLINE double softzo_hmax_pd(__m512d v) {
-  const __m256d m4 =
-      _mm256_max_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+  const __m256d m4 = _mm256_max_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
   __m128d m2 = _mm_max_pd(_mm256_castpd256_pd128(m4), _mm256_extractf128_pd(m4, 1));
   m2 = _mm_max_sd(m2, _mm_unpackhi_pd(m2, m2));
   return _mm_cvtsd_f64(m2);
 }
 
 static SOFTZO_INLINE double softzo_hadd_pd(__m512d v) {
-  const __m256d s4 =
-      _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+  const __m256d s4 = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
   __m128d s2 = _mm_add_pd(_mm256_castpd256_pd128(s4), _mm256_extractf128_pd(s4, 1));
   s2 = _mm_add_sd(s2, _mm_unpackhi_pd(s2, s2));
   return _mm_cvtsd_f64(s2);
@@ -154,8 +152,8 @@ static SOFTZO_INLINE double softzo_hadd_pd(__m512d v) {
 
 // x must already be clamped to <= 89 (or be NaN); *n = round(x log2 e). |r| <= ln2/2 + tiny.
 static SOFTZO_INLINE __m512 softzo_exp2p_ps(__m512 x, __m512* n_out) {
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)),
-                                        SOFTZO_ROUND_NEAREST);
+  const __m512 n =
+      _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)), SOFTZO_ROUND_NEAREST);
   // ln2_hi has 21 significant bits, so x - n*ln2_hi is exact for |n| <= 2^8 (Cody-Waite).
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62E43p-1f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-0x1.05C61p-29f), r);
