@@ -31,8 +31,6 @@ struct Ops<float> {
   // exp flushes below ln(2^-126) (the float just above it) and overflows above ln(FLT_MAX).
   static constexpr float kMinArg = -0x1.5d589ep+6f;  // -87.33654022
   static constexpr float kMaxArg = 0x1.62e42ep+6f;   // 88.72283173, last x with finite exp
-  static constexpr float kMinPow2 = -127.0f;         // 2^-127 built from bits is exactly 0
-  static constexpr float kMaxPow2 = 127.0f;
 
   static V zero() { return _mm256_setzero_ps(); }
   static V set1(float v) { return _mm256_set1_ps(v); }
@@ -90,12 +88,6 @@ struct Ops<float> {
   static __m256i ebias(double e) { return _mm256_set1_epi32(static_cast<int32_t>(e) << 23); }
   static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
   static constexpr double kMinScaled = -124.0;  // 2^(n - e) >= 2^-125 keeps p * 2^(n - e) normal
-  // 2^k for integer-valued k <= kMaxPow2; k < -126, -inf and NaN give exactly 0.
-  static V pow2(V k) {
-    k = _mm256_max_ps(k, set1(kMinPow2));
-    const V v = _mm256_add_ps(k, set1(0x1.8000FEp23f));  // low bits hold k + 127
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(v), 23));
-  }
   static void to_double(V v, __m256d* out) {
     out[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
     out[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
@@ -109,8 +101,6 @@ struct Ops<double> {
   static constexpr int kHalves = 1;
   static constexpr double kMinArg = -0x1.6232bdd7abcd2p+9;  // ln(2^-1022), rounded up
   static constexpr double kMaxArg = 0x1.62e42fefa39efp+9;   // last x with finite exp
-  static constexpr double kMinPow2 = -1023.0;
-  static constexpr double kMaxPow2 = 1023.0;
 
   static V zero() { return _mm256_setzero_pd(); }
   static V set1(double v) { return _mm256_set1_pd(v); }
@@ -176,11 +166,6 @@ struct Ops<double> {
   static __m256i ebias(double e) { return _mm256_set1_epi64x(static_cast<int64_t>(e) << 52); }
   static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi64(a, b); }
   static constexpr double kMinScaled = -1020.0;
-  static V pow2(V k) {
-    k = _mm256_max_pd(k, set1(kMinPow2));
-    const V v = _mm256_add_pd(k, set1(0x1.8p52 + 1023.0));
-    return _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52));
-  }
   static void to_double(V v, __m256d* out) { out[0] = v; }
 };
 
