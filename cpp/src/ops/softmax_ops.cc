@@ -1,7 +1,6 @@
 // Softmax-family ops: row and chunk splitting, the thread pool, the choice of algorithm, and
 // the exact special-value path that keeps the vector kernels simple.
 #include <cmath>
-#include <cstring>
 #include <stdexcept>
 #include <vector>
 
