@@ -66,25 +66,26 @@ constexpr double kLn2 = 0.6931471805599453;
 constexpr double kLn2Hi = 0x1.62e42feep-1;
 constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 
-// Splits x into p * 2^n; x must be finite and within +-LIMIT.
+// Splits exp(x + lo) into p * 2^n; x must be finite and within +-LIMIT, |lo| <= ulp(x)/2.
+// lo is added after n ln2 is subtracted, so the rounding error of a difference passed in it is
+// not amplified by exp.
 template <typename T>
-inline T split_exp(T x, double* n_out) {
+inline T split_exp(T x, double* n_out, T lo = 0) {
   const double n = nearbyint(static_cast<double>(x) * kLog2e);
-  const double r = (static_cast<double>(x) - n * kLn2Hi) - n * kLn2Lo;
+  const double r = ((static_cast<double>(x) - n * kLn2Hi) - n * kLn2Lo) + static_cast<double>(lo);
   *n_out = n;
   return Traits<T>::poly(r);
 }
 
-// exp(hi + lo) for |lo| <= ulp(hi)/2: the reduction subtracts n ln2 from hi first, so the
-// rounding error of a difference (passed as lo) is not amplified by exp.
+// exp(hi + lo) for |lo| <= ulp(hi)/2, over the whole domain.
 template <typename T>
 inline T exp_t(T hi, T lo = 0) {
   if (isnan(hi) || isnan(lo)) return static_cast<T>(NAN);
   if (hi < Traits<T>::kMinArg) return T(0);
   if (hi > Traits<T>::kMaxArg) return static_cast<T>(INFINITY);
-  const double n = nearbyint(static_cast<double>(hi) * kLog2e);
-  const double r = ((static_cast<double>(hi) - n * kLn2Hi) - n * kLn2Lo) + static_cast<double>(lo);
-  return static_cast<T>(ldexp(static_cast<double>(Traits<T>::poly(r)), static_cast<int>(n)));
+  double n;
+  const T p = split_exp(hi, &n, lo);
+  return static_cast<T>(ldexp(static_cast<double>(p), static_cast<int>(n)));
 }
 
 // exp(x - m) with x - m carried exactly as hi + lo (Knuth's TwoSum), so that softmax outputs
