@@ -16,12 +16,12 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <iterator>
 #include <new>
 #include <string>
 #include <vector>
 
+#include "bench_main.h"
 #include "softzo/softzo.h"
 #include "testing/stream.h"
 
@@ -261,22 +261,4 @@ void register_all() {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  // ~800 benchmarks: a short default min time keeps a full run to minutes.
-  static char default_min_time[] = "--benchmark_min_time=0.05";
-  std::vector<char*> args(argv, argv + argc);
-  bool has_min_time = false;
-  for (int i = 1; i < argc; ++i) {
-    has_min_time = has_min_time || std::strncmp(argv[i], "--benchmark_min_time", 20) == 0;
-  }
-  if (!has_min_time) args.insert(args.begin() + 1, default_min_time);
-  int args_count = static_cast<int>(args.size());
-  args.push_back(nullptr);
-
-  register_all();
-  benchmark::Initialize(&args_count, args.data());
-  if (benchmark::ReportUnrecognizedArguments(args_count, args.data())) return 1;
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
-}
+int main(int argc, char** argv) { return run_benchmarks(argc, argv, register_all); }

@@ -50,11 +50,14 @@ bool byte_extent(const A& a, uintptr_t* lo, uintptr_t* hi) {
 }
 
 template <typename T>
-void check_out(const In<T>& x, const Out<T>& out) {
+void check_out(const In<T>& x, const Out<T>& out, const char* name = "out",
+               const char* input = "x") {
   if (out.size() == 0) return;  // nothing is written
   for (size_t d = 0; d < out.ndim(); ++d) {
     if (out.stride(d) == 0 && out.shape(d) > 1) {
-      throw nb::value_error("out has overlapping elements (a zero stride, e.g. a broadcast view)");
+      throw nb::value_error(
+          (std::string(name) + " has overlapping elements (a zero stride, e.g. a broadcast view)")
+              .c_str());
     }
   }
   bool same = x.data() == out.data() && x.ndim() == out.ndim();
@@ -64,9 +67,10 @@ void check_out(const In<T>& x, const Out<T>& out) {
   uintptr_t xlo, xhi, olo, ohi;
   if (!same && byte_extent(x, &xlo, &xhi) && byte_extent(out, &olo, &ohi) && xlo <= ohi &&
       olo <= xhi) {
-    throw nb::value_error(
-        "out overlaps x without being x itself; pass out=x for in-place "
-        "operation or a separate array");
+    const std::string o(name), i(input);
+    throw nb::value_error((o + " overlaps " + i + " without being " + i + " itself; pass " + o +
+                           "=" + i + " for in-place operation or a separate array")
+                              .c_str());
   }
 }
 
@@ -129,6 +133,145 @@ void vexp_into(In<T> x, Out<T> out, const std::string& isa) {
   }
 }
 
+// ---- losses: 2-D row-major views, class axis unit-stride (python/softzo/losses.py ensures) --
+
+template <typename T>
+using Opt = nb::ndarray<T, nb::device::cpu>;  // may be None (is_valid() false)
+
+template <typename A>
+int64_t row_stride(const A& a) {
+  return a.ndim() == 2 ? static_cast<int64_t>(a.stride(0)) : 0;
+}
+
+template <typename T, typename A>
+T* ptr(const A& a) {
+  return a.is_valid() ? const_cast<T*>(static_cast<const T*>(a.data())) : nullptr;
+}
+
+softzo::Reduction parse_reduction(int r) {
+  return r == 0 ? softzo::Reduction::kNone
+                : (r == 1 ? softzo::Reduction::kSum : softzo::Reduction::kMean);
+}
+
+template <typename T>
+double cross_entropy_into(In<T> logits, nb::ndarray<const int64_t, nb::device::cpu> target,
+                          Opt<const T> soft, Opt<const T> weight, int64_t ignore_index,
+                          double label_smoothing, double lse_square_scale, double tau,
+                          int reduction, Opt<T> grad, Opt<T> lse, Opt<T> row_loss,
+                          int num_threads) {
+  if (grad.is_valid()) check_out(logits, Out<T>(grad), "grad_out", "logits");
+  softzo::CrossEntropyArgs<T> a;
+  a.logits = logits.data();
+  a.rows = static_cast<int64_t>(logits.shape(0));
+  a.classes = static_cast<int64_t>(logits.shape(1));
+  a.logits_stride = row_stride(logits);
+  a.target = target.is_valid() ? target.data() : nullptr;
+  a.ignore_index = ignore_index;
+  a.soft_target = ptr<const T>(soft);
+  a.soft_stride = soft.is_valid() ? row_stride(soft) : 0;
+  a.weight = ptr<const T>(weight);
+  a.label_smoothing = label_smoothing;
+  a.lse_square_scale = lse_square_scale;
+  a.tau = tau;
+  a.reduction = parse_reduction(reduction);
+  a.grad = ptr<T>(grad);
+  a.grad_stride = grad.is_valid() ? row_stride(grad) : 0;
+  a.lse = ptr<T>(lse);
+  a.row_loss = ptr<T>(row_loss);
+  a.num_threads = num_threads;
+  nb::gil_scoped_release release;
+  return softzo::cross_entropy(a);
+}
+
+template <typename T>
+double spherical_loss_into(In<T> o, nb::ndarray<const int64_t, nb::device::cpu> target, int kind,
+                           double a_, double b_, double eps, int reduction, Opt<T> grad,
+                           Opt<T> row_loss, int num_threads) {
+  if (grad.is_valid()) check_out(o, Out<T>(grad), "grad_out", "outputs");
+  softzo::SphericalLossArgs<T> a;
+  a.outputs = o.data();
+  a.rows = static_cast<int64_t>(o.shape(0));
+  a.classes = static_cast<int64_t>(o.shape(1));
+  a.stride = row_stride(o);
+  a.target = target.data();
+  a.kind = static_cast<softzo::SphericalKind>(kind);
+  a.a = a_;
+  a.b = b_;
+  a.eps = eps;
+  a.reduction = parse_reduction(reduction);
+  a.grad = ptr<T>(grad);
+  a.grad_stride = grad.is_valid() ? row_stride(grad) : 0;
+  a.row_loss = ptr<T>(row_loss);
+  a.num_threads = num_threads;
+  nb::gil_scoped_release release;
+  return softzo::spherical_loss(a);
+}
+
+template <typename T>
+void normalize_into(In<T> x, Out<T> y, int kind, double eps, int num_threads) {
+  check_out(x, y);
+  nb::gil_scoped_release release;
+  softzo::normalize_rows<T>(static_cast<softzo::Normalizer>(kind), x.data(), row_stride(x),
+                            y.data(), row_stride(y), static_cast<int64_t>(x.shape(0)),
+                            static_cast<int64_t>(x.shape(1)), eps, num_threads);
+}
+
+template <typename T>
+double stablemax_ce_into(In<T> logits, nb::ndarray<const int64_t, nb::device::cpu> target,
+                         int reduction, Opt<T> grad, Opt<T> row_loss, int num_threads) {
+  if (grad.is_valid()) check_out(logits, Out<T>(grad), "grad_out", "logits");
+  nb::gil_scoped_release release;
+  return softzo::stablemax_cross_entropy<T>(
+      logits.data(), static_cast<int64_t>(logits.shape(0)), static_cast<int64_t>(logits.shape(1)),
+      row_stride(logits), target.data(), parse_reduction(reduction), ptr<T>(grad),
+      grad.is_valid() ? row_stride(grad) : 0, ptr<T>(row_loss), num_threads);
+}
+
+template <typename T>
+double kl_div_into(In<T> student, In<T> teacher, double temperature, double divisor, Opt<T> grad,
+                   Opt<T> row_loss, int num_threads) {
+  if (grad.is_valid()) {
+    check_out(student, Out<T>(grad), "grad", "student_logits");
+    check_out(teacher, Out<T>(grad), "grad", "teacher_logits");
+  }
+  nb::gil_scoped_release release;
+  return softzo::kl_div<T>(
+      student.data(), row_stride(student), teacher.data(), row_stride(teacher),
+      static_cast<int64_t>(student.shape(0)), static_cast<int64_t>(student.shape(1)), temperature,
+      divisor, ptr<T>(grad), grad.is_valid() ? row_stride(grad) : 0, ptr<T>(row_loss), num_threads);
+}
+
+template <typename T>
+void hl_gauss_into(nb::ndarray<const T, nb::device::cpu, nb::c_contig> values, double vmin,
+                   double vmax, double sigma, nb::ndarray<T, nb::device::cpu, nb::c_contig> out) {
+  const int64_t bins = out.ndim() == 2 ? static_cast<int64_t>(out.shape(1)) : 0;
+  nb::gil_scoped_release release;
+  softzo::hl_gauss_targets<T>(values.data(), static_cast<int64_t>(values.size()), vmin, vmax, bins,
+                              sigma, out.data());
+}
+
+template <typename T>
+void def_losses(nb::module_& m) {
+  m.def("_cross_entropy", &cross_entropy_into<T>, nb::arg("logits"), nb::arg("target").none(),
+        nb::arg("soft").none(), nb::arg("weight").none(), nb::arg("ignore_index"),
+        nb::arg("label_smoothing"), nb::arg("lse_square_scale"), nb::arg("tau"),
+        nb::arg("reduction"), nb::arg("grad").none(), nb::arg("lse").none(),
+        nb::arg("row_loss").none(), nb::arg("num_threads"));
+  m.def("_spherical_loss", &spherical_loss_into<T>, nb::arg("o"), nb::arg("target"),
+        nb::arg("kind"), nb::arg("a"), nb::arg("b"), nb::arg("eps"), nb::arg("reduction"),
+        nb::arg("grad").none(), nb::arg("row_loss").none(), nb::arg("num_threads"));
+  m.def("_normalize", &normalize_into<T>, nb::arg("x"), nb::arg("out"), nb::arg("kind"),
+        nb::arg("eps"), nb::arg("num_threads"));
+  m.def("_stablemax_cross_entropy", &stablemax_ce_into<T>, nb::arg("logits"), nb::arg("target"),
+        nb::arg("reduction"), nb::arg("grad").none(), nb::arg("row_loss").none(),
+        nb::arg("num_threads"));
+  m.def("_kl_div", &kl_div_into<T>, nb::arg("student"), nb::arg("teacher"), nb::arg("temperature"),
+        nb::arg("divisor"), nb::arg("grad").none(), nb::arg("row_loss").none(),
+        nb::arg("num_threads"));
+  m.def("_hl_gauss_targets", &hl_gauss_into<T>, nb::arg("values"), nb::arg("vmin"), nb::arg("vmax"),
+        nb::arg("sigma"), nb::arg("out"));
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -142,6 +285,9 @@ NB_MODULE(_core, m) {
         nb::arg("algorithm"), nb::arg("num_threads"));
   m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
         nb::arg("algorithm"), nb::arg("num_threads"));
+
+  def_losses<float>(m);
+  def_losses<double>(m);
 
   m.def("current_isa", &softzo::current_isa_name, "The ISA the kernels use now.");
   m.def("available_isas", &softzo::available_isa_names,

@@ -110,27 +110,27 @@ def finish(out: Any, framework: str) -> Any:
         return jnp.asarray(out)
 
 
-def check_out(out: Any, x: Any, shape: tuple[int, ...]) -> Any:
-    """A writable view of out, after checking its type, dtype and shape against x."""
+def check_out(out: Any, x: Any, shape: tuple[int, ...], name: str = "out") -> Any:
+    """A writable view of ``out`` (called ``name`` in messages), checked against x."""
     framework = framework_of(out)
     if framework == "jax":
         raise TypeError(
-            "out must be a writable NumPy array or PyTorch tensor; JAX arrays are immutable"
+            f"{name} must be a writable NumPy array or PyTorch tensor; JAX arrays are immutable"
         )
     if framework == "torch":
         if out.device.type != "cpu":
-            raise ValueError(f"out is on device '{out.device}'; softzo runs on the CPU")
+            raise ValueError(f"{name} is on device '{out.device}'; softzo runs on the CPU")
         if out.requires_grad:
-            raise ValueError("out must not require grad: softzo writes it outside autograd")
+            raise ValueError(f"{name} must not require grad: softzo writes it outside autograd")
         view = out.detach()
     elif isinstance(out, np.ndarray):
         if not out.flags.writeable:
-            raise ValueError("out is read-only")
+            raise ValueError(f"{name} is read-only")
         view = out
     else:
-        raise TypeError(f"out must be a NumPy array or PyTorch tensor, got {type(out).__name__}")
+        raise TypeError(f"{name} must be a NumPy array or PyTorch tensor, got {type(out).__name__}")
     if dtype_name(view) != dtype_name(x):
-        raise TypeError(f"out must have x's dtype {dtype_name(x)}, got {dtype_name(view)}")
+        raise TypeError(f"{name} must have x's dtype {dtype_name(x)}, got {dtype_name(view)}")
     if tuple(view.shape) != tuple(shape):
-        raise ValueError(f"out must have shape {tuple(shape)}, got {tuple(view.shape)}")
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(view.shape)}")
     return view

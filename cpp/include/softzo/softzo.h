@@ -2,6 +2,7 @@
 #ifndef SOFTZO_SOFTZO_H_
 #define SOFTZO_SOFTZO_H_
 
+#include "softzo/losses.h"
 #include "softzo/runtime.h"
 #include "softzo/softmax.h"
 

@@ -12,19 +12,33 @@ namespace {
 template <typename T>
 struct Table {
   const SoftmaxKernels<T>* isa[kNumIsas] = {nullptr, nullptr, nullptr};
+  const LossKernels<T>* loss[kNumIsas] = {nullptr, nullptr, nullptr};
+  void set(int i, const SoftmaxKernels<T>* s, const LossKernels<T>* l) {
+    isa[i] = s;
+    loss[i] = l;
+  }
 };
 
-#define SOFTZO_KERNEL_SET(T, dt, sfx)                                                        \
-  SoftmaxKernels<T> {                                                                        \
-    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx, \
-        softzo_##dt##_vscale_##sfx, softzo_##dt##_raddextexp_##sfx,                          \
-        softzo_##dt##_vscaleextexp_##sfx, softzo_##dt##_ronlinesumexp_##sfx,                 \
-        softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx                                  \
+#define SOFTZO_KERNEL_SET(T, dt, sfx)                                                          \
+  SoftmaxKernels<T> {                                                                          \
+    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx,   \
+        softzo_##dt##_vscale_##sfx, softzo_##dt##_raddextexp_##sfx,                            \
+        softzo_##dt##_vscaleextexp_##sfx, softzo_##dt##_ronlinesumexp_##sfx,                   \
+        softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx, softzo_##dt##_vsoftmaxgrad_##sfx, \
+        softzo_##dt##_rklgrad_##sfx                                                            \
   }
 
-#define SOFTZO_KERNEL_SETS(sfx)                                                        \
-  static const SoftmaxKernels<float> k_f32_##sfx = SOFTZO_KERNEL_SET(float, f32, sfx); \
-  static const SoftmaxKernels<double> k_f64_##sfx = SOFTZO_KERNEL_SET(double, f64, sfx);
+#define SOFTZO_LOSS_SET(T, dt, sfx)                                                      \
+  LossKernels<T> {                                                                       \
+    softzo_##dt##_rdot_##sfx, softzo_##dt##_rsumsqdiff_##sfx, softzo_##dt##_vquad_##sfx, \
+        softzo_##dt##_rstablesum_##sfx, softzo_##dt##_vstable_##sfx                      \
+  }
+
+#define SOFTZO_KERNEL_SETS(sfx)                                                          \
+  static const SoftmaxKernels<float> k_f32_##sfx = SOFTZO_KERNEL_SET(float, f32, sfx);   \
+  static const SoftmaxKernels<double> k_f64_##sfx = SOFTZO_KERNEL_SET(double, f64, sfx); \
+  static const LossKernels<float> l_f32_##sfx = SOFTZO_LOSS_SET(float, f32, sfx);        \
+  static const LossKernels<double> l_f64_##sfx = SOFTZO_LOSS_SET(double, f64, sfx);
 
 SOFTZO_KERNEL_SETS(scalar)
 #if SOFTZO_HAVE_AVX2
@@ -59,20 +73,20 @@ struct Registry {
     info[0] = {"scalar", true, false};
     info[1] = {"avx2", false, false};
     info[2] = {"avx512", false, false};
-    f32.isa[0] = &k_f32_scalar;
-    f64.isa[0] = &k_f64_scalar;
+    f32.set(0, &k_f32_scalar, &l_f32_scalar);
+    f64.set(0, &k_f64_scalar, &l_f64_scalar);
 #if SOFTZO_HAVE_AVX2
     if (cpu_has_avx2()) {
-      f32.isa[1] = &k_f32_avx2;
-      f64.isa[1] = &k_f64_avx2;
+      f32.set(1, &k_f32_avx2, &l_f32_avx2);
+      f64.set(1, &k_f64_avx2, &l_f64_avx2);
       info[1].available = true;
       native = Isa::kAvx2;
     }
 #endif
 #if SOFTZO_HAVE_AVX512
     if (cpu_has_avx512()) {
-      f32.isa[2] = &k_f32_avx512;
-      f64.isa[2] = &k_f64_avx512;
+      f32.set(2, &k_f32_avx512, &l_f32_avx512);
+      f64.set(2, &k_f64_avx512, &l_f64_avx512);
       info[2].available = true;
       native = Isa::kAvx512;
     }
@@ -81,8 +95,8 @@ struct Registry {
     // SIMDe lowers AVX-512 to AVX2 here, so emulation needs an AVX2 CPU. It is registered only
     // where native AVX-512 is absent and is never chosen by default: it exists for the tests.
     if (!info[2].available && cpu_has_avx2()) {
-      f32.isa[2] = &k_f32_avx512emu;
-      f64.isa[2] = &k_f64_avx512emu;
+      f32.set(2, &k_f32_avx512emu, &l_f32_avx512emu);
+      f64.set(2, &k_f64_avx512emu, &l_f64_avx512emu);
       info[2] = {"avx512", true, true};
     }
 #endif
@@ -127,6 +141,13 @@ const SoftmaxKernels<T>* softmax_kernels_for(Isa isa) {
   return table<T>().isa[static_cast<int>(isa)];
 }
 
+template <typename T>
+const LossKernels<T>& loss_kernels() {
+  return *table<T>().loss[registry().current.load(std::memory_order_relaxed)];
+}
+
+template const LossKernels<float>& loss_kernels<float>();
+template const LossKernels<double>& loss_kernels<double>();
 template const SoftmaxKernels<float>& softmax_kernels<float>();
 template const SoftmaxKernels<double>& softmax_kernels<double>();
 template const SoftmaxKernels<float>* softmax_kernels_for<float>(Isa);

@@ -4,6 +4,7 @@
 
 #include <stddef.h>
 
+#include "kernels/losses/losses_kernels.h"
 #include "kernels/softmax/softmax_kernels.h"
 
 namespace softzo {
@@ -22,6 +23,17 @@ struct SoftmaxKernels {
   softzo_online (*ronlinesumexp)(size_t, const T*);
   void (*vsubc)(size_t, const T*, T*, T, T);
   void (*vexp)(size_t, const T*, T*);
+  double (*vsoftmaxgrad)(size_t, const T*, T*, double, double, T, const T*, const T*, T, T);
+  double (*rklgrad)(size_t, const T*, const T*, T*, double, double, double, double, T, T);
+};
+
+template <typename T>
+struct LossKernels {
+  double (*rdot)(size_t, const T*, const T*);
+  double (*rsumsqdiff)(size_t, const T*, T);
+  void (*vquad)(size_t, const T*, T*, T, T, T, T);
+  double (*rstablesum)(size_t, const T*);
+  void (*vstable)(size_t, const T*, T*, T, int);
 };
 
 struct IsaInfo {
@@ -35,6 +47,8 @@ template <typename T>
 const SoftmaxKernels<T>& softmax_kernels();
 template <typename T>
 const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);  // nullptr if unavailable
+template <typename T>
+const LossKernels<T>& loss_kernels();
 
 IsaInfo isa_info(Isa isa);
 Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA

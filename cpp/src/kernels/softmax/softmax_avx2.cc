@@ -8,166 +8,10 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "kernels/softmax/avx2_ops.h"
 #include "kernels/softmax/softmax_kernels.h"
 
 namespace {
-
-// Fold period for the T-precision accumulators: each accumulator vector absorbs at most 512
-// elements (64 per float32 lane) before it is folded into double, so the float32 rounding of a
-// block stays ~sqrt(64) * 2^-24 and the total error does not grow with n.
-constexpr size_t kElemsPerAccumulator = 512;
-
-alignas(32) const int32_t kMask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
-alignas(32) const int64_t kMask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
-
-template <typename T>
-struct Ops;
-
-template <>
-struct Ops<float> {
-  using V = __m256;
-  static constexpr size_t kLanes = 8;
-  static constexpr int kHalves = 2;  // double vectors per V when folding
-  // exp flushes below ln(2^-126) (the float just above it) and overflows above ln(FLT_MAX).
-  static constexpr float kMinArg = -0x1.5d589ep+6f;  // -87.33654022
-  static constexpr float kMaxArg = 0x1.62e42ep+6f;   // 88.72283173, last x with finite exp
-
-  static V zero() { return _mm256_setzero_ps(); }
-  static V set1(float v) { return _mm256_set1_ps(v); }
-  static V load(const float* p) { return _mm256_loadu_ps(p); }
-  static void store(float* p, V v) { _mm256_storeu_ps(p, v); }
-  static __m256i tail_mask(size_t r) {  // r in [1, 7]
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask32 + 8 - r));
-  }
-  static V maskload(const float* p, __m256i m) { return _mm256_maskload_ps(p, m); }
-  static void maskstore(float* p, __m256i m, V v) { _mm256_maskstore_ps(p, m, v); }
-  static V as_mask(__m256i m) { return _mm256_castsi256_ps(m); }
-  static V add(V a, V b) { return _mm256_add_ps(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_ps(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_ps(a, b); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
-  // max/min return the SECOND operand when either is NaN.
-  static V max(V a, V b) { return _mm256_max_ps(a, b); }
-  static V min(V a, V b) { return _mm256_min_ps(a, b); }
-  static V and_(V a, V b) { return _mm256_and_ps(a, b); }
-  static V andnot(V m, V a) { return _mm256_andnot_ps(m, a); }
-  static V or_(V a, V b) { return _mm256_or_ps(a, b); }
-  static V blend(V a, V b, V m) { return _mm256_blendv_ps(a, b, m); }  // m ? b : a
-  static V lt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
-  static V gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
-  static V ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
-  static V nle_uq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_NLE_UQ); }  // a > b or NaN
-  static V unord(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
-  static bool any(V m) { return _mm256_movemask_ps(m) != 0; }
-
-  struct Split {
-    V p;            // p(r), |r| <= ln2/2
-    V n;            // round(x log2 e)
-    __m256i ebits;  // n << 23
-  };
-  // Needs |x log2 e| < 2^22 for the magic-number rounding.
-  static Split reduce(V x) {
-    const V magic = set1(0x1.8p23f);
-    V vn = _mm256_fmadd_ps(x, set1(0x1.715476p+0f), magic);
-    const __m256i ebits = _mm256_slli_epi32(_mm256_castps_si256(vn), 23);
-    vn = _mm256_sub_ps(vn, magic);
-    V r = _mm256_fnmadd_ps(vn, set1(0x1.62E43p-1f), x);
-    r = _mm256_fnmadd_ps(vn, set1(-0x1.05C61p-29f), r);
-    V p = set1(0x1.0F9F9Cp-7f);
-    p = _mm256_fmadd_ps(p, r, set1(0x1.573A1Ap-5f));
-    p = _mm256_fmadd_ps(p, r, set1(0x1.555A80p-3f));
-    p = _mm256_fmadd_ps(p, r, set1(0x1.FFFDC6p-2f));
-    p = _mm256_fmadd_ps(p, r, set1(0x1.FFFFF6p-1f));
-    p = _mm256_fmadd_ps(p, r, set1(1.0f));
-    return Split{p, vn, ebits};
-  }
-  static V scale_bits(V p, __m256i ebits) {
-    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), ebits));
-  }
-  // e << 23 and its subtraction from ebits: 2^(n - e) as an exponent-field offset.
-  static __m256i ebias(double e) { return _mm256_set1_epi32(static_cast<int32_t>(e) << 23); }
-  static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
-  static constexpr double kMinScaled = -124.0;  // 2^(n - e) >= 2^-125 keeps p * 2^(n - e) normal
-  static void to_double(V v, __m256d* out) {
-    out[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
-    out[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
-  }
-};
-
-template <>
-struct Ops<double> {
-  using V = __m256d;
-  static constexpr size_t kLanes = 4;
-  static constexpr int kHalves = 1;
-  static constexpr double kMinArg = -0x1.6232bdd7abcd2p+9;  // ln(2^-1022), rounded up
-  static constexpr double kMaxArg = 0x1.62e42fefa39efp+9;   // last x with finite exp
-
-  static V zero() { return _mm256_setzero_pd(); }
-  static V set1(double v) { return _mm256_set1_pd(v); }
-  static V load(const double* p) { return _mm256_loadu_pd(p); }
-  static void store(double* p, V v) { _mm256_storeu_pd(p, v); }
-  static __m256i tail_mask(size_t r) {  // r in [1, 3]
-    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMask64 + 4 - r));
-  }
-  static V maskload(const double* p, __m256i m) { return _mm256_maskload_pd(p, m); }
-  static void maskstore(double* p, __m256i m, V v) { _mm256_maskstore_pd(p, m, v); }
-  static V as_mask(__m256i m) { return _mm256_castsi256_pd(m); }
-  static V add(V a, V b) { return _mm256_add_pd(a, b); }
-  static V sub(V a, V b) { return _mm256_sub_pd(a, b); }
-  static V mul(V a, V b) { return _mm256_mul_pd(a, b); }
-  static V fma(V a, V b, V c) { return _mm256_fmadd_pd(a, b, c); }
-  static V max(V a, V b) { return _mm256_max_pd(a, b); }
-  static V min(V a, V b) { return _mm256_min_pd(a, b); }
-  static V and_(V a, V b) { return _mm256_and_pd(a, b); }
-  static V andnot(V m, V a) { return _mm256_andnot_pd(m, a); }
-  static V or_(V a, V b) { return _mm256_or_pd(a, b); }
-  static V blend(V a, V b, V m) { return _mm256_blendv_pd(a, b, m); }
-  static V lt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
-  static V gt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
-  static V ge(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
-  static V nle_uq(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_NLE_UQ); }
-  static V unord(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_UNORD_Q); }
-  static bool any(V m) { return _mm256_movemask_pd(m) != 0; }
-
-  // Cody-Waite: ln2_hi has 21 trailing zero bits, so n * ln2_hi and x - n * ln2_hi are exact
-  // for |n| < 2^21 even without the FMA; ln2_lo carries the rest. Degree-13 Taylor: the
-  // truncation term |r|^14/14! < 4e-18 on |r| <= ln2/2, far below 2^-53.
-  struct Split {
-    V p;
-    V n;
-    __m256i ebits;  // n << 52
-  };
-  static Split reduce(V x) {
-    const V magic = set1(0x1.8p52);
-    V vn = _mm256_fmadd_pd(x, set1(1.4426950408889634), magic);
-    const __m256i ebits = _mm256_slli_epi64(_mm256_castpd_si256(vn), 52);
-    vn = _mm256_sub_pd(vn, magic);
-    V r = _mm256_fnmadd_pd(vn, set1(0x1.62e42feep-1), x);
-    r = _mm256_fnmadd_pd(vn, set1(0x1.a39ef35793c76p-33), r);
-    V p = set1(1.0 / 6227020800.0);  // 1/13!
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 479001600.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 39916800.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 3628800.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 362880.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 40320.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 5040.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 720.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 120.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 24.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0 / 6.0));
-    p = _mm256_fmadd_pd(p, r, set1(0.5));
-    p = _mm256_fmadd_pd(p, r, set1(1.0));
-    p = _mm256_fmadd_pd(p, r, set1(1.0));
-    return Split{p, vn, ebits};
-  }
-  static V scale_bits(V p, __m256i ebits) {
-    return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), ebits));
-  }
-  static __m256i ebias(double e) { return _mm256_set1_epi64x(static_cast<int64_t>(e) << 52); }
-  static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi64(a, b); }
-  static constexpr double kMinScaled = -1020.0;
-  static void to_double(V v, __m256d* out) { out[0] = v; }
-};
 
 // Full exp: NaN -> NaN, x > kMaxArg -> +inf, x < kMinArg (incl. -inf) -> exactly 0.
 template <typename T>
@@ -212,12 +56,6 @@ inline typename Ops<T>::V vexp_nonpos_nan0(typename Ops<T>::V d) {
   const typename O::Split sp = O::reduce(O::max(d, lo));
   const V y = O::scale_bits(sp.p, sp.ebits);
   return O::and_(O::ge(d, lo), y);
-}
-
-inline double hsum(__m256d v) {
-  alignas(32) double a[4];
-  _mm256_store_pd(a, v);
-  return (a[0] + a[1]) + (a[2] + a[3]);
 }
 
 template <typename T>
@@ -311,33 +149,6 @@ double raddexp(size_t n, const T* x, T* y, const F& f) {
     for (int h = 0; h < H; ++h) total = _mm256_add_pd(total, d[h]);
   }
   return hsum(total);
-}
-
-// Elementwise y = f(x) with the usual 4-vector unroll and a masked tail; in place is fine
-// because each vector is loaded before its own store.
-template <typename T, typename F>
-inline void map(size_t n, const T* x, T* y, F f) {
-  using O = Ops<T>;
-  using V = typename O::V;
-  constexpr size_t L = O::kLanes;
-  size_t i = 0;
-  for (; i + 4 * L <= n; i += 4 * L) {
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 8192, _MM_HINT_T0);  // as in raddexp
-    _mm_prefetch(reinterpret_cast<const char*>(x + i) + 8192 + 64, _MM_HINT_T0);
-    const V v0 = f(O::load(x + i));
-    const V v1 = f(O::load(x + i + L));
-    const V v2 = f(O::load(x + i + 2 * L));
-    const V v3 = f(O::load(x + i + 3 * L));
-    O::store(y + i, v0);
-    O::store(y + i + L, v1);
-    O::store(y + i + 2 * L, v2);
-    O::store(y + i + 3 * L, v3);
-  }
-  for (; i + L <= n; i += L) O::store(y + i, f(O::load(x + i)));
-  if (i < n) {
-    const __m256i mk = O::tail_mask(n - i);
-    O::maskstore(y + i, mk, f(O::maskload(x + i, mk)));
-  }
 }
 
 // Max of a block (NaN ignored) and the two-pass safety check: any x > LIMIT or NaN sets bad.
@@ -527,35 +338,96 @@ softzo_online ronlinesumexp(size_t n, const T* x) {
   return out;
 }
 
+// Cross-entropy pass 2 (see the contract): one scaled exp, the target weights q and a masked
+// dot per vector. kQ is false when q is all zero; kW / kT say whether w / t are given.
+template <typename T, bool kY, bool kQ, bool kW, bool kT>
+double softmaxgrad(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t, T b,
+                   T c) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const ScaledExp<T> f(e);
+  const V sa = O::set1(static_cast<T>(a / m)), vb = O::set1(b), vc = O::set1(c);
+  return sum_loop<T>(n, [&](size_t i, const __m256i* mk) {
+    const V xv = load_n(x + i, mk);
+    V q = O::zero();
+    if (kQ) {
+      q = kT ? O::fma(vb, load_n(t + i, mk), vc) : vc;
+      if (kW) q = O::mul(q, load_n(w + i, mk));
+    }
+    if (kY) store_n(y + i, mk, kQ ? O::fms(f(xv), sa, q) : O::mul(f(xv), sa));
+    if (!kQ) return O::zero();
+    return O::and_(O::ne(q, O::zero()), keep_n<T>(O::mul(q, xv), mk));
+  });
+}
+
+template <typename T, bool kY>
+double softmaxgrad_q(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t,
+                     T b, T c) {
+  if (!(w || t || c != 0))
+    return softmaxgrad<T, kY, false, false, false>(n, x, y, m, e, a, w, t, b, c);
+  if (w && t) return softmaxgrad<T, kY, true, true, true>(n, x, y, m, e, a, w, t, b, c);
+  if (w) return softmaxgrad<T, kY, true, true, false>(n, x, y, m, e, a, w, t, b, c);
+  if (t) return softmaxgrad<T, kY, true, false, true>(n, x, y, m, e, a, w, t, b, c);
+  return softmaxgrad<T, kY, true, false, false>(n, x, y, m, e, a, w, t, b, c);
+}
+
+// Fused KL pass: both rows' scaled exps, the gradient and the divergence terms.
+template <typename T, bool kY>
+double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, double mt, double et,
+              T g, T c) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const ScaledExp<T> fs(es), ft(et);
+  const V is = O::set1(static_cast<T>(1.0 / ms)), it = O::set1(static_cast<T>(1.0 / mt));
+  const V vg = O::set1(g), vc = O::set1(c);
+  return sum_loop<T>(n, [&](size_t i, const __m256i* mk) {
+    const V sv = load_n(s + i, mk), tv = load_n(t + i, mk);
+    const V p = O::mul(ft(tv), it);
+    if (kY) store_n(y + i, mk, O::mul(vg, O::fms(fs(sv), is, p)));
+    const V term = O::mul(p, O::sub(O::sub(tv, sv), vc));
+    return O::and_(O::ne(p, O::zero()), keep_n<T>(term, mk));  // p == 0: 0, not 0 * inf
+  });
+}
+
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX2(T, dt)                                                        \
-  T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }              \
-  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                    \
-    return raddexp<T, false>(n, x, nullptr, ScaledExp<T>(e));                            \
-  }                                                                                      \
-  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {         \
-    return raddexp<T, true>(n, x, y, ScaledExp<T>(e));                                   \
-  }                                                                                      \
-  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                      \
-    const Ops<T>::V vs = Ops<T>::set1(s);                                                \
-    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(v, vs); });                    \
-  }                                                                                      \
-  softzo_extexp softzo_##dt##_raddextexp_avx2(size_t n, const T* x, int* unsafe) {       \
-    return raddextexp<T>(n, x, unsafe);                                                  \
-  }                                                                                      \
-  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) { \
-    vscaleextexp<T>(n, x, y, m, e);                                                      \
-  }                                                                                      \
-  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                 \
-    return ronlinesumexp<T>(n, x);                                                       \
-  }                                                                                      \
-  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                \
-    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                        \
-    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });   \
-  }                                                                                      \
-  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                             \
-    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                             \
+#define SOFTZO_DEFINE_AVX2(T, dt)                                                                 \
+  T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }                       \
+  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                             \
+    return raddexp<T, false>(n, x, nullptr, ScaledExp<T>(e));                                     \
+  }                                                                                               \
+  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {                  \
+    return raddexp<T, true>(n, x, y, ScaledExp<T>(e));                                            \
+  }                                                                                               \
+  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                               \
+    const Ops<T>::V vs = Ops<T>::set1(s);                                                         \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::mul(v, vs); });                             \
+  }                                                                                               \
+  softzo_extexp softzo_##dt##_raddextexp_avx2(size_t n, const T* x, int* unsafe) {                \
+    return raddextexp<T>(n, x, unsafe);                                                           \
+  }                                                                                               \
+  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) {          \
+    vscaleextexp<T>(n, x, y, m, e);                                                               \
+  }                                                                                               \
+  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                          \
+    return ronlinesumexp<T>(n, x);                                                                \
+  }                                                                                               \
+  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                         \
+    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                                 \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });            \
+  }                                                                                               \
+  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                                      \
+    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                                      \
+  }                                                                                               \
+  double softzo_##dt##_vsoftmaxgrad_avx2(size_t n, const T* x, T* y, double m, double e, T a,     \
+                                         const T* w, const T* t, T b, T c) {                      \
+    return y ? softmaxgrad_q<T, true>(n, x, y, m, e, a, w, t, b, c)                               \
+             : softmaxgrad_q<T, false>(n, x, y, m, e, a, w, t, b, c);                             \
+  }                                                                                               \
+  double softzo_##dt##_rklgrad_avx2(size_t n, const T* s, const T* t, T* y, double ms, double es, \
+                                    double mt, double et, T g, T c) {                             \
+    return y ? klgrad<T, true>(n, s, t, y, ms, es, mt, et, g, c)                                  \
+             : klgrad<T, false>(n, s, t, y, ms, es, mt, et, g, c);                                \
   }
 
 extern "C" {

@@ -41,106 +41,6 @@ constexpr size_t kExtFoldBlock = 16;
 // halves the worst error of 64 (5e-7 -> 2.4e-7).
 constexpr size_t kOnlineFoldBlock = 32;
 
-// Main loops take 4 vectors (64 floats / 32 doubles) per iteration: four independent exp
-// evaluations (~12 dependent FP ops each, ~50 cycles of latency) let the core overlap them, and
-// the loop/branch overhead is paid once per 256 bytes.
-constexpr size_t kUnroll = 4;
-
-struct F32 {
-  typedef float T;
-  typedef __m512 V;
-  typedef __mmask16 K;
-  static constexpr size_t kLanes = 16;
-  static constexpr int kHalves = 2;  // __m512d per V once widened to double
-  static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
-  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_ps(src, k, p); }
-  static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
-  static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_ps(p, k, v); }
-  static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask16(rem); }
-  static SOFTZO_INLINE V set1(T a) { return _mm512_set1_ps(a); }
-  static SOFTZO_INLINE V zero() { return _mm512_setzero_ps(); }
-  static SOFTZO_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
-  static SOFTZO_INLINE V mask_add(V src, K k, V a, V b) { return _mm512_mask_add_ps(src, k, a, b); }
-  static SOFTZO_INLINE V sub(V a, V b) { return _mm512_sub_ps(a, b); }
-  static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
-  static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
-  static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_ps(a, b); }
-  static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_ps(src, k, a, b); }
-  static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_ps(a, b); }
-  static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_ps(k, a, b); }
-  static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_ps(k, a); }
-  static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_ps(k, a, b); }
-  static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
-  static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
-  static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
-  static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLT_UQ); }
-  static SOFTZO_INLINE V neg_abs(V a) {  // -|a|, NaN stays NaN
-    return _mm512_castsi512_ps(
-        _mm512_or_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)));
-  }
-  static SOFTZO_INLINE V exp(V x) { return softzo_exp_ps(x); }
-  static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_ps(x, n); }
-  static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_ps(v); }
-  static SOFTZO_INLINE __m512d half(V v, int h) {
-    return h == 0 ? softzo_cvtlo_pd(v) : softzo_cvthi_pd(v);
-  }
-  static SOFTZO_INLINE __m512d fold(__m512d acc, V v) {
-    return _mm512_add_pd(_mm512_add_pd(acc, softzo_cvtlo_pd(v)), softzo_cvthi_pd(v));
-  }
-  static SOFTZO_INLINE T lowest() { return -FLT_MAX; }
-  static SOFTZO_INLINE T above(double v) {  // smallest float >= v
-    const float f = static_cast<float>(v);
-    return static_cast<double>(f) < v ? nextafterf(f, INFINITY) : f;
-  }
-};
-
-struct F64 {
-  typedef double T;
-  typedef __m512d V;
-  typedef __mmask8 K;
-  static constexpr size_t kLanes = 8;
-  static constexpr int kHalves = 1;
-  static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
-  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_pd(src, k, p); }
-  static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
-  static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_pd(p, k, v); }
-  static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask8(rem); }
-  static SOFTZO_INLINE V set1(T a) { return _mm512_set1_pd(a); }
-  static SOFTZO_INLINE V zero() { return _mm512_setzero_pd(); }
-  static SOFTZO_INLINE V add(V a, V b) { return _mm512_add_pd(a, b); }
-  static SOFTZO_INLINE V mask_add(V src, K k, V a, V b) { return _mm512_mask_add_pd(src, k, a, b); }
-  static SOFTZO_INLINE V sub(V a, V b) { return _mm512_sub_pd(a, b); }
-  static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_pd(a, b); }
-  static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
-  static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_pd(a, b); }
-  static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_pd(src, k, a, b); }
-  static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_pd(a, b); }
-  static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_pd(k, a, b); }
-  static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_pd(k, a); }
-  static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_pd(k, a, b); }
-  static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
-  static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
-  static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLE_UQ); }
-  static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLT_UQ); }
-  static SOFTZO_INLINE V neg_abs(V a) {
-    return _mm512_castsi512_pd(
-        _mm512_or_si512(_mm512_castpd_si512(a), _mm512_set1_epi64(INT64_MIN)));
-  }
-  static SOFTZO_INLINE V exp(V x) { return softzo_exp_pd(x); }
-  static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_pd(x, n); }
-  static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_pd(v); }
-  static SOFTZO_INLINE __m512d half(V v, int) { return v; }
-  static SOFTZO_INLINE __m512d fold(__m512d acc, V v) { return _mm512_add_pd(acc, v); }
-  static SOFTZO_INLINE T lowest() { return -DBL_MAX; }
-  static SOFTZO_INLINE T above(double v) { return v; }
-};
-
-// Number of elements the next fold block covers: whole unrolled steps, at most max_iters.
-inline size_t block_len(size_t remaining, size_t step, size_t max_iters = kFoldBlock) {
-  const size_t iters = remaining / step;
-  return (iters < max_iters ? iters : max_iters) * step;
-}
-
 template <class A>
 typename A::T rmax(size_t n, const typename A::T* x) {
   typedef typename A::V V;
@@ -226,30 +126,6 @@ struct Exp {
   SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::exp(x); }
 };
 
-// y_i = f(x_i). All four loads of an iteration precede its stores and each store covers only
-// the elements just read, so x == y is safe.
-template <class A, class F>
-void map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
-  typedef typename A::V V;
-  const size_t L = A::kLanes;
-  size_t i = 0;
-  for (; n - i >= kUnroll * L; i += kUnroll * L) {
-    const V v0 = f(A::load(x + i));
-    const V v1 = f(A::load(x + i + L));
-    const V v2 = f(A::load(x + i + 2 * L));
-    const V v3 = f(A::load(x + i + 3 * L));
-    A::store(y + i, v0);
-    A::store(y + i + L, v1);
-    A::store(y + i + 2 * L, v2);
-    A::store(y + i + 3 * L, v3);
-  }
-  for (; n - i >= L; i += L) A::store(y + i, f(A::load(x + i)));
-  if (i < n) {
-    const typename A::K k = A::tail(n - i);
-    A::store_mask(y + i, k, f(A::load_or(A::zero(), k, x + i)));
-  }
-}
-
 // sum_i f(x_i), optionally storing the terms to y.
 template <class A, bool kStore, class F>
 double sum_map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
@@ -263,7 +139,7 @@ double sum_map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
     // retire only 1 add per 4 cycles; each term already costs ~12 FP ops, and four chains
     // keep the adds (and the per-chain rounding growth) well away from being the limit.
     V a0 = A::zero(), a1 = A::zero(), a2 = A::zero(), a3 = A::zero();
-    const size_t end = i + block_len(n - i, step);
+    const size_t end = i + block_len(n - i, step, kFoldBlock);
     for (; i < end; i += step) {
       const V v0 = f(A::load(x + i));
       const V v1 = f(A::load(x + i + L));
@@ -436,17 +312,22 @@ softzo_extexp raddextexp(size_t n, const typename A::T* x, int* unsafe) {
   return out;
 }
 
+// exp(x) / (m * 2^e) * s as a ScaledExpTimes. m = mm * 2^k with mm in [0.5, 1): s / mm fits T
+// whatever m is, and folding k into the scalef exponent keeps it <= 0 for m >= 0.5 (the emulated
+// scalef builds 2^b in T and would overflow early for large b). The flush to 0 stays where
+// exp(x) * 2^-e < 2^-125, as in raddexp.
 template <class A>
-void vscaleextexp(size_t n, const typename A::T* x, typename A::T* y, double m, double e) {
-  typedef typename A::T T;
-  // m = mm * 2^k with mm in [0.5, 1): 1/mm fits T whatever m is, and folding k into the scalef
-  // exponent keeps it <= 0 for m >= 0.5 (the emulated scalef builds 2^b in T and would overflow
-  // early for large b). The flush to 0 stays where exp(x) * 2^-e < 2^-125, as in raddexp.
+ScaledExpTimes<A> scaled_exp_over(double m, double e, double s) {
   double mm = m;
   int k = 0;
   if (m != 0.0 && fabs(m) <= DBL_MAX) mm = frexp(m, &k);
-  const ScaledExpTimes<A> f = {ScaledExp<A>(e, e + k), A::set1(static_cast<T>(1.0 / mm))};
-  map<A>(n, x, y, f);
+  const ScaledExpTimes<A> f = {ScaledExp<A>(e, e + k), A::set1(static_cast<typename A::T>(s / mm))};
+  return f;
+}
+
+template <class A>
+void vscaleextexp(size_t n, const typename A::T* x, typename A::T* y, double m, double e) {
+  map<A>(n, x, y, scaled_exp_over<A>(m, e, 1.0));
 }
 
 // ---- online (max, sum) ----------------------------------------------------------------------
@@ -547,34 +428,127 @@ softzo_online ronlinesumexp(size_t n, const typename A::T* x) {
   return out;
 }
 
+// ---- loss passes (cross-entropy, KL) ---------------------------------------------------------
+
+// One vector of cross-entropy pass 2: q = w (b t + c), y = a p - q, and q x added where q != 0
+// (NEQ_UQ keeps NaN, drops 0 * -inf). kW / kT: w / t given; kY: y given.
+template <class A, bool kY, bool kW, bool kT>
+struct SoftmaxGradStep {
+  typedef typename A::T T;
+  typedef typename A::V V;
+  const T *x, *w, *t;
+  T* y;
+  ScaledExpTimes<A> p;  // exp(x) * a / (m * 2^e)
+  V b, c;
+  template <bool kTail>
+  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
+    const V xv = load_at<A, kTail>(x + i, k);  // before y (x == y allowed)
+    V q = kT ? A::fmadd(b, load_at<A, kTail>(t + i, k), c) : c;
+    if (kW) q = A::mul(q, load_at<A, kTail>(w + i, k));
+    // The exp is the bulk of the work; passes that want only the loss (y null) skip it.
+    if (kY) store_at<A, kTail>(y + i, k, A::fmsub(p.f(xv), p.s, q));
+    return A::mask_add(acc, A::cmp_neq_uq(q, A::zero()), acc, A::mul(q, xv));
+  }
+};
+
+template <class A, bool kY, bool kW, bool kT>
+double softmaxgrad_q(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
+                     typename A::T a, const typename A::T* w, const typename A::T* t,
+                     typename A::T b, typename A::T c) {
+  const SoftmaxGradStep<A, kY, kW, kT> f = {
+      x, w, t, y, scaled_exp_over<A>(m, e, a), A::set1(b), A::set1(c)};
+  return reduce<A>(n, kFoldBlock, f);
+}
+
+template <class A, bool kY>
+double softmaxgrad_y(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
+                     typename A::T a, const typename A::T* w, const typename A::T* t,
+                     typename A::T b, typename A::T c) {
+  if (w && t) return softmaxgrad_q<A, kY, true, true>(n, x, y, m, e, a, w, t, b, c);
+  if (w) return softmaxgrad_q<A, kY, true, false>(n, x, y, m, e, a, w, t, b, c);
+  if (t) return softmaxgrad_q<A, kY, false, true>(n, x, y, m, e, a, w, t, b, c);
+  return softmaxgrad_q<A, kY, false, false>(n, x, y, m, e, a, w, t, b, c);
+}
+
+template <class A>
+double softmaxgrad(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
+                   typename A::T a, const typename A::T* w, const typename A::T* t, typename A::T b,
+                   typename A::T c) {
+  if (!w && !t && !(c != 0)) {
+    // q == 0 everywhere (c == 0 and no w that could turn 0 into NaN): a plain scaled exp, sum 0.
+    if (y) map<A>(n, x, y, scaled_exp_over<A>(m, e, a));
+    return 0.0;
+  }
+  return y ? softmaxgrad_y<A, true>(n, x, y, m, e, a, w, t, b, c)
+           : softmaxgrad_y<A, false>(n, x, y, m, e, a, w, t, b, c);
+}
+
+// One vector of the fused KL pass: p from the teacher t, q from the student s, y = g (q - p),
+// and p ((t - s) - c) added where p != 0 (so -inf teacher logits add 0, not NaN).
+template <class A, bool kY>
+struct KlGradStep {
+  typedef typename A::T T;
+  typedef typename A::V V;
+  const T *s, *t;
+  T* y;
+  ScaledExpTimes<A> ps, pt;
+  V g, c;
+  template <bool kTail>
+  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
+    const V sv = load_at<A, kTail>(s + i, k);  // before y (y == s allowed)
+    const V tv = load_at<A, kTail>(t + i, k);
+    const V p = pt(tv);
+    if (kY) store_at<A, kTail>(y + i, k, A::mul(g, A::fmsub(ps.f(sv), ps.s, p)));
+    return A::mask_add(acc, A::cmp_neq_uq(p, A::zero()), acc, A::mul(p, A::sub(A::sub(tv, sv), c)));
+  }
+};
+
+template <class A, bool kY>
+double klgrad(size_t n, const typename A::T* s, const typename A::T* t, typename A::T* y, double ms,
+              double es, double mt, double et, typename A::T g, typename A::T c) {
+  const ScaledExpTimes<A> ps = scaled_exp_over<A>(ms, es, 1.0);
+  const ScaledExpTimes<A> pt = scaled_exp_over<A>(mt, et, 1.0);
+  const KlGradStep<A, kY> f = {s, t, y, ps, pt, A::set1(g), A::set1(c)};
+  return reduce<A>(n, kFoldBlock, f);
+}
+
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX512(T, dt, A)                                               \
-  T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }              \
-  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e) {                    \
-    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                        \
-  }                                                                                  \
-  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e) {         \
-    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                               \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                      \
-    Scale<A> f = {A::set1(s)};                                                       \
-    map<A>(n, x, y, f);                                                              \
-  }                                                                                  \
-  softzo_extexp SOFTZO_FN(dt, raddextexp)(size_t n, const T* x, int* unsafe) {       \
-    return raddextexp<A>(n, x, unsafe);                                              \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) { \
-    vscaleextexp<A>(n, x, y, m, e);                                                  \
-  }                                                                                  \
-  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                 \
-    return ronlinesumexp<A>(n, x);                                                   \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                \
-    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                        \
-    map<A>(n, x, y, f);                                                              \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }
+#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                        \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }                       \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e) {                             \
+    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                 \
+  }                                                                                           \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e) {                  \
+    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                        \
+  }                                                                                           \
+  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                               \
+    Scale<A> f = {A::set1(s)};                                                                \
+    map<A>(n, x, y, f);                                                                       \
+  }                                                                                           \
+  softzo_extexp SOFTZO_FN(dt, raddextexp)(size_t n, const T* x, int* unsafe) {                \
+    return raddextexp<A>(n, x, unsafe);                                                       \
+  }                                                                                           \
+  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {          \
+    vscaleextexp<A>(n, x, y, m, e);                                                           \
+  }                                                                                           \
+  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                          \
+    return ronlinesumexp<A>(n, x);                                                            \
+  }                                                                                           \
+  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                         \
+    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                                 \
+    map<A>(n, x, y, f);                                                                       \
+  }                                                                                           \
+  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }         \
+  double SOFTZO_FN(dt, vsoftmaxgrad)(size_t n, const T* x, T* y, double m, double e, T a,     \
+                                     const T* w, const T* t, T b, T c) {                      \
+    return softmaxgrad<A>(n, x, y, m, e, a, w, t, b, c);                                      \
+  }                                                                                           \
+  double SOFTZO_FN(dt, rklgrad)(size_t n, const T* s, const T* t, T* y, double ms, double es, \
+                                double mt, double et, T g, T c) {                             \
+    return y ? klgrad<A, true>(n, s, t, y, ms, es, mt, et, g, c)                              \
+             : klgrad<A, false>(n, s, t, y, ms, es, mt, et, g, c);                            \
+  }
 
 extern "C" {
 SOFTZO_DEFINE_AVX512(float, f32, F32)

@@ -1,10 +1,13 @@
-// Static inline AVX-512 building blocks for softmax_avx512.cc: masked memory access,
-// horizontal reductions, float->double widening and the exp kernels. Everything here is static
-// (and forced inline), so neither the native nor the SIMDe-emulated object exports or weakly
-// defines anything from it.
+// AVX-512 building blocks for softmax_avx512.cc and losses_avx512.cc: masked memory access,
+// horizontal reductions, float->double widening, the exp kernels, the F32 / F64 traits and the
+// unrolled map / reduction loops. Everything here is static or in an anonymous namespace (and
+// forced inline), so neither the native nor the SIMDe-emulated object exports or weakly defines
+// anything from it.
 #ifndef SOFTZO_KERNELS_SOFTMAX_SOFTMAX_AVX512_HELPERS_H_
 #define SOFTZO_KERNELS_SOFTMAX_SOFTMAX_AVX512_HELPERS_H_
 
+#include <float.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -216,5 +219,200 @@ static SOFTZO_INLINE __m512d softzo_exp_pd(__m512d x) {
   const __mmask8 keep = _mm512_cmp_pd_mask(x, _mm512_set1_pd(SOFTZO_EXP_MIN_F64), _CMP_NLT_UQ);
   return _mm512_maskz_mov_pd(keep, y);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Element-type traits and the loops shared by the kernel files. Anonymous namespace: internal
+// linkage in each object, so nothing here is exported or emitted as a weak symbol.
+
+namespace {
+
+// Main loops take 4 vectors (64 floats / 32 doubles) per iteration: four independent exp
+// evaluations (~12 dependent FP ops each, ~50 cycles of latency) let the core overlap them, and
+// the loop/branch overhead is paid once per 256 bytes.
+constexpr size_t kUnroll = 4;
+
+struct F32 {
+  typedef float T;
+  typedef __m512 V;
+  typedef __mmask16 K;
+  static constexpr size_t kLanes = 16;
+  static constexpr int kHalves = 2;  // __m512d per V once widened to double
+  static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_ps(src, k, p); }
+  static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
+  static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_ps(p, k, v); }
+  static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask16(rem); }
+  static SOFTZO_INLINE V set1(T a) { return _mm512_set1_ps(a); }
+  static SOFTZO_INLINE V zero() { return _mm512_setzero_ps(); }
+  static SOFTZO_INLINE V add(V a, V b) { return _mm512_add_ps(a, b); }
+  static SOFTZO_INLINE V mask_add(V src, K k, V a, V b) { return _mm512_mask_add_ps(src, k, a, b); }
+  static SOFTZO_INLINE V sub(V a, V b) { return _mm512_sub_ps(a, b); }
+  static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+  static SOFTZO_INLINE V fmsub(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }
+  static SOFTZO_INLINE V mask_mul(V src, K k, V a, V b) { return _mm512_mask_mul_ps(src, k, a, b); }
+  static SOFTZO_INLINE V mask_div(V src, K k, V a, V b) { return _mm512_mask_div_ps(src, k, a, b); }
+  static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_ps(src, k, a, b); }
+  static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_ps(a, b); }
+  static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_ps(k, a, b); }
+  static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_ps(k, a); }
+  static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_ps(k, a, b); }
+  static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
+  static SOFTZO_INLINE K cmp_neq_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
+  static SOFTZO_INLINE K cmp_nge_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NGE_UQ); }
+  static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
+  static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLT_UQ); }
+  static SOFTZO_INLINE V neg_abs(V a) {  // -|a|, NaN stays NaN
+    return _mm512_castsi512_ps(
+        _mm512_or_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)));
+  }
+  static SOFTZO_INLINE V exp(V x) { return softzo_exp_ps(x); }
+  static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_ps(x, n); }
+  static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_ps(v); }
+  static SOFTZO_INLINE __m512d half(V v, int h) {
+    return h == 0 ? softzo_cvtlo_pd(v) : softzo_cvthi_pd(v);
+  }
+  static SOFTZO_INLINE __m512d fold(__m512d acc, V v) {
+    return _mm512_add_pd(_mm512_add_pd(acc, softzo_cvtlo_pd(v)), softzo_cvthi_pd(v));
+  }
+  static SOFTZO_INLINE T lowest() { return -FLT_MAX; }
+  static SOFTZO_INLINE T above(double v) {  // smallest float >= v
+    const float f = static_cast<float>(v);
+    return static_cast<double>(f) < v ? nextafterf(f, INFINITY) : f;
+  }
+};
+
+struct F64 {
+  typedef double T;
+  typedef __m512d V;
+  typedef __mmask8 K;
+  static constexpr size_t kLanes = 8;
+  static constexpr int kHalves = 1;
+  static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
+  static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_pd(src, k, p); }
+  static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
+  static SOFTZO_INLINE void store_mask(T* p, K k, V v) { softzo_mask_storeu_pd(p, k, v); }
+  static SOFTZO_INLINE K tail(size_t rem) { return softzo_tail_mask8(rem); }
+  static SOFTZO_INLINE V set1(T a) { return _mm512_set1_pd(a); }
+  static SOFTZO_INLINE V zero() { return _mm512_setzero_pd(); }
+  static SOFTZO_INLINE V add(V a, V b) { return _mm512_add_pd(a, b); }
+  static SOFTZO_INLINE V mask_add(V src, K k, V a, V b) { return _mm512_mask_add_pd(src, k, a, b); }
+  static SOFTZO_INLINE V sub(V a, V b) { return _mm512_sub_pd(a, b); }
+  static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
+  static SOFTZO_INLINE V fmsub(V a, V b, V c) { return _mm512_fmsub_pd(a, b, c); }
+  static SOFTZO_INLINE V mask_mul(V src, K k, V a, V b) { return _mm512_mask_mul_pd(src, k, a, b); }
+  static SOFTZO_INLINE V mask_div(V src, K k, V a, V b) { return _mm512_mask_div_pd(src, k, a, b); }
+  static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_pd(a, b); }
+  static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_pd(src, k, a, b); }
+  static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_pd(a, b); }
+  static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_pd(k, a, b); }
+  static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_pd(k, a); }
+  static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_pd(k, a, b); }
+  static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
+  static SOFTZO_INLINE K cmp_neq_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NEQ_UQ); }
+  static SOFTZO_INLINE K cmp_nge_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NGE_UQ); }
+  static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLE_UQ); }
+  static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLT_UQ); }
+  static SOFTZO_INLINE V neg_abs(V a) {
+    return _mm512_castsi512_pd(
+        _mm512_or_si512(_mm512_castpd_si512(a), _mm512_set1_epi64(INT64_MIN)));
+  }
+  static SOFTZO_INLINE V exp(V x) { return softzo_exp_pd(x); }
+  static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_pd(x, n); }
+  static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_pd(v); }
+  static SOFTZO_INLINE __m512d half(V v, int) { return v; }
+  static SOFTZO_INLINE __m512d fold(__m512d acc, V v) { return _mm512_add_pd(acc, v); }
+  static SOFTZO_INLINE T lowest() { return -DBL_MAX; }
+  static SOFTZO_INLINE T above(double v) { return v; }
+};
+
+// Number of elements the next fold block covers: whole unrolled steps, at most max_iters.
+inline size_t block_len(size_t remaining, size_t step, size_t max_iters) {
+  const size_t iters = remaining / step;
+  return (iters < max_iters ? iters : max_iters) * step;
+}
+
+// y_i = f(x_i). All four loads of an iteration precede its stores and each store covers only
+// the elements just read, so x == y is safe.
+template <class A, class F>
+void map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
+  typedef typename A::V V;
+  const size_t L = A::kLanes;
+  size_t i = 0;
+  for (; n - i >= kUnroll * L; i += kUnroll * L) {
+    const V v0 = f(A::load(x + i));
+    const V v1 = f(A::load(x + i + L));
+    const V v2 = f(A::load(x + i + 2 * L));
+    const V v3 = f(A::load(x + i + 3 * L));
+    A::store(y + i, v0);
+    A::store(y + i + L, v1);
+    A::store(y + i + 2 * L, v2);
+    A::store(y + i + 3 * L, v3);
+  }
+  for (; n - i >= L; i += L) A::store(y + i, f(A::load(x + i)));
+  if (i < n) {
+    const typename A::K k = A::tail(n - i);
+    A::store_mask(y + i, k, f(A::load_or(A::zero(), k, x + i)));
+  }
+}
+
+// Vector i of a row: a plain load, or in the tail (kTail) a masked one reading only the lanes in
+// k (the rest are 0). Same for the stores.
+template <class A, bool kTail>
+SOFTZO_INLINE typename A::V load_at(const typename A::T* p, typename A::K k) {
+  if constexpr (kTail) return A::load_or(A::zero(), k, p);
+  return A::load(p);
+}
+template <class A, bool kTail>
+SOFTZO_INLINE void store_at(typename A::T* p, typename A::K k, typename A::V v) {
+  if constexpr (kTail) {
+    A::store_mask(p, k, v);
+  } else {
+    A::store(p, v);
+  }
+}
+
+// sum_i of the terms that f adds to lane accumulators, returned in double: f.template
+// step<kTail>(acc, i, k) reads the vectors at element i (masked by k when kTail), may store
+// results there, and returns acc plus that vector's terms; idle tail lanes keep acc. Each lane
+// takes at most fold_iters terms in T before its block is folded into double. A step reads
+// everything at i before it writes there, and only there, so in-place outputs are safe.
+template <class A, class F>
+double reduce(size_t n, size_t fold_iters, const F& f) {
+  typedef typename A::V V;
+  const size_t L = A::kLanes;
+  const size_t step = kUnroll * L;
+  __m512d total = _mm512_setzero_pd();
+  size_t i = 0;
+  while (n - i >= step) {
+    // Four accumulators: an add or FMA has 4 cycles latency on 2 ports, so one chain would
+    // retire a vector every 4 cycles where the loads allow 2 per cycle.
+    V a0 = A::zero(), a1 = A::zero(), a2 = A::zero(), a3 = A::zero();
+    const size_t end = i + block_len(n - i, step, fold_iters);
+    for (; i < end; i += step) {
+      a0 = f.template step<false>(a0, i, 0);
+      a1 = f.template step<false>(a1, i + L, 0);
+      a2 = f.template step<false>(a2, i + 2 * L, 0);
+      a3 = f.template step<false>(a3, i + 3 * L, 0);
+    }
+    total = A::fold(A::fold(A::fold(A::fold(total, a0), a1), a2), a3);
+  }
+  if (i < n) {  // fewer than 4 vectors left: at most 4 more terms per lane
+    V a = A::zero();
+    for (; n - i >= L; i += L) a = f.template step<false>(a, i, 0);
+    if (i < n) {
+      const typename A::K k = A::tail(n - i);
+      a = A::blend(k, a, f.template step<true>(a, i, k));
+    }
+    total = A::fold(total, a);
+  }
+  return softzo_hadd_pd(total);
+}
+
+}  // namespace
 
 #endif  // SOFTZO_KERNELS_SOFTMAX_SOFTMAX_AVX512_HELPERS_H_

@@ -49,27 +49,39 @@ typedef struct {
 // i.e. under float32's smallest denormal).
 #define SOFTZO_EXTEXP_LIMIT 65536.0
 
-#define SOFTZO_DECLARE_SOFTMAX_KERNELS(T, dt, isa)                                            \
-  /* max_i x_i, or NaN if any x_i is NaN; n >= 1. */                                          \
-  T softzo_##dt##_rmax_##isa(size_t n, const T* x);                                           \
-  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). */        \
-  double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e);                         \
-  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). */                 \
-  double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e);              \
-  /* y_i = x_i * s. */                                                                        \
-  void softzo_##dt##_vscale_##isa(size_t n, const T* x, T* y, T s);                           \
-  /* sum_i exp(max(x_i, -LIMIT)) as an extexp pair; sets *unsafe = 1 if any x_i > LIMIT or */ \
-  /* is NaN, and leaves it untouched otherwise. */                                            \
-  softzo_extexp softzo_##dt##_raddextexp_##isa(size_t n, const T* x, int* unsafe);            \
-  /* y_i = exp(x_i) / (m * 2^e), same domain as raddexp: two-pass pass 2 and three-pass */    \
-  /* recompute pass 3. */                                                                     \
-  void softzo_##dt##_vscaleextexp_##isa(size_t n, const T* x, T* y, double m, double e);      \
-  /* One pass: (max, sum_i exp(x_i - max)). NaN/inf inputs give a non-finite sum. */          \
-  softzo_online softzo_##dt##_ronlinesumexp_##isa(size_t n, const T* x);                      \
-  /* y_i = (x_i - c1) - c2: log_softmax with c1 ~ lse rounded to T and c2 the remainder. */   \
-  void softzo_##dt##_vsubc_##isa(size_t n, const T* x, T* y, T c1, T c2);                     \
-  /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */   \
-  void softzo_##dt##_vexp_##isa(size_t n, const T* x, T* y);
+#define SOFTZO_DECLARE_SOFTMAX_KERNELS(T, dt, isa)                                                 \
+  /* max_i x_i, or NaN if any x_i is NaN; n >= 1. */                                               \
+  T softzo_##dt##_rmax_##isa(size_t n, const T* x);                                                \
+  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). */             \
+  double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e);                              \
+  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). */                      \
+  double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e);                   \
+  /* y_i = x_i * s. */                                                                             \
+  void softzo_##dt##_vscale_##isa(size_t n, const T* x, T* y, T s);                                \
+  /* sum_i exp(max(x_i, -LIMIT)) as an extexp pair; sets *unsafe = 1 if any x_i > LIMIT or */      \
+  /* is NaN, and leaves it untouched otherwise. */                                                 \
+  softzo_extexp softzo_##dt##_raddextexp_##isa(size_t n, const T* x, int* unsafe);                 \
+  /* y_i = exp(x_i) / (m * 2^e), same domain as raddexp: two-pass pass 2 and three-pass */         \
+  /* recompute pass 3. */                                                                          \
+  void softzo_##dt##_vscaleextexp_##isa(size_t n, const T* x, T* y, double m, double e);           \
+  /* One pass: (max, sum_i exp(x_i - max)). NaN/inf inputs give a non-finite sum. */               \
+  softzo_online softzo_##dt##_ronlinesumexp_##isa(size_t n, const T* x);                           \
+  /* y_i = (x_i - c1) - c2: log_softmax with c1 ~ lse rounded to T and c2 the remainder. */        \
+  void softzo_##dt##_vsubc_##isa(size_t n, const T* x, T* y, T c1, T c2);                          \
+  /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */        \
+  void softzo_##dt##_vexp_##isa(size_t n, const T* x, T* y);                                       \
+  /* Cross-entropy pass 2. With p_i = exp(x_i) / (m * 2^e) (domain as vscaleextexp) and */         \
+  /* target weights q_i = w_i * (b * t_i + c) (null w: w_i = 1; null t: t_i = 0), writes */        \
+  /* y_i = a * p_i - q_i unless y is null, and returns sum_i q_i * x_i, terms with q_i == 0 */     \
+  /* counting 0 (so -inf logits of untargeted classes add nothing). x == y allowed. */             \
+  double softzo_##dt##_vsoftmaxgrad_##isa(size_t n, const T* x, T* y, double m, double e, T a,     \
+                                          const T* w, const T* t, T b, T c);                       \
+  /* Fused KL(p || q) of two rows: p_i = exp(t_i) / (mt * 2^et), q_i = exp(s_i) / (ms * 2^es) */   \
+  /* (teacher t, student s, domains as vscaleextexp). Writes y_i = g * (q_i - p_i) unless y */     \
+  /* is null (y == s allowed) and returns sum_i p_i * ((t_i - s_i) - c), terms with p_i == 0 */    \
+  /* counting 0; c = lse(t) - lse(s) makes the terms vanish when the rows agree. */                \
+  double softzo_##dt##_rklgrad_##isa(size_t n, const T* s, const T* t, T* y, double ms, double es, \
+                                     double mt, double et, T g, T c);
 
 #define SOFTZO_DECLARE_SOFTMAX_ISA(isa)           \
   SOFTZO_DECLARE_SOFTMAX_KERNELS(float, f32, isa) \

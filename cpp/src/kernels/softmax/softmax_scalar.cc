@@ -223,35 +223,68 @@ void vexp(size_t n, const T* x, T* y) {
   for (size_t i = 0; i < n; ++i) y[i] = exp_t<T>(x[i]);
 }
 
+// Cross-entropy pass 2 (see the contract); q_i == 0 terms are skipped so 0 * -inf adds nothing.
+template <typename T>
+double softmaxgrad(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t, T b,
+                   T c) {
+  const double sa = static_cast<double>(a) / m;
+  return double_sum(n, [&](size_t i) {
+    const double xi = static_cast<double>(x[i]);  // read before y[i] (x == y) is written
+    double q = (t ? static_cast<double>(b) * static_cast<double>(t[i]) : 0.0) + c;
+    if (w) q *= static_cast<double>(w[i]);
+    if (y) y[i] = static_cast<T>(static_cast<double>(exp_scaled<T>(x[i], e)) * sa - q);
+    return q != 0.0 ? q * xi : 0.0;
+  });
+}
+
+template <typename T>
+double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, double mt, double et,
+              T g, T c) {
+  return double_sum(n, [&](size_t i) {
+    const double si = static_cast<double>(s[i]), ti = static_cast<double>(t[i]);
+    const double p = static_cast<double>(exp_scaled<T>(t[i], et)) / mt;
+    if (y) y[i] = static_cast<T>(g * (static_cast<double>(exp_scaled<T>(s[i], es)) / ms - p));
+    return p != 0.0 ? p * ((ti - si) - c) : 0.0;
+  });
+}
+
 }  // namespace
 
-#define SOFTZO_DEFINE_SCALAR(T, dt)                                                            \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x) { return rmax<T>(n, x); }                  \
-  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e) {                        \
-    return raddexp<T>(n, x, e);                                                                \
-  }                                                                                            \
-  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e) {             \
-    return raddstoreexp<T>(n, x, y, e);                                                        \
-  }                                                                                            \
-  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); } \
-  softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {           \
-    return raddextexp<T>(n, x, unsafe);                                                        \
-  }                                                                                            \
-  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {     \
-    vscaleextexp<T>(n, x, y, m, e);                                                            \
-  }                                                                                            \
-  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                     \
-    return ronlinesumexp<T>(n, x);                                                             \
-  }                                                                                            \
-  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                    \
-    vsubc<T>(n, x, y, c1, c2);                                                                 \
-  }                                                                                            \
-  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }             \
-  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                      \
-    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                     \
-  }                                                                                            \
-  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {           \
-    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                           \
+#define SOFTZO_DEFINE_SCALAR(T, dt)                                                             \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x) { return rmax<T>(n, x); }                   \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e) {                         \
+    return raddexp<T>(n, x, e);                                                                 \
+  }                                                                                             \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e) {              \
+    return raddstoreexp<T>(n, x, y, e);                                                         \
+  }                                                                                             \
+  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }  \
+  softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {            \
+    return raddextexp<T>(n, x, unsafe);                                                         \
+  }                                                                                             \
+  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {      \
+    vscaleextexp<T>(n, x, y, m, e);                                                             \
+  }                                                                                             \
+  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                      \
+    return ronlinesumexp<T>(n, x);                                                              \
+  }                                                                                             \
+  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                     \
+    vsubc<T>(n, x, y, c1, c2);                                                                  \
+  }                                                                                             \
+  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }              \
+  double softzo_##dt##_vsoftmaxgrad_scalar(size_t n, const T* x, T* y, double m, double e, T a, \
+                                           const T* w, const T* t, T b, T c) {                  \
+    return softmaxgrad<T>(n, x, y, m, e, a, w, t, b, c);                                        \
+  }                                                                                             \
+  double softzo_##dt##_rklgrad_scalar(size_t n, const T* s, const T* t, T* y, double ms,        \
+                                      double es, double mt, double et, T g, T c) {              \
+    return klgrad<T>(n, s, t, y, ms, es, mt, et, g, c);                                         \
+  }                                                                                             \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                       \
+    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                      \
+  }                                                                                             \
+  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {            \
+    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                            \
   }
 
 extern "C" {

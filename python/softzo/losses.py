@@ -1,0 +1,480 @@
+"""Fused classification losses: cross-entropy, Z-loss and the spherical family, StableMax,
+comp-sum, HL-Gauss and KL distillation, on softzo's kernels.
+
+Every loss reads the logits once for the row's logsumexp (or statistics) and once more to write
+the gradient and the target terms; no N x V intermediate is ever allocated (with
+``grad_out=logits`` not even the gradient). Inputs are NumPy arrays, PyTorch CPU tensors or JAX
+CPU arrays, read without copying (a class axis that is not unit-stride is copied first); results
+come back in the input's framework. For autograd, see :mod:`softzo.torch`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._arrays import as_input, check_choice, check_num_threads, check_out, finish, framework_of
+
+__all__ = [
+    "comp_sum_loss",
+    "cross_entropy",
+    "hl_gauss_targets",
+    "hl_gauss_values",
+    "kl_div",
+    "spherical_loss",
+    "spherical_softmax",
+    "stablemax",
+    "stablemax_cross_entropy",
+    "taylor_softmax",
+    "z_loss",
+]
+
+REDUCTIONS = ("mean", "sum", "none")
+_REDUCTION_CODE = {"none": 0, "sum": 1, "mean": 2}
+_SPHERICAL_KINDS = {"log_spherical": 1, "log_taylor": 2, "mse": 3}  # 0 is the Z-loss
+_NORMALIZERS = {"spherical": 0, "taylor": 1, "stablemax": 2}
+
+
+# ---- argument plumbing: everything becomes a NumPy view of the caller's memory ---------------
+
+
+def _numpy_view(x: Any, framework: str) -> np.ndarray:
+    if framework == "torch":
+        return x.numpy()
+    return x if isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def _matrix(x: Any, name: str) -> tuple[np.ndarray, str]:
+    """A 2-D float view of x with a unit-stride class axis (copied only if it is not)."""
+    view, framework = as_input(x, name)
+    arr = _numpy_view(view, framework)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, classes), got shape {arr.shape}")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one class, got shape {arr.shape}")
+    if arr.shape[1] > 1 and arr.strides[1] != arr.itemsize:
+        arr = np.ascontiguousarray(arr)
+    return arr, framework
+
+
+def _class_indices(target: Any, rows: int, name: str = "target") -> np.ndarray:
+    view = target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
+    if view.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer class indices, got dtype {view.dtype}")
+    if view.shape != (rows,):
+        raise ValueError(f"{name} must have shape ({rows},) to match the rows, got {view.shape}")
+    return np.ascontiguousarray(view, dtype=np.int64)
+
+
+def _is_soft(target: Any) -> bool:
+    dtype = getattr(target, "dtype", None)
+    if dtype is None:
+        target = np.asarray(target)
+        dtype = target.dtype
+    return "float" in str(dtype)
+
+
+def _same_dtype(arr: np.ndarray, like: np.ndarray, name: str) -> None:
+    if arr.dtype != like.dtype:
+        raise TypeError(f"{name} must have the logits' dtype {like.dtype}, got {arr.dtype}")
+
+
+def _float_arg(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not np.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be finite and {bounds}, got {value!r}")
+    return v
+
+
+def _grad_target(grad_out: Any, logits: np.ndarray, framework: str) -> tuple[np.ndarray, Any]:
+    """The array the gradient is written to (a NumPy view) and what to return for it: the
+    caller's ``grad_out``, or None for a new array (wrapped after it is written: JAX copies)."""
+    if grad_out is None:
+        return np.empty(logits.shape, dtype=logits.dtype), None  # wrapped once it is written
+    gv = check_out(grad_out, logits, logits.shape, "grad_out")
+    g = _numpy_view(gv, framework_of(gv))
+    if g.shape[1] > 1 and g.strides[1] != g.itemsize:
+        raise ValueError("grad_out must be unit-stride along the class axis")
+    return g, grad_out
+
+
+def _wrap(arr: np.ndarray, framework: str) -> Any:
+    """A NumPy result handed to the caller's framework without a copy."""
+    if framework == "torch":
+        import torch
+
+        return torch.from_numpy(arr)
+    return finish(arr, framework)
+
+
+def _scalar(value: float, dtype: np.dtype, framework: str) -> Any:
+    return (
+        _wrap(np.asarray(value, dtype=dtype), framework)
+        if framework != "numpy"
+        else (dtype.type(value))
+    )
+
+
+def _reduction(reduction: Any) -> int:
+    return _REDUCTION_CODE[check_choice(reduction, "reduction", REDUCTIONS)]
+
+
+def _loss_result(value, row_loss, dtype, framework, reduction):
+    if reduction == "none":
+        return _wrap(row_loss, framework)
+    return _scalar(value, dtype, framework)
+
+
+# ---- cross-entropy ---------------------------------------------------------------------------
+
+
+def cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    grad_out: Any = None,
+    return_lse: bool = False,
+    num_threads: int | None = None,
+) -> Any:
+    """Cross-entropy of (N, V) logits, with its gradient from the same two passes.
+
+    Matches ``torch.nn.functional.cross_entropy`` (class indices or soft targets, ``weight``,
+    ``ignore_index``, ``label_smoothing``, ``reduction``), plus PaLM's auxiliary
+    ``lse_square_scale * lse**2`` per counted row (unweighted; averaged over counted rows for
+    "mean"). This is not the Z-loss of de Brébisson & Vincent: that is :func:`z_loss`.
+
+    Args:
+        logits: (N, V) float32/float64.
+        target: (N,) integer class indices in [0, V) or ``ignore_index``; or (N, V) soft targets
+            of the logits' dtype (finite; weighted by ``weight`` and smoothed like PyTorch).
+        weight: optional (V,) class weights of the logits' dtype.
+        return_grad: also return d loss / d logits (for "none": of the sum of row losses);
+            ignored rows get 0.
+        grad_out: (N, V) array for the gradient (implies ``return_grad``); ``grad_out=logits``
+            writes it over the logits in place, with no N x V allocation at all.
+        return_lse: also return each row's logsumexp, shape (N,).
+
+    Returns:
+        ``loss`` (a scalar, or (N,) for "none"), or a tuple ``(loss, grad)``, ``(loss, lse)`` or
+        ``(loss, grad, lse)``. NaN or +inf logits make that row's loss and gradient NaN, as in
+        PyTorch; -inf logits are masked classes.
+    """
+    x, fw = _matrix(logits, "logits")
+    n, v = x.shape
+    smoothing = _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0)
+    lse_scale = _float_arg(lse_square_scale, "lse_square_scale", 0.0)
+    red = _reduction(reduction)
+    threads = check_num_threads(num_threads)
+    hard = soft = None
+    if _is_soft(target):
+        soft = _numpy_view(*as_input(target, "target"))
+        _same_dtype(soft, x, "target")
+        if soft.shape != x.shape:
+            raise ValueError(
+                f"target (soft) must have the logits' shape {x.shape}, got {soft.shape}"
+            )
+        if v > 1 and soft.strides[1] != soft.itemsize:
+            soft = np.ascontiguousarray(soft)
+    else:
+        hard = _class_indices(target, n)
+    w = _weight(weight, x)
+    ignore = _int_arg(ignore_index, "ignore_index")
+    want_grad = return_grad or grad_out is not None
+    grad, grad_result = _grad_target(grad_out, x, fw) if want_grad else (None, None)
+    lse = np.empty(n, dtype=x.dtype) if return_lse else None
+    rows = np.empty(n, dtype=x.dtype) if reduction == "none" else None
+    value = _core._cross_entropy(
+        x, hard, soft, w, ignore, smoothing, lse_scale, 1.0, red, grad, lse, rows, threads
+    )
+    loss = _loss_result(value, rows, x.dtype, fw, reduction)
+    out = (loss,)
+    if want_grad:
+        out += (_wrap(grad, fw) if grad_result is None else grad_result,)
+    if return_lse:
+        out += (_wrap(lse, fw),)
+    return out if len(out) > 1 else loss
+
+
+def _weight(weight: Any, x: np.ndarray) -> np.ndarray | None:
+    if weight is None:
+        return None
+    view, fw = as_input(weight, "weight")
+    w = np.ascontiguousarray(_numpy_view(view, fw))
+    _same_dtype(w, x, "weight")
+    if w.shape != (x.shape[1],):
+        raise ValueError(f"weight must have shape ({x.shape[1]},), got {w.shape}")
+    return w
+
+
+def _int_arg(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    return int(value)
+
+
+def comp_sum_loss(
+    logits: Any,
+    target: Any,
+    tau: float,
+    *,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    num_threads: int | None = None,
+) -> Any:
+    """Comp-sum loss (Mao, Mohri & Zhong 2023): Phi^tau(1 / p_t) with p = softmax(logits).
+
+    Phi^1(u) = log u and Phi^tau(u) = (u^(1 - tau) - 1) / (1 - tau): tau = 0 is the
+    sum-exponential loss, 1 cross-entropy, 1.7 generalised cross-entropy (q = 0.7) and 2 the
+    mean absolute error 1 - p_t. The gradient is p_t^(tau - 1) (p - onehot(t)). Returns
+    ``loss`` or ``(loss, grad)``.
+    """
+    x, fw = _matrix(logits, "logits")
+    tau_v = _float_arg(tau, "tau", 0.0)
+    red = _reduction(reduction)
+    hard = _class_indices(target, x.shape[0])
+    grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
+    rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
+    value = _core._cross_entropy(
+        x,
+        hard,
+        None,
+        None,
+        -(2**62),
+        0.0,
+        0.0,
+        tau_v,
+        red,
+        grad,
+        None,
+        rows,
+        check_num_threads(num_threads),
+    )
+    loss = _loss_result(value, rows, x.dtype, fw, reduction)
+    return (loss, _wrap(grad, fw)) if return_grad else loss
+
+
+# ---- the spherical family --------------------------------------------------------------------
+
+
+def z_loss(
+    outputs: Any,
+    target: Any,
+    *,
+    a: float = 1.0,
+    b: float = 0.0,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    num_threads: int | None = None,
+) -> Any:
+    """The Z-loss of de Brébisson & Vincent (2016): softplus(a (b - z_c)) / a.
+
+    z = (o - mean(o)) / std(o) over each row of (N, D) ``outputs`` (population std), so the loss
+    is invariant to o -> alpha o + beta (alpha > 0). A row whose outputs are all equal has
+    z_c := 0 and gradient 0. Returns ``loss`` or ``(loss, grad)``. Not PaLM's "z_loss" term,
+    which is ``cross_entropy(lse_square_scale=...)``.
+    """
+    a_v = _float_arg(a, "a", 0.0)
+    if a_v == 0.0:
+        raise ValueError("a must be > 0")
+    return _spherical(
+        outputs, target, 0, a_v, _float_arg(b, "b"), 1e-6, reduction, return_grad, num_threads
+    )
+
+
+def spherical_loss(
+    o: Any,
+    target: Any,
+    *,
+    kind: str = "log_spherical",
+    eps: float = 1e-6,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    num_threads: int | None = None,
+) -> Any:
+    """Spherical-family losses of (N, D) outputs (Vincent, de Brébisson & Bouthillier 2015).
+
+    kind "log_spherical": -log(o_c^2 + eps) + log(sum o^2 + D eps); "log_taylor":
+    -log(1 + o_c + o_c^2 / 2) + log(D + sum o + sum o^2 / 2); "mse": sum_k (o_k - onehot_k)^2.
+    Each depends on o only through sum o, sum o^2 and o_c. Returns ``loss`` or ``(loss, grad)``.
+    """
+    check_choice(kind, "kind", tuple(_SPHERICAL_KINDS))
+    eps_v = _float_arg(eps, "eps", 0.0)
+    if eps_v == 0.0 and kind == "log_spherical":
+        raise ValueError("eps must be > 0")
+    return _spherical(
+        o, target, _SPHERICAL_KINDS[kind], 1.0, 0.0, eps_v, reduction, return_grad, num_threads
+    )
+
+
+def _spherical(o, target, kind, a, b, eps, reduction, return_grad, num_threads):
+    x, fw = _matrix(o, "outputs" if kind == 0 else "o")
+    red = _reduction(reduction)
+    hard = _class_indices(target, x.shape[0])
+    grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
+    rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
+    value = _core._spherical_loss(
+        x, hard, kind, a, b, eps, red, grad, rows, check_num_threads(num_threads)
+    )
+    loss = _loss_result(value, rows, x.dtype, fw, reduction)
+    return (loss, _wrap(grad, fw)) if return_grad else loss
+
+
+def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> Any:
+    from ._arrays import normalize_axis
+
+    view, fw = as_input(x, "x")
+    arr = _numpy_view(view, fw)
+    ax = normalize_axis(axis, arr.ndim)
+    moved = np.moveaxis(arr, ax, -1)
+    flat = moved.reshape(-1, moved.shape[-1]) if moved.shape[-1] else moved.reshape(0, 0)
+    if flat.shape[1] > 1 and flat.strides[1] != flat.itemsize:
+        flat = np.ascontiguousarray(flat)
+    out = np.empty(flat.shape, dtype=flat.dtype)
+    if out.size:
+        _core._normalize(flat, out, _NORMALIZERS[kind], eps, check_num_threads(num_threads))
+    result = np.moveaxis(out.reshape(moved.shape), -1, ax)
+    return _wrap(np.ascontiguousarray(result), fw)
+
+
+def spherical_softmax(
+    x: Any, axis: int = -1, *, eps: float = 1e-6, num_threads: int | None = None
+) -> Any:
+    """(x^2 + eps) / sum(x^2 + eps) along ``axis`` (de Brébisson & Vincent 2016)."""
+    eps_v = _float_arg(eps, "eps", 0.0)
+    if eps_v == 0.0:
+        raise ValueError("eps must be > 0")
+    return _normalize(x, axis, "spherical", eps_v, num_threads)
+
+
+def taylor_softmax(x: Any, axis: int = -1, *, num_threads: int | None = None) -> Any:
+    """(1 + x + x^2 / 2) / sum(1 + x + x^2 / 2) along ``axis`` (second-order Taylor of exp)."""
+    return _normalize(x, axis, "taylor", 0.0, num_threads)
+
+
+# ---- StableMax -------------------------------------------------------------------------------
+
+
+def stablemax(x: Any, axis: int = -1, *, num_threads: int | None = None) -> Any:
+    """StableMax (Prieto et al. 2025): s(x) / sum s(x), s(x) = x + 1 (x >= 0), 1 / (1 - x)."""
+    return _normalize(x, axis, "stablemax", 0.0, num_threads)
+
+
+def stablemax_cross_entropy(
+    logits: Any,
+    target: Any,
+    *,
+    reduction: str = "mean",
+    return_grad: bool = False,
+    num_threads: int | None = None,
+) -> Any:
+    """-log stablemax(logits)_t per row of (N, V) logits; ``loss`` or ``(loss, grad)``."""
+    x, fw = _matrix(logits, "logits")
+    red = _reduction(reduction)
+    hard = _class_indices(target, x.shape[0])
+    grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
+    rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
+    value = _core._stablemax_cross_entropy(x, hard, red, grad, rows, check_num_threads(num_threads))
+    loss = _loss_result(value, rows, x.dtype, fw, reduction)
+    return (loss, _wrap(grad, fw)) if return_grad else loss
+
+
+# ---- distillation ----------------------------------------------------------------------------
+
+KL_REDUCTIONS = ("batchmean", "sum", "mean", "none")
+
+
+def kl_div(
+    student_logits: Any,
+    teacher_logits: Any,
+    *,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+    return_grad: bool = False,
+    num_threads: int | None = None,
+) -> Any:
+    """KL(softmax(teacher / T) || softmax(student / T)), fused: neither softmax is stored.
+
+    Equals ``F.kl_div(F.log_softmax(s / T, -1), F.log_softmax(t / T, -1), log_target=True,
+    reduction=...)`` for "batchmean", "sum" and "mean"; "none" gives the per-row KL, shape (N,).
+    There is no T^2 factor (multiply by T**2 for Hinton-style distillation). Classes the teacher
+    gives probability 0 add 0. The gradient is with respect to the student logits:
+    (softmax(s / T) - softmax(t / T)) / T, scaled by the reduction.
+    """
+    s, fw = _matrix(student_logits, "student_logits")
+    t, _ = _matrix(teacher_logits, "teacher_logits")
+    _same_dtype(t, s, "teacher_logits")
+    if t.shape != s.shape:
+        raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
+    temp = _float_arg(temperature, "temperature", 0.0)
+    if temp == 0.0:
+        raise ValueError("temperature must be > 0")
+    check_choice(reduction, "reduction", KL_REDUCTIONS)
+    n, v = s.shape
+    divisor = {"batchmean": n, "sum": 1, "mean": n * v, "none": 0}[reduction]
+    grad = np.empty(s.shape, dtype=s.dtype) if return_grad else None
+    rows = np.empty(n, dtype=s.dtype) if reduction == "none" else None
+    value = _core._kl_div(s, t, temp, float(divisor), grad, rows, check_num_threads(num_threads))
+    loss = _loss_result(value, rows, s.dtype, fw, "none" if reduction == "none" else "sum")
+    return (loss, _wrap(grad, fw)) if return_grad else loss
+
+
+# ---- HL-Gauss --------------------------------------------------------------------------------
+
+
+def hl_gauss_targets(
+    values: Any, vmin: float, vmax: float, num_bins: int, sigma: float | None = None
+) -> Any:
+    """HL-Gauss soft targets (Farebrother et al. 2024) for scalar regression targets.
+
+    Each value (clipped to [vmin, vmax]) becomes the mass that Normal(value, sigma) puts on each
+    of ``num_bins`` equal bins over [vmin, vmax], renormalised over that support; ``sigma``
+    defaults to 0.75 bin widths. Returns (N, num_bins) rows summing to 1 (float32 for float32
+    values, else float64), ready as soft targets for :func:`cross_entropy`.
+    """
+    fw = framework_of(values)
+    arr = values.detach().cpu().numpy() if fw == "torch" else np.asarray(values)
+    if arr.dtype.kind not in "fiu":
+        raise TypeError(f"values must be real numbers, got dtype {arr.dtype}")
+    arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
+    if arr.ndim != 1:
+        raise ValueError(f"values must be 1-D, got shape {arr.shape}")
+    lo, hi = _float_arg(vmin, "vmin"), _float_arg(vmax, "vmax")
+    if not lo < hi:
+        raise ValueError(f"vmin must be < vmax, got {vmin} and {vmax}")
+    bins = _int_arg(num_bins, "num_bins")
+    if bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {bins}")
+    width = (hi - lo) / bins
+    sig = 0.75 * width if sigma is None else _float_arg(sigma, "sigma", 0.0)
+    if sig == 0.0:
+        raise ValueError("sigma must be > 0")
+    arr = np.ascontiguousarray(arr)
+    if not np.isfinite(arr).all():
+        raise ValueError("values must be finite")
+    out = np.empty((arr.shape[0], bins), dtype=arr.dtype)
+    _core._hl_gauss_targets(arr, lo, hi, sig, out)
+    return _wrap(out, fw)
+
+
+def hl_gauss_values(probs: Any, vmin: float, vmax: float) -> Any:
+    """Expected value sum_k probs_k * center_k of (N, num_bins) bin probabilities (the
+    prediction an HL-Gauss model makes after a softmax over its logits)."""
+    p, fw = _matrix(probs, "probs")
+    lo, hi = _float_arg(vmin, "vmin"), _float_arg(vmax, "vmax")
+    if not lo < hi:
+        raise ValueError(f"vmin must be < vmax, got {vmin} and {vmax}")
+    bins = p.shape[1]
+    centers = lo + (np.arange(bins, dtype=np.float64) + 0.5) * (hi - lo) / bins
+    return _wrap(np.asarray(p @ centers.astype(p.dtype), dtype=p.dtype), fw)
