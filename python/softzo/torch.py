@@ -1,0 +1,445 @@
+"""PyTorch autograd for softzo's fused losses: functions and ``nn.Module`` wrappers.
+
+Importing this module imports torch (an optional dependency: ``import softzo`` never does).
+Each loss runs :mod:`softzo.losses` once in the forward pass with ``return_grad=True`` on the
+CPU tensors (read without copying, outside autograd), keeps the gradient, and the backward pass
+only scales it by the incoming gradient: no softmax or log-softmax is saved. Logits must be
+float32 or float64 CPU tensors of shape (N, V); other devices and dtypes raise the errors of
+:mod:`softzo.losses`. Gradients flow to the logits (or outputs) only: targets, class weights and
+teacher logits get none. When the logits do not need a gradient (``torch.no_grad()``, or
+``requires_grad=False``) only the loss is computed. The losses are differentiable once
+(no double backward).
+
+``CrossEntropyLoss(inplace_backward=True)`` writes the gradient over the logits' own storage
+(``grad_out=logits``): no N x V buffer is allocated at all, and the logits tensor holds the
+gradient after the forward pass. The logits must not be needed afterwards; an autograd node that
+saved them for its own backward (e.g. ``tanh``) then raises the usual "modified by an inplace
+operation" error instead of computing a wrong gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import losses
+from ._arrays import check_choice
+
+__all__ = [
+    "CompSumLoss",
+    "CompSumLossFunction",
+    "CrossEntropyFunction",
+    "CrossEntropyLoss",
+    "KLDivLoss",
+    "KLDivLossFunction",
+    "SphericalLoss",
+    "SphericalLossFunction",
+    "StableMaxCrossEntropyFunction",
+    "StableMaxCrossEntropyLoss",
+    "ZLoss",
+    "ZLossFunction",
+    "comp_sum_loss",
+    "cross_entropy",
+    "kl_div",
+    "spherical_loss",
+    "stablemax_cross_entropy",
+    "z_loss",
+]
+
+
+# ---- the shared forward and backward ---------------------------------------------------------
+
+# torch >= 2.1; older versions simply do not detect a node that saved the overwritten logits.
+_increment_version = getattr(torch.autograd.graph, "increment_version", lambda tensor: None)
+
+
+def _forward(
+    ctx: Any,
+    fn: Callable[..., Any],
+    x: torch.Tensor,
+    args: tuple,
+    kwargs: dict,
+    inplace: bool = False,
+) -> torch.Tensor:
+    """Runs ``fn`` with the gradient, saves it on ctx and returns the loss."""
+    if inplace:
+        if x.dim() == 2 and x.shape[1] > 1 and x.stride(1) != 1:
+            raise ValueError(
+                "inplace_backward=True needs logits with a unit-stride class axis, got strides "
+                f"{tuple(x.stride())}; pass logits.contiguous() or inplace_backward=False"
+            )
+        xd = x.detach()
+        loss, grad = fn(xd, *args, grad_out=xd, **kwargs)
+        # The logits now hold the gradient: any other node that saved them must fail loudly.
+        _increment_version(x)
+    else:
+        loss, grad = fn(x, *args, return_grad=True, **kwargs)
+    ctx.save_for_backward(grad)
+    ctx.per_row = kwargs["reduction"] == "none"
+    ctx.inplace = inplace
+    ctx.scaled = False
+    return loss
+
+
+class _LossFunction(torch.autograd.Function):
+    """Backward shared by every loss: the saved gradient times grad_output."""
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        if ctx.scaled:
+            raise RuntimeError(
+                "softzo.torch: the in-place gradient was already scaled by an earlier backward "
+                "pass; inplace_backward=True supports one backward pass per forward pass"
+            )
+        (grad,) = ctx.saved_tensors
+        if ctx.per_row:
+            scale = None if bool((grad_output == 1).all()) else grad_output.unsqueeze(1)
+        else:
+            scale = None if grad_output.item() == 1.0 else grad_output
+        if scale is not None:
+            if ctx.inplace:  # the storage is the caller's logits, given up: scale it in place
+                grad = grad.mul_(scale)
+                ctx.scaled = True
+            else:  # a new tensor keeps the saved gradient valid for retain_graph=True
+                grad = grad * scale
+        return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+def _needs_grad(x: Any) -> bool:
+    return torch.is_grad_enabled() and isinstance(x, torch.Tensor) and x.requires_grad
+
+
+# ---- autograd functions ----------------------------------------------------------------------
+
+
+class CrossEntropyFunction(_LossFunction):
+    """Autograd function of :func:`softzo.losses.cross_entropy` (gradient to ``logits``)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        logits: torch.Tensor,
+        target: torch.Tensor,
+        weight: torch.Tensor | None,
+        ignore_index: int,
+        label_smoothing: float,
+        lse_square_scale: float,
+        reduction: str,
+        inplace_backward: bool,
+        num_threads: int | None,
+    ) -> torch.Tensor:
+        kwargs = {
+            "weight": weight,
+            "ignore_index": ignore_index,
+            "label_smoothing": label_smoothing,
+            "lse_square_scale": lse_square_scale,
+            "reduction": reduction,
+            "num_threads": num_threads,
+        }
+        return _forward(ctx, losses.cross_entropy, logits, (target,), kwargs, inplace_backward)
+
+
+class ZLossFunction(_LossFunction):
+    """Autograd function of :func:`softzo.losses.z_loss` (gradient to ``outputs``)."""
+
+    @staticmethod
+    def forward(ctx, outputs, target, a, b, reduction, num_threads):
+        kwargs = {"a": a, "b": b, "reduction": reduction, "num_threads": num_threads}
+        return _forward(ctx, losses.z_loss, outputs, (target,), kwargs)
+
+
+class StableMaxCrossEntropyFunction(_LossFunction):
+    """Autograd function of :func:`softzo.losses.stablemax_cross_entropy`."""
+
+    @staticmethod
+    def forward(ctx, logits, target, reduction, num_threads):
+        kwargs = {"reduction": reduction, "num_threads": num_threads}
+        return _forward(ctx, losses.stablemax_cross_entropy, logits, (target,), kwargs)
+
+
+class SphericalLossFunction(_LossFunction):
+    """Autograd function of :func:`softzo.losses.spherical_loss` (gradient to ``o``)."""
+
+    @staticmethod
+    def forward(ctx, o, target, kind, eps, reduction, num_threads):
+        kwargs = {"kind": kind, "eps": eps, "reduction": reduction, "num_threads": num_threads}
+        return _forward(ctx, losses.spherical_loss, o, (target,), kwargs)
+
+
+class CompSumLossFunction(_LossFunction):
+    """Autograd function of :func:`softzo.losses.comp_sum_loss`."""
+
+    @staticmethod
+    def forward(ctx, logits, target, tau, reduction, num_threads):
+        kwargs = {"reduction": reduction, "num_threads": num_threads}
+        return _forward(ctx, losses.comp_sum_loss, logits, (target, tau), kwargs)
+
+
+class KLDivLossFunction(_LossFunction):
+    """Autograd function of :func:`softzo.losses.kl_div` (gradient to ``student_logits`` only)."""
+
+    @staticmethod
+    def forward(ctx, student_logits, teacher_logits, temperature, reduction, num_threads):
+        kwargs = {"temperature": temperature, "reduction": reduction, "num_threads": num_threads}
+        return _forward(ctx, losses.kl_div, student_logits, (teacher_logits,), kwargs)
+
+
+# ---- functional API --------------------------------------------------------------------------
+
+
+def cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    weight: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    reduction: str = "mean",
+    inplace_backward: bool = False,
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.cross_entropy` (torch's ``F.cross_entropy`` semantics).
+
+    ``target``: (N,) class indices or (N, V) soft targets; ``inplace_backward=True`` overwrites
+    the logits with their gradient in the forward pass (see the module docstring).
+    """
+    args = (weight, ignore_index, label_smoothing, lse_square_scale, reduction)
+    if not _needs_grad(logits):
+        return losses.cross_entropy(
+            logits,
+            target,
+            weight=weight,
+            ignore_index=ignore_index,
+            label_smoothing=label_smoothing,
+            lse_square_scale=lse_square_scale,
+            reduction=reduction,
+            num_threads=num_threads,
+        )
+    return CrossEntropyFunction.apply(logits, target, *args, bool(inplace_backward), num_threads)
+
+
+def z_loss(
+    outputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    a: float = 1.0,
+    b: float = 0.0,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.z_loss`: softplus(a (b - z_c)) / a."""
+    if not _needs_grad(outputs):
+        return losses.z_loss(
+            outputs, target, a=a, b=b, reduction=reduction, num_threads=num_threads
+        )
+    return ZLossFunction.apply(outputs, target, a, b, reduction, num_threads)
+
+
+def stablemax_cross_entropy(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.stablemax_cross_entropy`: -log stablemax(logits)_t."""
+    if not _needs_grad(logits):
+        return losses.stablemax_cross_entropy(
+            logits, target, reduction=reduction, num_threads=num_threads
+        )
+    return StableMaxCrossEntropyFunction.apply(logits, target, reduction, num_threads)
+
+
+def spherical_loss(
+    o: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    kind: str = "log_spherical",
+    eps: float = 1e-6,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.spherical_loss` ("log_spherical", "log_taylor", "mse")."""
+    if not _needs_grad(o):
+        return losses.spherical_loss(
+            o, target, kind=kind, eps=eps, reduction=reduction, num_threads=num_threads
+        )
+    return SphericalLossFunction.apply(o, target, kind, eps, reduction, num_threads)
+
+
+def comp_sum_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    tau: float,
+    *,
+    reduction: str = "mean",
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.comp_sum_loss`: Phi^tau(1 / softmax(logits)_t)."""
+    if not _needs_grad(logits):
+        return losses.comp_sum_loss(
+            logits, target, tau, reduction=reduction, num_threads=num_threads
+        )
+    return CompSumLossFunction.apply(logits, target, tau, reduction, num_threads)
+
+
+def kl_div(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+    num_threads: int | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.kl_div`: KL(softmax(t / T) || softmax(s / T)).
+
+    Takes logits, not log-probabilities (unlike ``torch.nn.functional.kl_div``); no T^2 factor.
+    The teacher gets no gradient.
+    """
+    if not _needs_grad(student_logits):
+        return losses.kl_div(
+            student_logits,
+            teacher_logits,
+            temperature=temperature,
+            reduction=reduction,
+            num_threads=num_threads,
+        )
+    return KLDivLossFunction.apply(
+        student_logits, teacher_logits, temperature, reduction, num_threads
+    )
+
+
+# ---- modules ---------------------------------------------------------------------------------
+
+
+class CrossEntropyLoss(torch.nn.Module):
+    """``torch.nn.CrossEntropyLoss`` on softzo's fused kernel, for (N, V) logits.
+
+    ``lse_square_scale`` adds PaLM's ``lse_square_scale * lse**2`` per counted row.
+    ``inplace_backward=True`` writes the gradient over the logits' storage in the forward pass
+    (no N x V allocation); the logits must not be used afterwards. ``weight`` is a buffer.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor | None = None,
+        ignore_index: int = -100,
+        reduction: str = "mean",
+        label_smoothing: float = 0.0,
+        lse_square_scale: float = 0.0,
+        inplace_backward: bool = False,
+    ) -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.ignore_index = ignore_index
+        self.reduction = check_choice(reduction, "reduction", losses.REDUCTIONS)
+        self.label_smoothing = label_smoothing
+        self.lse_square_scale = lse_square_scale
+        self.inplace_backward = inplace_backward
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return cross_entropy(
+            logits,
+            target,
+            weight=self.weight,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            lse_square_scale=self.lse_square_scale,
+            reduction=self.reduction,
+            inplace_backward=self.inplace_backward,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
+            f"label_smoothing={self.label_smoothing}, lse_square_scale={self.lse_square_scale}, "
+            f"inplace_backward={self.inplace_backward}"
+        )
+
+
+class ZLoss(torch.nn.Module):
+    """Z-loss of de Brébisson & Vincent: softplus(a (b - z_c)) / a, z the row-standardised outputs."""
+
+    def __init__(self, a: float = 1.0, b: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__()
+        self.a, self.b = a, b
+        self.reduction = check_choice(reduction, "reduction", losses.REDUCTIONS)
+
+    def forward(self, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return z_loss(outputs, target, a=self.a, b=self.b, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"a={self.a}, b={self.b}, reduction={self.reduction!r}"
+
+
+class StableMaxCrossEntropyLoss(torch.nn.Module):
+    """Cross-entropy over StableMax probabilities (Prieto et al. 2025): -log stablemax(x)_t."""
+
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = check_choice(reduction, "reduction", losses.REDUCTIONS)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return stablemax_cross_entropy(logits, target, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+class SphericalLoss(torch.nn.Module):
+    """Spherical-family loss of (N, D) outputs: kind "log_spherical", "log_taylor" or "mse"."""
+
+    def __init__(
+        self, kind: str = "log_spherical", eps: float = 1e-6, reduction: str = "mean"
+    ) -> None:
+        super().__init__()
+        self.kind, self.eps = kind, eps
+        self.reduction = check_choice(reduction, "reduction", losses.REDUCTIONS)
+
+    def forward(self, o: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return spherical_loss(o, target, kind=self.kind, eps=self.eps, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, eps={self.eps}, reduction={self.reduction!r}"
+
+
+class CompSumLoss(torch.nn.Module):
+    """Comp-sum loss Phi^tau(1 / p_t): tau 0 sum-exponential, 1 cross-entropy, 2 MAE (1 - p_t)."""
+
+    def __init__(self, tau: float, reduction: str = "mean") -> None:
+        super().__init__()
+        self.tau = tau
+        self.reduction = check_choice(reduction, "reduction", losses.REDUCTIONS)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return comp_sum_loss(logits, target, self.tau, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau}, reduction={self.reduction!r}"
+
+
+class KLDivLoss(torch.nn.Module):
+    """Distillation KL(softmax(teacher / T) || softmax(student / T)) from logits (no T^2 factor).
+
+    Unlike ``torch.nn.KLDivLoss``, both inputs are logits; "none" gives per-row KL, shape (N,).
+    """
+
+    def __init__(self, temperature: float = 1.0, reduction: str = "batchmean") -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.reduction = check_choice(reduction, "reduction", losses.KL_REDUCTIONS)
+
+    def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        return kl_div(
+            student_logits,
+            teacher_logits,
+            temperature=self.temperature,
+            reduction=self.reduction,
+        )
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, reduction={self.reduction!r}"
