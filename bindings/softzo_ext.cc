@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/zo/zo_kernels.h"
 #include "softzo/softzo.h"
 #include "testing/kernel_testing.h"
 #include "testing/stream.h"
@@ -272,6 +273,69 @@ void def_losses(nb::module_& m) {
         nb::arg("sigma"), nb::arg("out"));
 }
 
+// ---- zeroth-order engine: flat C-contiguous buffers, offsets over the concatenated parameters --
+
+template <typename T>
+using Flat = nb::ndarray<T, nb::device::cpu, nb::c_contig>;
+
+softzo::ZoDirection direction(uint64_t seed, uint32_t step, uint32_t dir, int dist) {
+  if (dist < 0 || dist > 2) throw nb::value_error("distribution code must be 0, 1 or 2");
+  softzo::ZoDirection d;
+  d.seed = seed;
+  d.step = step;
+  d.direction = dir;
+  d.dist = static_cast<softzo::ZoDistribution>(dist);
+  return d;
+}
+
+template <typename T>
+void def_zo(nb::module_& m) {
+  m.def(
+      "_zo_fill",
+      [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<T> out,
+         int threads) {
+        const softzo::ZoDirection d = direction(seed, step, dir, dist);
+        nb::gil_scoped_release release;
+        softzo::zo_fill<T>(d, offset, out.data(), static_cast<int64_t>(out.size()), threads);
+      },
+      nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
+      nb::arg("out"), nb::arg("num_threads"));
+  // mask_threshold < 0: no mask.
+  m.def(
+      "_zo_restore_update",
+      [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<T> theta,
+         double c_restore, double lr, double g, double wd, double mask_threshold, double c_cur,
+         int threads) {
+        const softzo::ZoDirection d = direction(seed, step, dir, dist);
+        softzo::ZoMask mask;
+        mask.threshold = mask_threshold;
+        mask.c_cur = c_cur;
+        const softzo::ZoMask* mp = mask_threshold >= 0 ? &mask : nullptr;
+        const int64_t n = static_cast<int64_t>(theta.size());
+        nb::gil_scoped_release release;
+        if (lr == 0.0 && wd == 0.0) {
+          softzo::zo_perturb<T>(d, offset, static_cast<T>(c_restore), theta.data(), n, mp, threads);
+        } else {
+          softzo::zo_restore_update<T>(d, offset, static_cast<T>(c_restore), static_cast<T>(lr),
+                                       static_cast<T>(g), static_cast<T>(wd), theta.data(), n, mp,
+                                       threads);
+        }
+      },
+      nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
+      nb::arg("theta"), nb::arg("c_restore"), nb::arg("lr"), nb::arg("g"), nb::arg("wd"),
+      nb::arg("mask_threshold"), nb::arg("c_cur"), nb::arg("num_threads"));
+  m.def(
+      "_zo_dot",
+      [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<const T> v,
+         int threads) {
+        const softzo::ZoDirection d = direction(seed, step, dir, dist);
+        nb::gil_scoped_release release;
+        return softzo::zo_dot<T>(d, offset, v.data(), static_cast<int64_t>(v.size()), threads);
+      },
+      nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
+      nb::arg("v"), nb::arg("num_threads"));
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -288,6 +352,29 @@ NB_MODULE(_core, m) {
 
   def_losses<float>(m);
   def_losses<double>(m);
+  def_zo<float>(m);
+  def_zo<double>(m);
+  m.def(
+      "_zo_sumsq",
+      [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, int64_t n, bool f64,
+         int threads) {
+        const softzo::ZoDirection d = direction(seed, step, dir, dist);
+        nb::gil_scoped_release release;
+        return f64 ? softzo::zo_sumsq<double>(d, offset, n, threads)
+                   : softzo::zo_sumsq<float>(d, offset, n, threads);
+      },
+      nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
+      nb::arg("n"), nb::arg("f64"), nb::arg("num_threads"));
+  m.def(
+      "_philox4x32_10",
+      [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
+        if (ctr.size() != 4 || key.size() != 2)
+          throw nb::value_error("need 4 counter, 2 key words");
+        uint32_t out[4];
+        softzo_philox4x32_10(ctr.data(), key.data(), out);
+        return std::vector<uint32_t>(out, out + 4);
+      },
+      nb::arg("counter"), nb::arg("key"), "Philox4x32-10 of one counter (known-answer tests).");
 
   m.def("current_isa", &softzo::current_isa_name, "The ISA the kernels use now.");
   m.def("available_isas", &softzo::available_isa_names,

@@ -361,8 +361,8 @@ def _machine() -> str:
     model = fields.get("model name", platform.processor() or platform.machine())
     versions = {"numpy": np.__version__}
     for name in ("torch", "scipy"):
-        mod = sys.modules.get(name)
-        versions[name] = getattr(mod, "__version__", "not installed") if mod else "not installed"
+        mod = _optional(name)
+        versions[name] = getattr(mod, "__version__", "?") if mod else "not installed"
     return (
         f"- CPU: {model}; {os.cpu_count()} logical CPUs, {fields.get('cpu cores', '?')} cores, "
         f"cache {fields.get('cache size', '?')}\n"

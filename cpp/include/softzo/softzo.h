@@ -5,5 +5,6 @@
 #include "softzo/losses.h"
 #include "softzo/runtime.h"
 #include "softzo/softmax.h"
+#include "softzo/zo.h"
 
 #endif  // SOFTZO_SOFTZO_H_

@@ -13,9 +13,11 @@ template <typename T>
 struct Table {
   const SoftmaxKernels<T>* isa[kNumIsas] = {nullptr, nullptr, nullptr};
   const LossKernels<T>* loss[kNumIsas] = {nullptr, nullptr, nullptr};
-  void set(int i, const SoftmaxKernels<T>* s, const LossKernels<T>* l) {
+  const ZoKernels<T>* zo[kNumIsas] = {nullptr, nullptr, nullptr};
+  void set(int i, const SoftmaxKernels<T>* s, const LossKernels<T>* l, const ZoKernels<T>* z) {
     isa[i] = s;
     loss[i] = l;
+    zo[i] = z;
   }
 };
 
@@ -34,11 +36,21 @@ struct Table {
         softzo_##dt##_rstablesum_##sfx, softzo_##dt##_vstable_##sfx                      \
   }
 
+#define SOFTZO_ZO_SET(T, dt, sfx)                                                   \
+  ZoKernels<T> {                                                                    \
+    softzo_##dt##_zo_fill_##sfx, softzo_##dt##_zo_axpy_##sfx,                       \
+        softzo_##dt##_zo_restore_update_##sfx, softzo_##dt##_zo_axpy_masked_##sfx,  \
+        softzo_##dt##_zo_restore_update_masked_##sfx, softzo_##dt##_zo_sumsq_##sfx, \
+        softzo_##dt##_zo_dot_##sfx                                                  \
+  }
+
 #define SOFTZO_KERNEL_SETS(sfx)                                                          \
   static const SoftmaxKernels<float> k_f32_##sfx = SOFTZO_KERNEL_SET(float, f32, sfx);   \
   static const SoftmaxKernels<double> k_f64_##sfx = SOFTZO_KERNEL_SET(double, f64, sfx); \
   static const LossKernels<float> l_f32_##sfx = SOFTZO_LOSS_SET(float, f32, sfx);        \
-  static const LossKernels<double> l_f64_##sfx = SOFTZO_LOSS_SET(double, f64, sfx);
+  static const LossKernels<double> l_f64_##sfx = SOFTZO_LOSS_SET(double, f64, sfx);      \
+  static const ZoKernels<float> z_f32_##sfx = SOFTZO_ZO_SET(float, f32, sfx);            \
+  static const ZoKernels<double> z_f64_##sfx = SOFTZO_ZO_SET(double, f64, sfx);
 
 SOFTZO_KERNEL_SETS(scalar)
 #if SOFTZO_HAVE_AVX2
@@ -73,20 +85,20 @@ struct Registry {
     info[0] = {"scalar", true, false};
     info[1] = {"avx2", false, false};
     info[2] = {"avx512", false, false};
-    f32.set(0, &k_f32_scalar, &l_f32_scalar);
-    f64.set(0, &k_f64_scalar, &l_f64_scalar);
+    f32.set(0, &k_f32_scalar, &l_f32_scalar, &z_f32_scalar);
+    f64.set(0, &k_f64_scalar, &l_f64_scalar, &z_f64_scalar);
 #if SOFTZO_HAVE_AVX2
     if (cpu_has_avx2()) {
-      f32.set(1, &k_f32_avx2, &l_f32_avx2);
-      f64.set(1, &k_f64_avx2, &l_f64_avx2);
+      f32.set(1, &k_f32_avx2, &l_f32_avx2, &z_f32_avx2);
+      f64.set(1, &k_f64_avx2, &l_f64_avx2, &z_f64_avx2);
       info[1].available = true;
       native = Isa::kAvx2;
     }
 #endif
 #if SOFTZO_HAVE_AVX512
     if (cpu_has_avx512()) {
-      f32.set(2, &k_f32_avx512, &l_f32_avx512);
-      f64.set(2, &k_f64_avx512, &l_f64_avx512);
+      f32.set(2, &k_f32_avx512, &l_f32_avx512, &z_f32_avx512);
+      f64.set(2, &k_f64_avx512, &l_f64_avx512, &z_f64_avx512);
       info[2].available = true;
       native = Isa::kAvx512;
     }
@@ -95,8 +107,8 @@ struct Registry {
     // SIMDe lowers AVX-512 to AVX2 here, so emulation needs an AVX2 CPU. It is registered only
     // where native AVX-512 is absent and is never chosen by default: it exists for the tests.
     if (!info[2].available && cpu_has_avx2()) {
-      f32.set(2, &k_f32_avx512emu, &l_f32_avx512emu);
-      f64.set(2, &k_f64_avx512emu, &l_f64_avx512emu);
+      f32.set(2, &k_f32_avx512emu, &l_f32_avx512emu, &z_f32_avx512emu);
+      f64.set(2, &k_f64_avx512emu, &l_f64_avx512emu, &z_f64_avx512emu);
       info[2] = {"avx512", true, true};
     }
 #endif
@@ -146,6 +158,13 @@ const LossKernels<T>& loss_kernels() {
   return *table<T>().loss[registry().current.load(std::memory_order_relaxed)];
 }
 
+template <typename T>
+const ZoKernels<T>& zo_kernels() {
+  return *table<T>().zo[registry().current.load(std::memory_order_relaxed)];
+}
+
+template const ZoKernels<float>& zo_kernels<float>();
+template const ZoKernels<double>& zo_kernels<double>();
 template const LossKernels<float>& loss_kernels<float>();
 template const LossKernels<double>& loss_kernels<double>();
 template const SoftmaxKernels<float>& softmax_kernels<float>();

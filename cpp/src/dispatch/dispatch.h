@@ -6,6 +6,7 @@
 
 #include "kernels/losses/losses_kernels.h"
 #include "kernels/softmax/softmax_kernels.h"
+#include "kernels/zo/zo_kernels.h"
 
 namespace softzo {
 
@@ -36,6 +37,17 @@ struct LossKernels {
   void (*vstable)(size_t, const T*, T*, T, int);
 };
 
+template <typename T>
+struct ZoKernels {
+  void (*fill)(size_t, uint64_t, const softzo_zo_stream*, T*);
+  void (*axpy)(size_t, uint64_t, const softzo_zo_stream*, T, T*);
+  void (*restore_update)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T*);
+  void (*axpy_masked)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T*);
+  void (*restore_update_masked)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T, T, T*);
+  double (*sumsq)(size_t, uint64_t, const softzo_zo_stream*);
+  double (*dot)(size_t, uint64_t, const softzo_zo_stream*, const T*);
+};
+
 struct IsaInfo {
   const char* name;
   bool available;  // compiled in and runnable here (natively or emulated)
@@ -49,6 +61,8 @@ template <typename T>
 const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);  // nullptr if unavailable
 template <typename T>
 const LossKernels<T>& loss_kernels();
+template <typename T>
+const ZoKernels<T>& zo_kernels();
 
 IsaInfo isa_info(Isa isa);
 Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA

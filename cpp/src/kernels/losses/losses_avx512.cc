@@ -6,18 +6,6 @@
 #include "kernels/losses/losses_kernels.h"
 #include "kernels/softmax/softmax_avx512_helpers.h"
 
-#ifndef SOFTZO_ISA_SUFFIX
-#if SOFTZO_AVX512_EMULATED
-#define SOFTZO_ISA_SUFFIX avx512emu
-#else
-#define SOFTZO_ISA_SUFFIX avx512
-#endif
-#endif
-
-#define SOFTZO_PASTE3_(a, b, c) softzo_##a##_##b##_##c
-#define SOFTZO_PASTE3(a, b, c) SOFTZO_PASTE3_(a, b, c)
-#define SOFTZO_FN(dt, op) SOFTZO_PASTE3(dt, op, SOFTZO_ISA_SUFFIX)
-
 namespace {
 
 // Terms per accumulator lane before its block is folded into double. A step here is a load or

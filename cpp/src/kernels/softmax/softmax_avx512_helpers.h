@@ -21,6 +21,20 @@
 #endif
 #endif
 
+// The exported names carry the suffix of the build: softzo_<dt>_<op>_avx512 natively,
+// softzo_<dt>_<op>_avx512emu on top of SIMDe.
+#ifndef SOFTZO_ISA_SUFFIX
+#if SOFTZO_AVX512_EMULATED
+#define SOFTZO_ISA_SUFFIX avx512emu
+#else
+#define SOFTZO_ISA_SUFFIX avx512
+#endif
+#endif
+
+#define SOFTZO_PASTE3_(a, b, c) softzo_##a##_##b##_##c
+#define SOFTZO_PASTE3(a, b, c) SOFTZO_PASTE3_(a, b, c)
+#define SOFTZO_FN(dt, op) SOFTZO_PASTE3(dt, op, SOFTZO_ISA_SUFFIX)
+
 #if defined(__GNUC__) && !defined(__clang__)
 // GCC 12's avx512fintrin.h seeds _mm512_undefined_ps() with itself (GCC PR 105593), which
 // -Wall reports at every inlined intrinsic; -Wpsabi flags __m512 passed by value without

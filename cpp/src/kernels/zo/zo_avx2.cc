@@ -1,0 +1,568 @@
+// AVX2 + FMA zeroth-order kernels (float32 and float64), built with -mavx2 -mfma.
+//
+// Philox4x32-10 runs on 8 blocks at once (one block per 32-bit lane, the 32x32->64 products from
+// _mm256_mul_epu32 on the even lanes and on the odd lanes shifted down). The draws repeat
+// zo_scalar.cc operation for operation (see zo_kernels.h), so z is bitwise the scalar one.
+// Gaussian and segmented draws go through a tile buffer of 8 blocks' elements, written in element
+// order, so any offset and any tail are just a window into a tile; rademacher expands the bits
+// of the 8 blocks (1024 elements) straight into +-1 vectors with variable shifts.
+#include <immintrin.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/softmax/avx2_ops.h"
+#include "kernels/zo/zo_kernels.h"
+
+namespace {
+// Nested so that nothing here can collide with the shared helper header's anonymous namespace.
+namespace zo {
+
+// Blocks per lane for the tile layouts (lane l holds block b + kPerm[l]). With 4 elements per
+// block, lane 4k + j holds block 2j + k: after the in-lane unpacks of the transpose, each
+// 128-bit half then already holds the right block and no cross-lane permute is needed. With 2
+// elements per block (float64 gaussian), each group of 4 lanes does the same: 2k + j -> 2j + k.
+alignas(32) const int32_t kPermQuad[8] = {0, 2, 4, 6, 1, 3, 5, 7};
+alignas(32) const int32_t kPermPair[8] = {0, 2, 1, 3, 4, 6, 5, 7};
+alignas(32) const int32_t kPermId[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+
+// Rademacher: shift counts that bring bit 8v + l (float32) / 4v + l (float64) of a broadcast
+// word into the sign bit of lane l.
+alignas(32) const int32_t kShift32[4][8] = {{31, 30, 29, 28, 27, 26, 25, 24},
+                                            {23, 22, 21, 20, 19, 18, 17, 16},
+                                            {15, 14, 13, 12, 11, 10, 9, 8},
+                                            {7, 6, 5, 4, 3, 2, 1, 0}};
+alignas(32) const int64_t kShift64[8][4] = {{63, 62, 61, 60}, {59, 58, 57, 56}, {55, 54, 53, 52},
+                                            {51, 50, 49, 48}, {47, 46, 45, 44}, {43, 42, 41, 40},
+                                            {39, 38, 37, 36}, {35, 34, 33, 32}};
+
+inline __m256i load_i(const void* p) {
+  return _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Philox4x32-10, 8 blocks. Per round: 4 vpmuludq, 6 shifts, 4 blends, 4 xors (~18 uops) for 8
+// blocks; the 10 rounds cost ~0.2 uops per rademacher element and ~6 per gaussian one.
+
+class Philox8 {
+ public:
+  explicit Philox8(const softzo_zo_stream* s) {
+    uint32_t k0 = static_cast<uint32_t>(s->seed), k1 = static_cast<uint32_t>(s->seed >> 32);
+    for (int r = 0; r < 10; ++r) {
+      rk0_[r] = _mm256_set1_epi32(static_cast<int32_t>(k0));
+      rk1_[r] = _mm256_set1_epi32(static_cast<int32_t>(k1));
+      k0 += SOFTZO_PHILOX_W0;
+      k1 += SOFTZO_PHILOX_W1;
+    }
+    c2_ = _mm256_set1_epi32(static_cast<int32_t>(s->direction));
+    c3_ = _mm256_set1_epi32(static_cast<int32_t>(s->step));
+  }
+
+  // w[k] = word k of block b + perm[l] in lane l.
+  void blocks(uint64_t b, const int32_t* perm, __m256i w[4]) const {
+    const __m256i vperm = load_i(perm);
+    const __m256i bias = _mm256_set1_epi32(INT32_MIN);
+    __m256i x0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(b)), vperm);
+    // Carry into the high word where the low word wrapped (x0 < perm, unsigned).
+    const __m256i carry =
+        _mm256_cmpgt_epi32(_mm256_xor_si256(vperm, bias), _mm256_xor_si256(x0, bias));
+    __m256i x1 = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(b >> 32)), carry);
+    __m256i x2 = c2_, x3 = c3_;
+    const __m256i m0 = _mm256_set1_epi32(static_cast<int32_t>(SOFTZO_PHILOX_M0));
+    const __m256i m1 = _mm256_set1_epi32(static_cast<int32_t>(SOFTZO_PHILOX_M1));
+    for (int r = 0; r < 10; ++r) {
+      const __m256i pe0 = _mm256_mul_epu32(x0, m0);
+      const __m256i po0 = _mm256_mul_epu32(_mm256_srli_epi64(x0, 32), m0);
+      const __m256i pe1 = _mm256_mul_epu32(x2, m1);
+      const __m256i po1 = _mm256_mul_epu32(_mm256_srli_epi64(x2, 32), m1);
+      const __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
+      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
+      const __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
+      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
+      x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), rk0_[r]);
+      x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), rk1_[r]);
+      x1 = lo1;
+      x3 = lo0;
+    }
+    w[0] = x0;
+    w[1] = x1;
+    w[2] = x2;
+    w[3] = x3;
+  }
+
+ private:
+  __m256i rk0_[10], rk1_[10];  // round keys
+  __m256i c2_, c3_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The draws (zo_scalar.cc's gauss_f32 / gauss_f64 / segmented, lane by lane).
+
+inline __m256 set1(float v) { return _mm256_set1_ps(v); }
+inline __m256d set1(double v) { return _mm256_set1_pd(v); }
+inline __m256i set1_64(uint64_t v) { return _mm256_set1_epi64x(static_cast<int64_t>(v)); }
+// Scalar fma in T (one rounding; a float fma through double would round twice).
+inline float fma_s(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
+inline double fma_s(double a, double b, double c) { return __builtin_fma(a, b, c); }
+
+inline void gauss8(__m256i wa, __m256i wb, __m256* zc, __m256* zs) {
+  const __m256i k1 = _mm256_add_epi32(_mm256_srli_epi32(wa, 8), _mm256_set1_epi32(1));
+  const __m256 u1 = _mm256_mul_ps(_mm256_cvtepi32_ps(k1), set1(0x1p-24f));
+  const __m256i ix = _mm256_add_epi32(
+      _mm256_castps_si256(u1), _mm256_set1_epi32(static_cast<int32_t>(SOFTZO_ZO_F32_LOG_OFFSET)));
+  const __m256 e =
+      _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32(ix, 23), _mm256_set1_epi32(127)));
+  const __m256 m = _mm256_castsi256_ps(
+      _mm256_add_epi32(_mm256_and_si256(ix, _mm256_set1_epi32(0x007fffff)),
+                       _mm256_set1_epi32(static_cast<int32_t>(SOFTZO_ZO_F32_SQRTHALF_BITS))));
+  const __m256 f = _mm256_sub_ps(m, set1(1.0f));
+  const __m256 s = _mm256_div_ps(f, _mm256_add_ps(f, set1(2.0f)));
+  const __m256 hfsq = _mm256_mul_ps(_mm256_mul_ps(f, set1(0.5f)), f);
+  const __m256 z2 = _mm256_mul_ps(s, s);
+  __m256 p = _mm256_fmadd_ps(set1(SOFTZO_ZO_F32_LOG_C4), z2, set1(SOFTZO_ZO_F32_LOG_C3));
+  p = _mm256_fmadd_ps(p, z2, set1(SOFTZO_ZO_F32_LOG_C2));
+  p = _mm256_fmadd_ps(p, z2, set1(SOFTZO_ZO_F32_LOG_C1));
+  const __m256 lnm = _mm256_add_ps(f, _mm256_fmsub_ps(s, _mm256_fmadd_ps(z2, p, hfsq), hfsq));
+  const __m256 ln = _mm256_fmadd_ps(e, set1(SOFTZO_ZO_F32_LN2_HI),
+                                    _mm256_fmadd_ps(e, set1(SOFTZO_ZO_F32_LN2_LO), lnm));
+  const __m256 r = _mm256_sqrt_ps(_mm256_mul_ps(ln, set1(-2.0f)));
+
+  const __m256i k = _mm256_srli_epi32(wb, 8);
+  const __m256i q = _mm256_srli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(1 << 21)), 22);
+  const __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(k, _mm256_slli_epi32(q, 22))),
+                                 set1(0x1p-24f));
+  const __m256 u = _mm256_mul_ps(t, t);
+  __m256 ps = _mm256_fmadd_ps(set1(SOFTZO_ZO_F32_SIN_C4), u, set1(SOFTZO_ZO_F32_SIN_C3));
+  ps = _mm256_fmadd_ps(ps, u, set1(SOFTZO_ZO_F32_SIN_C2));
+  ps = _mm256_fmadd_ps(ps, u, set1(SOFTZO_ZO_F32_SIN_C1));
+  ps = _mm256_fmadd_ps(ps, u, set1(SOFTZO_ZO_F32_SIN_C0));
+  const __m256 sn = _mm256_mul_ps(t, ps);
+  __m256 pc = _mm256_fmadd_ps(set1(SOFTZO_ZO_F32_COS_C5), u, set1(SOFTZO_ZO_F32_COS_C4));
+  pc = _mm256_fmadd_ps(pc, u, set1(SOFTZO_ZO_F32_COS_C3));
+  pc = _mm256_fmadd_ps(pc, u, set1(SOFTZO_ZO_F32_COS_C2));
+  pc = _mm256_fmadd_ps(pc, u, set1(SOFTZO_ZO_F32_COS_C1));
+  const __m256 cs = _mm256_fmadd_ps(pc, u, set1(1.0f));
+  const __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(q, 31));
+  const __m256 cq = _mm256_blendv_ps(cs, sn, swap), sq = _mm256_blendv_ps(sn, cs, swap);
+  const __m256i two = _mm256_set1_epi32(2);
+  const __m256i csign =
+      _mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(q, _mm256_set1_epi32(1)), two), 30);
+  const __m256i ssign = _mm256_slli_epi32(_mm256_and_si256(q, two), 30);
+  *zc = _mm256_xor_ps(_mm256_mul_ps(r, cq), _mm256_castsi256_ps(csign));
+  *zs = _mm256_xor_ps(_mm256_mul_ps(r, sq), _mm256_castsi256_ps(ssign));
+}
+
+// Exact double of k <= 2^53: the two 32-bit halves through the 2^84 / 2^52 exponent tricks.
+inline __m256d u53_to_pd(__m256i k) {
+  const __m256d hi = _mm256_sub_pd(
+      _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(k, 32), set1_64(0x4530000000000000))),
+      set1(0x1.00000001p84));  // 2^84 + 2^52
+  const __m256d lo = _mm256_castsi256_pd(
+      _mm256_or_si256(_mm256_and_si256(k, set1_64(0xffffffff)), set1_64(0x4330000000000000)));
+  return _mm256_add_pd(hi, lo);
+}
+
+// a, b: the 53-bit integers of u1 - 2^-53 and u2, in 64-bit lanes.
+inline void gauss4(__m256i a, __m256i b, __m256d* zc, __m256d* zs) {
+  const __m256d u1 = _mm256_mul_pd(u53_to_pd(_mm256_add_epi64(a, set1_64(1))), set1(0x1p-53));
+  const __m256i ix = _mm256_add_epi64(_mm256_castpd_si256(u1), set1_64(SOFTZO_ZO_F64_LOG_OFFSET));
+  const __m256d e = _mm256_sub_pd(
+      _mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64(ix, 52), set1_64(0x4330000000000000))),
+      set1(0x1.00000000003ffp52));  // 2^52 + 1023
+  const __m256d m = _mm256_castsi256_pd(_mm256_add_epi64(
+      _mm256_and_si256(ix, set1_64(0x000fffffffffffff)), set1_64(SOFTZO_ZO_F64_SQRTHALF_BITS)));
+  const __m256d f = _mm256_sub_pd(m, set1(1.0));
+  const __m256d s = _mm256_div_pd(f, _mm256_add_pd(f, set1(2.0)));
+  const __m256d hfsq = _mm256_mul_pd(_mm256_mul_pd(f, set1(0.5)), f);
+  const __m256d z2 = _mm256_mul_pd(s, s);
+  __m256d p = _mm256_fmadd_pd(set1(SOFTZO_ZO_F64_LOG_C9), z2, set1(SOFTZO_ZO_F64_LOG_C8));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C7));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C6));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C5));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C4));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C3));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C2));
+  p = _mm256_fmadd_pd(p, z2, set1(SOFTZO_ZO_F64_LOG_C1));
+  const __m256d lnm = _mm256_add_pd(f, _mm256_fmsub_pd(s, _mm256_fmadd_pd(z2, p, hfsq), hfsq));
+  const __m256d ln = _mm256_fmadd_pd(e, set1(SOFTZO_ZO_F64_LN2_HI),
+                                     _mm256_fmadd_pd(e, set1(SOFTZO_ZO_F64_LN2_LO), lnm));
+  const __m256d r = _mm256_sqrt_pd(_mm256_mul_pd(ln, set1(-2.0)));
+
+  const __m256i q = _mm256_srli_epi64(_mm256_add_epi64(b, set1_64(uint64_t{1} << 50)), 51);
+  const __m256i j = _mm256_sub_epi64(b, _mm256_slli_epi64(q, 51));  // |j| <= 2^50
+  const __m256d t = _mm256_mul_pd(
+      _mm256_sub_pd(_mm256_castsi256_pd(_mm256_add_epi64(j, set1_64(0x4338000000000000))),
+                    set1(0x1.8p52)),
+      set1(0x1p-53));
+  const __m256d u = _mm256_mul_pd(t, t);
+  __m256d ps = _mm256_fmadd_pd(set1(SOFTZO_ZO_F64_SIN_C8), u, set1(SOFTZO_ZO_F64_SIN_C7));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C6));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C5));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C4));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C3));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C2));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C1));
+  ps = _mm256_fmadd_pd(ps, u, set1(SOFTZO_ZO_F64_SIN_C0));
+  const __m256d sn = _mm256_mul_pd(t, ps);
+  __m256d pc = _mm256_fmadd_pd(set1(SOFTZO_ZO_F64_COS_C8), u, set1(SOFTZO_ZO_F64_COS_C7));
+  pc = _mm256_fmadd_pd(pc, u, set1(SOFTZO_ZO_F64_COS_C6));
+  pc = _mm256_fmadd_pd(pc, u, set1(SOFTZO_ZO_F64_COS_C5));
+  pc = _mm256_fmadd_pd(pc, u, set1(SOFTZO_ZO_F64_COS_C4));
+  pc = _mm256_fmadd_pd(pc, u, set1(SOFTZO_ZO_F64_COS_C3));
+  pc = _mm256_fmadd_pd(pc, u, set1(SOFTZO_ZO_F64_COS_C2));
+  pc = _mm256_fmadd_pd(pc, u, set1(SOFTZO_ZO_F64_COS_C1));
+  const __m256d cs = _mm256_fmadd_pd(pc, u, set1(1.0));
+  const __m256d swap = _mm256_castsi256_pd(_mm256_slli_epi64(q, 63));
+  const __m256d cq = _mm256_blendv_pd(cs, sn, swap), sq = _mm256_blendv_pd(sn, cs, swap);
+  const __m256i two = set1_64(2);
+  const __m256i csign =
+      _mm256_slli_epi64(_mm256_and_si256(_mm256_add_epi64(q, set1_64(1)), two), 62);
+  const __m256i ssign = _mm256_slli_epi64(_mm256_and_si256(q, two), 62);
+  *zc = _mm256_xor_pd(_mm256_mul_pd(r, cq), _mm256_castsi256_pd(csign));
+  *zs = _mm256_xor_pd(_mm256_mul_pd(r, sq), _mm256_castsi256_pd(ssign));
+}
+
+// (w & 0x7fffffff) >> 7, the segmented magnitude's integer.
+inline __m256i seg_int(__m256i w) { return _mm256_srli_epi32(_mm256_slli_epi32(w, 1), 8); }
+
+inline __m256 segmented8(__m256i w) {
+  const __m256 mag =
+      _mm256_fmadd_ps(_mm256_cvtepi32_ps(seg_int(w)), set1(0x1p-25f), set1(0.5f));  // exact product
+  return _mm256_or_ps(mag, _mm256_castsi256_ps(_mm256_and_si256(w, _mm256_set1_epi32(INT32_MIN))));
+}
+
+inline __m256d segmented4(__m128i w) {
+  const __m128i k = _mm_srli_epi32(_mm_slli_epi32(w, 1), 8);
+  const __m256d mag = _mm256_fmadd_pd(_mm256_cvtepi32_pd(k), set1(0x1p-25), set1(0.5));
+  // Sign-extended, the word's bit 31 lands in bit 63.
+  const __m256i sign = _mm256_and_si256(_mm256_cvtepi32_epi64(w), set1_64(0x8000000000000000));
+  return _mm256_or_pd(mag, _mm256_castsi256_pd(sign));
+}
+
+// 4 x 8 transpose for the kPermQuad layout: z_k[l] is element k of block kPermQuad[l]; writes
+// the 32 elements of blocks 0..7 in order.
+inline void store_quads(__m256 z0, __m256 z1, __m256 z2, __m256 z3, float* out) {
+  const __m256d t0 = _mm256_castps_pd(_mm256_unpacklo_ps(z0, z1));
+  const __m256d t1 = _mm256_castps_pd(_mm256_unpackhi_ps(z0, z1));
+  const __m256d t2 = _mm256_castps_pd(_mm256_unpacklo_ps(z2, z3));
+  const __m256d t3 = _mm256_castps_pd(_mm256_unpackhi_ps(z2, z3));
+  _mm256_store_ps(out, _mm256_castpd_ps(_mm256_unpacklo_pd(t0, t2)));       // blocks 0, 1
+  _mm256_store_ps(out + 8, _mm256_castpd_ps(_mm256_unpackhi_pd(t0, t2)));   // blocks 2, 3
+  _mm256_store_ps(out + 16, _mm256_castpd_ps(_mm256_unpacklo_pd(t1, t3)));  // blocks 4, 5
+  _mm256_store_ps(out + 24, _mm256_castpd_ps(_mm256_unpackhi_pd(t1, t3)));  // blocks 6, 7
+}
+
+// Tiles: fill(ph, b, out) writes the kPerBlock * 8 elements of blocks b..b+7, in order.
+template <typename T>
+struct GaussTile;
+
+template <>
+struct GaussTile<float> {
+  static constexpr size_t kPerBlock = 4;
+  static void fill(const Philox8& ph, uint64_t b, float* out) {
+    __m256i w[4];
+    ph.blocks(b, kPermQuad, w);
+    __m256 c0, s0, c1, s1;
+    gauss8(w[0], w[1], &c0, &s0);
+    gauss8(w[2], w[3], &c1, &s1);
+    store_quads(c0, s0, c1, s1, out);
+  }
+};
+
+template <>
+struct GaussTile<double> {
+  static constexpr size_t kPerBlock = 2;
+  static void fill(const Philox8& ph, uint64_t b, double* out) {
+    __m256i w[4];
+    ph.blocks(b, kPermPair, w);
+    for (int h = 0; h < 2; ++h) {
+      __m256i x[4];
+      for (int k = 0; k < 4; ++k) {
+        x[k] = _mm256_cvtepu32_epi64(h == 0 ? _mm256_castsi256_si128(w[k])
+                                            : _mm256_extracti128_si256(w[k], 1));
+      }
+      const __m256i a = _mm256_srli_epi64(_mm256_or_si256(_mm256_slli_epi64(x[0], 32), x[1]), 11);
+      const __m256i bb = _mm256_srli_epi64(_mm256_or_si256(_mm256_slli_epi64(x[2], 32), x[3]), 11);
+      __m256d zc, zs;
+      gauss4(a, bb, &zc, &zs);
+      // kPermPair: lanes 0, 2 hold blocks 4h, 4h + 1 and lanes 1, 3 blocks 4h + 2, 4h + 3.
+      _mm256_store_pd(out + 8 * h, _mm256_unpacklo_pd(zc, zs));
+      _mm256_store_pd(out + 8 * h + 4, _mm256_unpackhi_pd(zc, zs));
+    }
+  }
+};
+
+template <typename T>
+struct SegTile;
+
+template <>
+struct SegTile<float> {
+  static constexpr size_t kPerBlock = 4;
+  static void fill(const Philox8& ph, uint64_t b, float* out) {
+    __m256i w[4];
+    ph.blocks(b, kPermQuad, w);
+    store_quads(segmented8(w[0]), segmented8(w[1]), segmented8(w[2]), segmented8(w[3]), out);
+  }
+};
+
+template <>
+struct SegTile<double> {
+  static constexpr size_t kPerBlock = 4;
+  static void fill(const Philox8& ph, uint64_t b, double* out) {
+    __m256i w[4];
+    ph.blocks(b, kPermQuad, w);
+    alignas(32) float words[32];
+    store_quads(_mm256_castsi256_ps(w[0]), _mm256_castsi256_ps(w[1]), _mm256_castsi256_ps(w[2]),
+                _mm256_castsi256_ps(w[3]), words);
+    for (int k = 0; k < 8; ++k) {
+      const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(words + 4 * k));
+      _mm256_store_pd(out + 4 * k, segmented4(v));
+    }
+  }
+};
+
+// Rademacher: z = +1 where the sign bit of the shifted word is set, -1 elsewhere.
+template <typename T>
+struct Rad;
+
+template <>
+struct Rad<float> {
+  static __m256 z(__m256i m) {
+    return _mm256_blendv_ps(set1(-1.0f), set1(1.0f), _mm256_castsi256_ps(m));
+  }
+  // Bits 8v..8v+7 of w (broadcast).
+  static __m256 full(__m256i w, size_t v) { return z(_mm256_sllv_epi32(w, load_i(kShift32[v]))); }
+  // Bits p, p + 1, ... of w; lanes past bit 31 are garbage (masked by the caller).
+  static __m256 at(__m256i w, size_t p) {
+    const __m256i cnt =
+        _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(31 - p)), load_i(kPermId));
+    return z(_mm256_sllv_epi32(w, cnt));
+  }
+};
+
+template <>
+struct Rad<double> {
+  static __m256d z(__m256i m) {
+    return _mm256_blendv_pd(set1(-1.0), set1(1.0), _mm256_castsi256_pd(m));
+  }
+  // w holds the word in both halves of each 64-bit lane; bit j moves to bit 63 with 63 - j.
+  static __m256d full(__m256i w, size_t v) { return z(_mm256_sllv_epi64(w, load_i(kShift64[v]))); }
+  static __m256d at(__m256i w, size_t p) {
+    const __m256i cnt = _mm256_sub_epi64(_mm256_set1_epi64x(static_cast<int64_t>(63 - p)),
+                                         _mm256_setr_epi64x(0, 1, 2, 3));
+    return z(_mm256_sllv_epi64(w, cnt));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Drivers: op(i, z, mk) handles elements [i, i + lanes) with their z (mk: lane mask of a partial
+// vector, nullptr for a full one; z is 0 or +-1 outside mk).
+
+template <typename T, class Tile, class Op>
+void run_tiles(size_t n, uint64_t offset, const Philox8& ph, Op& op) {
+  using O = Ops<T>;
+  constexpr size_t L = O::kLanes, kTile = 8 * Tile::kPerBlock;
+  alignas(32) T buf[kTile];
+  uint64_t b = offset / Tile::kPerBlock;
+  size_t skip = static_cast<size_t>(offset % Tile::kPerBlock);
+  size_t i = 0;
+  while (i < n) {
+    Tile::fill(ph, b, buf);
+    if (skip == 0 && n - i >= kTile) {
+      for (size_t k = 0; k < kTile; k += L) op(i + k, O::load(buf + k), nullptr);
+      i += kTile;
+    } else {
+      const size_t cnt = n - i < kTile - skip ? n - i : kTile - skip;
+      size_t k = 0;
+      for (; k + L <= cnt; k += L) op(i + k, O::load(buf + skip + k), nullptr);
+      if (k < cnt) {
+        const __m256i mk = O::tail_mask(cnt - k);
+        op(i + k, O::maskload(buf + skip + k, mk), &mk);
+      }
+      i += cnt;
+      skip = 0;
+    }
+    b += 8;
+  }
+}
+
+// 8 blocks = 1024 elements per Philox call; element g is bit (g & 31) of word ((g >> 5) & 3) of
+// block g >> 7, stored at words[8 * word + block - b].
+template <typename T, class Op>
+void run_rademacher(size_t n, uint64_t offset, const Philox8& ph, Op& op) {
+  using O = Ops<T>;
+  constexpr size_t L = O::kLanes;
+  alignas(32) uint32_t words[32];
+  size_t i = 0;
+  while (i < n) {
+    const uint64_t g = offset + i;
+    __m256i w[4];
+    ph.blocks(g >> 7, kPermId, w);
+    for (int k = 0; k < 4; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(words + 8 * k), w[k]);
+    size_t pos = static_cast<size_t>(g & 127);
+    const size_t end = pos + (n - i < 1024 - pos ? n - i : 1024 - pos);
+    while (pos < end) {
+      const __m256i vw =
+          _mm256_set1_epi32(static_cast<int32_t>(words[((pos >> 5) & 3) * 8 + (pos >> 7)]));
+      const size_t p = pos & 31;
+      if (p == 0 && end - pos >= 32) {
+        for (size_t v = 0; v < 32 / L; ++v) op(i + v * L, Rad<T>::full(vw, v), nullptr);
+        pos += 32;
+        i += 32;
+      } else {  // up to the end of this vector's lane group, within the word
+        const size_t room = L - p % L;
+        const size_t cnt = end - pos < room ? end - pos : room;
+        if (cnt == L) {
+          op(i, Rad<T>::at(vw, p), nullptr);
+        } else {
+          const __m256i mk = O::tail_mask(cnt);
+          op(i, Rad<T>::at(vw, p), &mk);
+        }
+        pos += cnt;
+        i += cnt;
+      }
+    }
+  }
+}
+
+template <typename T, class Op>
+void run(size_t n, uint64_t offset, const softzo_zo_stream* s, Op& op) {
+  if (n == 0) return;
+  const Philox8 ph(s);
+  if (s->dist == SOFTZO_ZO_GAUSSIAN) {
+    run_tiles<T, GaussTile<T>>(n, offset, ph, op);
+  } else if (s->dist == SOFTZO_ZO_SEGMENTED) {
+    run_tiles<T, SegTile<T>>(n, offset, ph, op);
+  } else {
+    run_rademacher<T>(n, offset, ph, op);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operations (zo_scalar.cc's, on vectors).
+
+template <typename T>
+struct FillOp {
+  using V = typename Ops<T>::V;
+  T* y;
+  void operator()(size_t i, V z, const __m256i* mk) { store_n<T>(y + i, mk, z); }
+};
+
+template <typename T>
+struct AxpyOp {
+  using V = typename Ops<T>::V;
+  V c;
+  T* theta;
+  V update(V x, V z) const { return Ops<T>::fma(c, z, x); }
+  void operator()(size_t i, V z, const __m256i* mk) {
+    store_n<T>(theta + i, mk, update(load_n<T>(theta + i, mk), z));
+  }
+};
+
+template <typename T>
+struct RestoreUpdateOp {
+  using O = Ops<T>;
+  using V = typename O::V;
+  V c_restore, decay, neg_step;
+  T* theta;
+  RestoreUpdateOp(T c_restore_, T lr, T g, T wd, T* theta_)
+      : c_restore(O::set1(c_restore_)),
+        decay(O::set1(fma_s(-lr, wd, T(1)))),
+        neg_step(O::set1(-(lr * g))),
+        theta(theta_) {}
+  V update(V x, V z) const { return O::fma(neg_step, z, O::mul(O::fma(c_restore, z, x), decay)); }
+  void operator()(size_t i, V z, const __m256i* mk) {
+    store_n<T>(theta + i, mk, update(load_n<T>(theta + i, mk), z));
+  }
+};
+
+// Masked-out lanes are stored back unchanged (bit for bit), so full vectors need no masked store.
+template <typename T, class Inner>
+struct MaskedOp {
+  using O = Ops<T>;
+  using V = typename O::V;
+  Inner inner;
+  V threshold, neg_c_cur;
+  void operator()(size_t i, V z, const __m256i* mk) {
+    const V x = load_n<T>(inner.theta + i, mk);
+    const V base = O::andnot(O::set1(T(-0.0)), O::fma(neg_c_cur, z, x));
+    store_n<T>(inner.theta + i, mk, O::blend(x, inner.update(x, z), O::ge(threshold, base)));
+  }
+};
+
+template <typename T>
+struct SumSqOp {
+  using V = typename Ops<T>::V;
+  __m256d acc[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+  void operator()(size_t, V z, const __m256i* mk) {
+    __m256d d[Ops<T>::kHalves];
+    Ops<T>::to_double(keep_n<T>(z, mk), d);
+    for (int h = 0; h < Ops<T>::kHalves; ++h) acc[h] = _mm256_fmadd_pd(d[h], d[h], acc[h]);
+  }
+  double result() const { return hsum(_mm256_add_pd(acc[0], acc[1])); }
+};
+
+template <typename T>
+struct DotOp {
+  using V = typename Ops<T>::V;
+  const T* v;
+  __m256d acc[2] = {_mm256_setzero_pd(), _mm256_setzero_pd()};
+  void operator()(size_t i, V z, const __m256i* mk) {
+    __m256d dz[Ops<T>::kHalves], dv[Ops<T>::kHalves];
+    Ops<T>::to_double(keep_n<T>(z, mk), dz);
+    Ops<T>::to_double(load_n<T>(v + i, mk), dv);
+    for (int h = 0; h < Ops<T>::kHalves; ++h) acc[h] = _mm256_fmadd_pd(dz[h], dv[h], acc[h]);
+  }
+  double result() const { return hsum(_mm256_add_pd(acc[0], acc[1])); }
+};
+
+}  // namespace zo
+}  // namespace
+
+#define SOFTZO_DEFINE_ZO_AVX2(T, dt)                                                              \
+  void softzo_##dt##_zo_fill_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s, T* y) {   \
+    zo::FillOp<T> op{y};                                                                          \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_axpy_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s, T c,      \
+                                  T* theta) {                                                     \
+    zo::AxpyOp<T> op{Ops<T>::set1(c), theta};                                                     \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_restore_update_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s, \
+                                            T c_restore, T lr, T g, T wd, T* theta) {             \
+    zo::RestoreUpdateOp<T> op(c_restore, lr, g, wd, theta);                                       \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_axpy_masked_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s,    \
+                                         T c, T threshold, T c_cur, T* theta) {                   \
+    zo::MaskedOp<T, zo::AxpyOp<T>> op{zo::AxpyOp<T>{Ops<T>::set1(c), theta},                      \
+                                      Ops<T>::set1(threshold), Ops<T>::set1(-c_cur)};             \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_restore_update_masked_avx2(size_t n, uint64_t offset,                     \
+                                                   const softzo_zo_stream* s, T c_restore, T lr,  \
+                                                   T g, T wd, T threshold, T c_cur, T* theta) {   \
+    zo::MaskedOp<T, zo::RestoreUpdateOp<T>> op{                                                   \
+        zo::RestoreUpdateOp<T>(c_restore, lr, g, wd, theta), Ops<T>::set1(threshold),             \
+        Ops<T>::set1(-c_cur)};                                                                    \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  double softzo_##dt##_zo_sumsq_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s) {      \
+    if (s->dist != SOFTZO_ZO_GAUSSIAN && s->dist != SOFTZO_ZO_SEGMENTED) {                        \
+      return static_cast<double>(n);                                                              \
+    }                                                                                             \
+    zo::SumSqOp<T> op;                                                                            \
+    zo::run<T>(n, offset, s, op);                                                                 \
+    return op.result();                                                                           \
+  }                                                                                               \
+  double softzo_##dt##_zo_dot_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s,          \
+                                   const T* v) {                                                  \
+    zo::DotOp<T> op{v};                                                                           \
+    zo::run<T>(n, offset, s, op);                                                                 \
+    return op.result();                                                                           \
+  }
+
+extern "C" {
+SOFTZO_DEFINE_ZO_AVX2(float, f32)
+SOFTZO_DEFINE_ZO_AVX2(double, f64)
+}

@@ -1,0 +1,561 @@
+"""Zeroth-order optimisers on softzo's perturbation engine: SPSA, MeZO, ZO-SGD (momentum, sign)
+and ZO-Adam, in the torch.optim style (parameters updated in place) and the scipy style
+(:func:`minimize`).
+
+Random directions z are never stored: each step regenerates z from (seed, step, direction) with
+Philox4x32-10, the element index over the concatenated parameters being the counter, so z is the
+same for any thread count or ISA and a run resumes bit-exactly from ``state_dict()``. A MeZO step
+perturbs theta by +eps z, evaluates, moves to -eps z, evaluates, then restores and updates in one
+pass; besides the optimiser's own state (momentum, Adam moments) it allocates nothing of the
+parameters' size.
+
+Restoring is in-place float arithmetic: theta + eps z - 2 eps z + eps z returns to theta within
+the rounding of those additions (about 3 ulp(|theta| + eps |z|) per element), not bit-exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Callable
+
+import numpy as np
+
+from . import _core
+from ._arrays import check_choice, check_num_threads, framework_of
+
+__all__ = ["SPSA", "ZOSGD", "MeZO", "ZOAdam", "minimize"]
+
+DISTRIBUTIONS = {"rademacher": 0, "gaussian": 1, "segmented": 2}
+_SEED_MASK = (1 << 64) - 1
+
+
+def _flat_view(p: Any, index: int) -> np.ndarray:
+    """A writable 1-D NumPy view of parameter ``p`` (NumPy array or torch CPU tensor)."""
+    name = f"params[{index}]"
+    fw = framework_of(p)
+    if fw == "torch":
+        if p.device.type != "cpu":
+            raise ValueError(f"{name} is on device '{p.device}'; softzo runs on the CPU")
+        arr = p.detach().numpy()
+    elif isinstance(p, np.ndarray):
+        arr = p
+    else:
+        raise TypeError(f"{name} must be a NumPy array or a PyTorch tensor, got {type(p).__name__}")
+    if arr.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}")
+    if not arr.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    if not arr.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous: it is updated in place, without a copy")
+    return arr.reshape(-1)
+
+
+class _ZerothOrder:
+    """Shared machinery: parameter groups, directions, the two-point estimate and state."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        seed: int,
+        distribution: str,
+        num_queries: int,
+        num_threads: int | None,
+    ) -> None:
+        check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
+        if not isinstance(num_queries, int) or num_queries < 1:
+            raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}")
+        if not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+        params = list(params)
+        if not params:
+            raise ValueError("params is empty")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.param_groups: list[dict[str, Any]] = []
+        self._views: list[tuple[np.ndarray, int, int]] = []  # (flat view, offset, group)
+        offset = 0
+        for gi, g in enumerate(groups):
+            group = {**defaults, **g, "params": list(g["params"])}
+            for key in defaults:
+                group[key] = float(group[key])
+            self.param_groups.append(group)
+            for p in group["params"]:
+                view = _flat_view(p, len(self._views))
+                self._views.append((view, offset, gi))
+                offset += view.size
+        self.seed = int(seed) & _SEED_MASK
+        self.dist = DISTRIBUTIONS[distribution]
+        self.num_queries = num_queries
+        self.threads = check_num_threads(num_threads)
+        self.step_count = 0
+
+    # -- the engine ------------------------------------------------------------------------------
+
+    def _move(
+        self,
+        direction: int,
+        coef: list[float],
+        lr: list[float] | None = None,
+        g: list[float] | None = None,
+        wd: list[float] | None = None,
+    ) -> None:
+        """theta_g = (theta_g + coef_g z)(1 - lr_g wd_g) - lr_g g_g z for every parameter."""
+        for view, offset, gi in self._views:
+            _core._zo_restore_update(
+                self.seed,
+                self.step_count & 0xFFFFFFFF,
+                direction,
+                self.dist,
+                offset,
+                view,
+                coef[gi],
+                lr[gi] if lr else 0.0,
+                g[gi] if g else 0.0,
+                wd[gi] if wd else 0.0,
+                -1.0,
+                0.0,
+                self.threads,
+            )
+
+    def _fill(self, direction: int, view: np.ndarray, offset: int, out: np.ndarray) -> None:
+        _core._zo_fill(
+            self.seed, self.step_count & 0xFFFFFFFF, direction, self.dist, offset, out, self.threads
+        )
+
+    def _two_point(self, closure: Callable[[], Any], direction: int) -> tuple[float, float]:
+        """(f(theta + eps z) - f(theta - eps z)) / 2 and their mean; theta is back on return,
+        also when the closure raises or returns a non-finite value."""
+        eps = [g["eps"] for g in self.param_groups]
+        applied = 0.0  # multiple of eps currently added
+        try:
+            self._move(direction, eps)
+            applied = 1.0
+            f_plus = _loss_value(closure())
+            self._move(direction, [-2.0 * e for e in eps])
+            applied = -1.0
+            f_minus = _loss_value(closure())
+        except BaseException:
+            if applied:
+                self._move(direction, [-applied * e for e in eps])
+            raise
+        if not (math.isfinite(f_plus) and math.isfinite(f_minus)):
+            self._move(direction, eps)
+            raise ValueError(
+                f"closure returned a non-finite loss ({f_plus}, {f_minus}); the parameters were "
+                "restored and not updated"
+            )
+        return 0.5 * (f_plus - f_minus), 0.5 * (f_plus + f_minus)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        """One optimisation step; ``closure()`` evaluates the loss at the current parameters.
+        Returns the mean of the evaluated losses (an estimate of the loss before the step)."""
+        if not callable(closure):
+            raise TypeError("step needs a closure that returns the loss")
+        deltas, means = [], []
+        for q in range(self.num_queries):
+            delta, mean = self._two_point(closure, q)
+            if q == self.num_queries - 1 and self._fused_restore():
+                # Last query: restore (+eps) and update in the same pass.
+                self._update(deltas + [delta], restore_last=True)
+                means.append(mean)
+                break
+            self._move(q, [g["eps"] for g in self.param_groups])
+            deltas.append(delta)
+            means.append(mean)
+        else:
+            self._update(deltas, restore_last=False)
+        self.step_count += 1
+        return float(np.mean(means))
+
+    def _fused_restore(self) -> bool:
+        return False
+
+    def _update(self, deltas: list[float], restore_last: bool) -> None:
+        raise NotImplementedError
+
+    def _grad_coef(self, delta: float, gi: int) -> float:
+        """Per-group projected gradient: delta / eps_g, averaged over the queries."""
+        return delta / self.param_groups[gi]["eps"] / self.num_queries
+
+    # -- state -------------------------------------------------------------------------------------
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume bit-exactly: the step, the seed, the hyper-parameters of
+        every group and the optimiser's buffers (copies)."""
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in self.param_groups]
+        for g, src in zip(groups, self.param_groups):
+            g["num_params"] = len(src["params"])
+        return {
+            "type": type(self).__name__,
+            "step": self.step_count,
+            "seed": self.seed,
+            "distribution": self.dist,
+            "num_queries": self.num_queries,
+            "param_groups": groups,
+            "sizes": [int(v.size) for v, _, _ in self._views],
+            "state": self._extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores a ``state_dict()`` of the same optimiser type over the same parameter shapes."""
+        if not isinstance(state, dict) or state.get("type") != type(self).__name__:
+            got = state.get("type") if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"state_dict is for {got}, not {type(self).__name__}")
+        sizes = [int(v.size) for v, _, _ in self._views]
+        if state.get("sizes") != sizes or len(state.get("param_groups", [])) != len(
+            self.param_groups
+        ):
+            raise ValueError("state_dict does not match these parameters (sizes or groups differ)")
+        self._load_extra_state(state["state"])
+        for g, saved in zip(self.param_groups, state["param_groups"]):
+            g.update({k: v for k, v in saved.items() if k != "num_params"})
+        self.step_count = int(state["step"])
+        self.seed = int(state["seed"])
+        self.dist = int(state["distribution"])
+        self.num_queries = int(state["num_queries"])
+
+
+def _loss_value(value: Any) -> float:
+    try:
+        return float(value.item() if hasattr(value, "item") else value)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"closure must return a number or a scalar array, got {type(value).__name__}"
+        ) from None
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    return v
+
+
+class MeZO(_ZerothOrder):
+    """MeZO (Malladi et al. 2023): SGD on the two-point estimate (f(θ+εz) − f(θ−εz))/(2ε) · z.
+
+    theta_g <- theta_g (1 - lr wd) - lr * proj_grad * z_g, with z Gaussian by default; the
+    restore of the second evaluation and the update are one pass over the parameters.
+    ``num_queries`` > 1 averages that many directions per step.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-6,
+        eps: float = 1e-3,
+        *,
+        weight_decay: float = 0.0,
+        distribution: str = "gaussian",
+        num_queries: int = 1,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        defaults = {
+            "lr": _check_positive("lr", lr, True),
+            "eps": _check_positive("eps", eps),
+            "weight_decay": _check_positive("weight_decay", weight_decay, True),
+        }
+        super().__init__(
+            params,
+            defaults,
+            seed=seed,
+            distribution=distribution,
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+
+    def _fused_restore(self) -> bool:
+        return self.num_queries == 1
+
+    def _lr(self, gi: int) -> float:
+        return self.param_groups[gi]["lr"]
+
+    def _update(self, deltas: list[float], restore_last: bool) -> None:
+        ng = len(self.param_groups)
+        lr = [self._lr(gi) for gi in range(ng)]
+        wd = [g["weight_decay"] for g in self.param_groups]
+        for q, delta in enumerate(deltas):
+            last = q == len(deltas) - 1
+            coef = [g["eps"] for g in self.param_groups] if (last and restore_last) else [0.0] * ng
+            # Weight decay once per step, with the first query's pass.
+            self._move(
+                q,
+                coef,
+                lr,
+                [self._grad_coef(delta, gi) for gi in range(ng)],
+                wd if q == 0 else None,
+            )
+
+
+class SPSA(MeZO):
+    """SPSA (Spall 1992/1998) with Rademacher directions and Spall's gain sequences:
+    a_k = a / (k + 1 + A)^alpha, c_k = c / (k + 1)^gamma (k from 0); ĝ = (f(θ+c_kΔ) −
+    f(θ−c_kΔ)) / (2 c_k) Δ. ``a="auto"`` calibrates a on the first step so that the first move
+    has about ``target_step`` per coordinate (Spall's rule of thumb), from the first estimate.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        a: float | str = "auto",
+        c: float = 0.1,
+        *,
+        A: float | None = None,
+        alpha: float = 0.602,
+        gamma: float = 0.101,
+        target_step: float = 0.1,
+        maxiter: int = 1000,
+        num_queries: int = 1,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        self.a = a if a == "auto" else _check_positive("a", a)
+        self.c = _check_positive("c", c)
+        self.A = 0.1 * maxiter if A is None else _check_positive("A", A, True)
+        self.alpha, self.gamma = float(alpha), float(gamma)
+        self.target_step = _check_positive("target_step", target_step)
+        super().__init__(
+            params,
+            lr=0.0,
+            eps=c,
+            distribution="rademacher",
+            num_queries=num_queries,
+            seed=seed,
+            num_threads=num_threads,
+        )
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        ck = self.c / (self.step_count + 1) ** self.gamma
+        for g in self.param_groups:
+            g["eps"] = ck
+        return super().step(closure)
+
+    def _lr(self, gi: int) -> float:
+        return self._ak()
+
+    def _ak(self) -> float:
+        return float(self.a) / (self.step_count + 1 + self.A) ** self.alpha
+
+    def _update(self, deltas: list[float], restore_last: bool) -> None:
+        if self.a == "auto":
+            # First |ĝ_i| = |delta| / c_k per coordinate (Rademacher): a_0 |ĝ| = target_step.
+            g0 = max(abs(np.mean(deltas)) / self.param_groups[0]["eps"], 1e-12)
+            self.a = self.target_step * (1 + self.A) ** self.alpha / g0
+        super()._update(deltas, restore_last)
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"a": self.a}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.a = state["a"]
+
+
+class _Buffered(_ZerothOrder):
+    """Optimisers with per-parameter state: z is materialised one parameter at a time."""
+
+    def _update(self, deltas: list[float], restore_last: bool) -> None:
+        if restore_last:
+            raise AssertionError("buffered optimisers restore before updating")
+        for i, (view, offset, gi) in enumerate(self._views):
+            grad = np.zeros(view.shape, dtype=np.float64)
+            z = np.empty(view.shape, dtype=view.dtype)
+            for q, delta in enumerate(deltas):
+                self._fill(q, view, offset, z)
+                grad += self._grad_coef(delta, gi) * z
+            self._apply(i, view, grad, self.param_groups[gi])
+
+    def _apply(self, i: int, view: np.ndarray, grad: np.ndarray, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class ZOSGD(_Buffered):
+    """ZO-SGD with optional momentum (heavy ball) and sign updates (ZO-signSGD, Liu et al. 2019):
+    theta <- theta - lr * (sign of) m, m = momentum * m + ĝ (+ weight_decay * theta)."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        eps: float = 1e-3,
+        *,
+        momentum: float = 0.0,
+        sign: bool = False,
+        weight_decay: float = 0.0,
+        distribution: str = "gaussian",
+        num_queries: int = 1,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        defaults = {
+            "lr": _check_positive("lr", lr, True),
+            "eps": _check_positive("eps", eps),
+            "momentum": _check_positive("momentum", momentum, True),
+            "weight_decay": _check_positive("weight_decay", weight_decay, True),
+        }
+        super().__init__(
+            params,
+            defaults,
+            seed=seed,
+            distribution=distribution,
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+        self.sign = bool(sign)
+        self.buffers: list[np.ndarray | None] = [None] * len(self._views)
+
+    def _apply(self, i, view, grad, group):
+        if group["weight_decay"]:
+            grad += group["weight_decay"] * view
+        if group["momentum"]:
+            if self.buffers[i] is None:
+                self.buffers[i] = np.zeros(view.shape, dtype=np.float64)
+            self.buffers[i] *= group["momentum"]
+            self.buffers[i] += grad
+            grad = self.buffers[i]
+        view -= (group["lr"] * (np.sign(grad) if self.sign else grad)).astype(view.dtype)
+
+    def _extra_state(self):
+        return {"buffers": [None if b is None else b.copy() for b in self.buffers]}
+
+    def _load_extra_state(self, state):
+        self.buffers = [
+            None if b is None else np.array(b, dtype=np.float64) for b in state["buffers"]
+        ]
+
+
+class ZOAdam(_Buffered):
+    """ZO-Adam (Chen et al. 2019, ZO-AdaMM): Adam's moments on the two-point estimate."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        eps: float = 1e-3,
+        *,
+        betas: tuple[float, float] = (0.9, 0.999),
+        adam_eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        distribution: str = "gaussian",
+        num_queries: int = 1,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        defaults = {
+            "lr": _check_positive("lr", lr, True),
+            "eps": _check_positive("eps", eps),
+            "weight_decay": _check_positive("weight_decay", weight_decay, True),
+        }
+        super().__init__(
+            params,
+            defaults,
+            seed=seed,
+            distribution=distribution,
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+        b1, b2 = betas
+        if not (0 <= b1 < 1 and 0 <= b2 < 1):
+            raise ValueError(f"betas must be in [0, 1), got {betas!r}")
+        self.betas = (float(b1), float(b2))
+        self.adam_eps = _check_positive("adam_eps", adam_eps)
+        self.moments = [(np.zeros(v.shape), np.zeros(v.shape)) for v, _, _ in self._views]
+
+    def _apply(self, i, view, grad, group):
+        if group["weight_decay"]:
+            grad += group["weight_decay"] * view
+        b1, b2 = self.betas
+        m, v = self.moments[i]
+        m *= b1
+        m += (1 - b1) * grad
+        v *= b2
+        v += (1 - b2) * grad * grad
+        t = self.step_count + 1
+        mhat = m / (1 - b1**t)
+        vhat = v / (1 - b2**t)
+        view -= (group["lr"] * mhat / (np.sqrt(vhat) + self.adam_eps)).astype(view.dtype)
+
+    def _extra_state(self):
+        return {"moments": [(m.copy(), v.copy()) for m, v in self.moments]}
+
+    def _load_extra_state(self, state):
+        self.moments = [(np.array(m), np.array(v)) for m, v in state["moments"]]
+
+
+_METHODS = {"mezo": MeZO, "spsa": SPSA, "zo_sgd": ZOSGD, "zo_adam": ZOAdam}
+
+
+def minimize(
+    fun: Callable[[np.ndarray], float],
+    x0: Any,
+    *,
+    method: str = "spsa",
+    maxfev: int = 2000,
+    bounds: Any = None,
+    seed: int | None = None,
+    callback: Callable[[np.ndarray], Any] | None = None,
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """Minimises ``fun(x)`` with a zeroth-order method, scipy.optimize style.
+
+    Args:
+        fun: objective of a 1-D float64 array.
+        x0: starting point (copied).
+        method: "spsa", "mezo", "zo_sgd" or "zo_adam".
+        maxfev: budget of function evaluations (each step costs 2 per query).
+        bounds: optional (lo, hi) arrays or a sequence of (lo, hi) pairs; x is clipped after
+            each step and every evaluation happens inside them (x + eps z is clipped too).
+        seed: seed of the directions (0 if None).
+        callback: called with x after each step; returning True stops.
+        options: keyword arguments of the optimiser class (lr, eps, a, c, num_queries, ...).
+
+    Returns:
+        scipy.optimize.OptimizeResult with x, fun (the best evaluated value's point is x),
+        nfev, nit, success and message.
+    """
+    from scipy.optimize import OptimizeResult
+
+    cls = _METHODS[check_choice(method, "method", tuple(_METHODS))]
+    x = np.array(x0, dtype=np.float64).reshape(-1)
+    lo = hi = None
+    if bounds is not None:
+        b = np.asarray(bounds, dtype=np.float64)
+        lo, hi = (b[:, 0], b[:, 1]) if b.ndim == 2 and b.shape[1] == 2 else (b[0], b[1])
+        x = np.clip(x, lo, hi)
+    opts = dict(options or {})
+    if cls is SPSA:
+        opts.setdefault("maxiter", max(1, maxfev // 2))
+    opt = cls([x], seed=0 if seed is None else seed, **opts)
+    nfev = 0
+    best = (math.inf, x.copy())
+
+    def evaluate() -> float:
+        nonlocal nfev, best
+        point = np.clip(x, lo, hi) if lo is not None else x
+        value = float(fun(point.copy()))
+        nfev += 1
+        if value < best[0]:
+            best = (value, point.copy())
+        return value
+
+    nit, message = 0, "maximum number of function evaluations reached"
+    per_step = 2 * opt.num_queries
+    while nfev + per_step <= maxfev:
+        opt.step(evaluate)
+        if lo is not None:
+            np.clip(x, lo, hi, out=x)
+        nit += 1
+        if callback is not None and callback(x.copy()) is True:
+            message = "stopped by callback"
+            break
+    return OptimizeResult(
+        x=best[1], fun=best[0], nfev=nfev, nit=nit, success=True, message=message, last_x=x.copy()
+    )
