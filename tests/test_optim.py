@@ -131,8 +131,9 @@ def test_zo_sgd_and_adam_steps_equal_numpy_reference(rng):
                 x = x - 1e-2 * (m / (1 - 0.9 ** (k + 1))) / (
                     np.sqrt(v / (1 - 0.999 ** (k + 1))) + 1e-8
                 )
-            elif kw.get("sign"):
-                x = x - 1e-2 * np.sign(g)
+            elif kw.get("sign"):  # ZO-SGD-Sign: sign of each projected gradient, times z
+                zs = [fill("gaussian", d, np.float64, seed=9, step=k, direction=q) for q in (0, 1)]
+                x = x - 1e-2 * sum(np.sign(f(x + 1e-3 * z) - f(x - 1e-3 * z)) * z / 2 for z in zs)
             else:
                 m = 0.9 * m + g
                 x = x - 1e-2 * m
@@ -277,3 +278,58 @@ def test_bad_input_raises_naming_the_argument(rng):
         optim.MeZO([np.zeros(3)]).load_state_dict(optim.SPSA([np.zeros(3)]).state_dict())
     with pytest.raises(ValueError, match="method"):
         optim.minimize(lambda x: 0.0, np.zeros(2), method="nelder")
+
+
+def test_spsa_gc_step_equals_numpy_reference(rng):
+    d = 200
+    f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
+    theta = rng.standard_normal(d)
+    x = theta.copy()
+    opt = optim.SPSA_GC([theta], a=0.01, c=0.01, num_queries=3, seed=6)
+    m = np.zeros(d)
+    for k in range(3):
+        ck = 0.01 / (k + 1) ** 0.1
+        g = np.zeros(d)
+        for q in range(3):
+            z = fill("rademacher", d, np.float64, seed=6, step=k, direction=q)
+            g += (f(x + ck * z) - f(x - ck * z)) / (2 * ck) * z / 3
+        m = 0.9 * m + g
+        x = x - 0.01 / (k + 1) ** 0.4 * (g + 0.9 * m)
+        opt.step(lambda: f(theta))
+        np.testing.assert_allclose(theta, x, rtol=1e-9, atol=1e-10)
+
+
+def test_rge_and_cge_steps_equal_numpy_reference(rng):
+    d = 50
+    f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
+    theta = rng.standard_normal(d)
+    x = theta.copy()
+    optim.RGE([theta], lr=1e-2, mu=1e-4, num_queries=4, seed=8).step(lambda: f(theta))
+    g = np.zeros(d)
+    for q in range(4):
+        z = fill("gaussian", d, np.float64, seed=8, step=0, direction=q)
+        u = z / np.linalg.norm(z)
+        g += d / 4 * (f(x + 1e-4 * u) - f(x)) / 1e-4 * u
+    np.testing.assert_allclose(theta, x - 1e-2 * g, rtol=1e-8, atol=1e-9)
+
+    theta = rng.standard_normal(d)
+    x = theta.copy()
+    optim.CGE([theta], lr=1e-2, mu=1e-4).step(lambda: f(theta))
+    eye = np.eye(d)
+    g = np.array([(f(x + 1e-4 * e) - f(x - 1e-4 * e)) / 2e-4 for e in eye])
+    np.testing.assert_allclose(theta, x - 1e-2 * g, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["spsa_gc", "rge", "cge", "zo_sgd", "zo_adam"])
+def test_minimize_every_method_decreases_a_quadratic(method, rng):
+    w, c = rng.uniform(0.5, 2, 10), rng.standard_normal(10)
+    f = quadratic(w, c)
+    options = {
+        "spsa_gc": {"a": 0.05, "c": 0.01},
+        "rge": {"lr": 0.02, "mu": 1e-4, "num_queries": 5},
+        "cge": {"lr": 0.2, "mu": 1e-4},
+        "zo_sgd": {"lr": 0.01, "eps": 1e-4},
+        "zo_adam": {"lr": 0.05, "eps": 1e-4},
+    }[method]
+    res = optim.minimize(f, np.zeros(10), method=method, maxfev=6000, seed=2, options=options)
+    assert res.fun < f(np.zeros(10)) / 100, res.fun

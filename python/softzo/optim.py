@@ -1,6 +1,6 @@
-"""Zeroth-order optimisers on softzo's perturbation engine: SPSA, MeZO, ZO-SGD (momentum, sign)
-and ZO-Adam, in the torch.optim style (parameters updated in place) and the scipy style
-(:func:`minimize`).
+"""Zeroth-order optimisers on softzo's perturbation engine: SPSA, SPSA-GC, MeZO, ZO-SGD
+(momentum, sign), ZO-Adam, RGE and CGE, in the torch.optim style (parameters updated in place)
+and the scipy style (:func:`minimize`).
 
 Random directions z are never stored: each step regenerates z from (seed, step, direction) with
 Philox4x32-10, the element index over the concatenated parameters being the counter, so z is the
@@ -114,7 +114,7 @@ class _ZerothOrder:
                 lr[gi] if lr else 0.0,
                 g[gi] if g else 0.0,
                 wd[gi] if wd else 0.0,
-                -1.0,
+                -1.0,  # no mask
                 0.0,
                 self.threads,
             )
@@ -154,6 +154,7 @@ class _ZerothOrder:
         if not callable(closure):
             raise TypeError("step needs a closure that returns the loss")
         deltas, means = [], []
+        eps = [g["eps"] for g in self.param_groups]
         for q in range(self.num_queries):
             delta, mean = self._two_point(closure, q)
             if q == self.num_queries - 1 and self._fused_restore():
@@ -161,7 +162,7 @@ class _ZerothOrder:
                 self._update(deltas + [delta], restore_last=True)
                 means.append(mean)
                 break
-            self._move(q, [g["eps"] for g in self.param_groups])
+            self._move(q, eps)
             deltas.append(delta)
             means.append(mean)
         else:
@@ -172,11 +173,17 @@ class _ZerothOrder:
     def _fused_restore(self) -> bool:
         return False
 
+    def evaluations_per_step(self) -> int:
+        """Closure calls one ``step`` makes."""
+        return 2 * self.num_queries
+
     def _update(self, deltas: list[float], restore_last: bool) -> None:
         raise NotImplementedError
 
     def _grad_coef(self, delta: float, gi: int) -> float:
         """Per-group projected gradient: delta / eps_g, averaged over the queries."""
+        if getattr(self, "sign", False):
+            return float(np.sign(delta)) / self.num_queries
         return delta / self.param_groups[gi]["eps"] / self.num_queries
 
     # -- state -------------------------------------------------------------------------------------
@@ -245,6 +252,7 @@ class MeZO(_ZerothOrder):
     theta_g <- theta_g (1 - lr wd) - lr * proj_grad * z_g, with z Gaussian by default; the
     restore of the second evaluation and the update are one pass over the parameters.
     ``num_queries`` > 1 averages that many directions per step.
+
     """
 
     def __init__(
@@ -378,8 +386,8 @@ class _Buffered(_ZerothOrder):
 
 
 class ZOSGD(_Buffered):
-    """ZO-SGD with optional momentum (heavy ball) and sign updates (ZO-signSGD, Liu et al. 2019):
-    theta <- theta - lr * (sign of) m, m = momentum * m + ĝ (+ weight_decay * theta)."""
+    """ZO-SGD (ZO-Bench's family): theta <- theta - lr * m, m = momentum * m + ĝ
+    (+ weight_decay * theta); ``sign=True`` is ZO-SGD-Sign, ĝ = sign(projected grad) z."""
 
     def __init__(
         self,
@@ -421,7 +429,7 @@ class ZOSGD(_Buffered):
             self.buffers[i] *= group["momentum"]
             self.buffers[i] += grad
             grad = self.buffers[i]
-        view -= (group["lr"] * (np.sign(grad) if self.sign else grad)).astype(view.dtype)
+        view -= (group["lr"] * grad).astype(view.dtype)
 
     def _extra_state(self):
         return {"buffers": [None if b is None else b.copy() for b in self.buffers]}
@@ -490,7 +498,208 @@ class ZOAdam(_Buffered):
         self.moments = [(np.array(m), np.array(v)) for m, v in state["moments"]]
 
 
-_METHODS = {"mezo": MeZO, "spsa": SPSA, "zo_sgd": ZOSGD, "zo_adam": ZOAdam}
+class SPSA_GC(_Buffered):
+    """SPSA with gradient correction (BlackVIP, Oh et al. 2023): Nesterov-style momentum on the
+    SPSA estimate, m_k = beta m_{k-1} + ĝ, theta <- theta - a_k (ĝ + beta m_k), with Spall's gains
+    a_k = a / (k + 1 + A)^alpha and c_k = c / (k + 1)^gamma and ĝ averaged over ``num_queries``
+    directions (BlackVIP's defaults: a = c = 0.01, alpha = 0.4, gamma = 0.1, beta = 0.9, 5)."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        a: float = 0.01,
+        c: float = 0.01,
+        *,
+        A: float = 0.0,
+        alpha: float = 0.4,
+        gamma: float = 0.1,
+        beta: float = 0.9,
+        num_queries: int = 5,
+        distribution: str = "rademacher",
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            {"eps": _check_positive("c", c)},
+            seed=seed,
+            distribution=distribution,
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+        self.a, self.c = _check_positive("a", a), float(c)
+        self.A = _check_positive("A", A, True)
+        self.alpha, self.gamma = float(alpha), float(gamma)
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta must be in [0, 1), got {beta!r}")
+        self.beta = float(beta)
+        self.buffers: list[np.ndarray | None] = [None] * len(self._views)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        for g in self.param_groups:
+            g["eps"] = self.c / (self.step_count + 1) ** self.gamma
+        return super().step(closure)
+
+    def _apply(self, i, view, grad, group):
+        ak = self.a / (self.step_count + 1 + self.A) ** self.alpha
+        if self.buffers[i] is None:
+            self.buffers[i] = np.zeros(view.shape, dtype=np.float64)
+        self.buffers[i] *= self.beta
+        self.buffers[i] += grad
+        view -= (ak * (grad + self.beta * self.buffers[i])).astype(view.dtype)
+
+    def _extra_state(self):
+        return {"buffers": [None if b is None else b.copy() for b in self.buffers]}
+
+    def _load_extra_state(self, state):
+        self.buffers = [
+            None if b is None else np.array(b, dtype=np.float64) for b in state["buffers"]
+        ]
+
+
+class RGE(_ZerothOrder):
+    """Randomised gradient estimate (ZO-AE-DS): ĝ = (d / q) sum_i [f(x + mu u_i) - f(x)] / mu u_i
+    with u_i uniform on the unit sphere (Gaussian z / ||z||, the norm taken over all parameters),
+    then SGD: theta <- theta - lr ĝ. One base evaluation and ``num_queries`` forward ones."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        mu: float = 1e-3,
+        *,
+        num_queries: int = 10,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": _check_positive("lr", lr, True), "eps": _check_positive("mu", mu)},
+            seed=seed,
+            distribution="gaussian",
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+        self.dim = sum(v.size for v, _, _ in self._views)
+
+    def evaluations_per_step(self) -> int:
+        return 1 + self.num_queries
+
+    def _norm(self, direction: int) -> float:
+        total = 0.0
+        for view, offset, _ in self._views:
+            total += _core._zo_sumsq(
+                self.seed,
+                self.step_count & 0xFFFFFFFF,
+                direction,
+                self.dist,
+                offset,
+                view.size,
+                view.dtype == np.float64,
+                self.threads,
+            )
+        return math.sqrt(total)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        if not callable(closure):
+            raise TypeError("step needs a closure that returns the loss")
+        ng = len(self.param_groups)
+        f0 = _loss_value(closure())
+        if not math.isfinite(f0):
+            raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+        coefs = []
+        for q in range(self.num_queries):
+            scale = 1.0 / self._norm(q)  # u = z / ||z||
+            move = [g["eps"] * scale for g in self.param_groups]
+            self._move(q, move)
+            try:
+                fq = _loss_value(closure())
+            finally:
+                self._move(q, [-m for m in move])
+            if not math.isfinite(fq):
+                raise ValueError(
+                    f"closure returned a non-finite loss ({fq}); the parameters were restored"
+                )
+            coefs.append(
+                [
+                    (fq - f0) / g["eps"] * scale * self.dim / self.num_queries
+                    for g in self.param_groups
+                ]
+            )
+        lr = [g["lr"] for g in self.param_groups]
+        for q, c in enumerate(coefs):
+            self._move(q, [0.0] * ng, lr, c)
+        self.step_count += 1
+        return f0
+
+
+class CGE(_ZerothOrder):
+    """Coordinate-wise gradient estimate (ZO-AE-DS): central differences along every coordinate,
+    ĝ_j = [f(x + mu e_j) - f(x - mu e_j)] / (2 mu), 2d evaluations per step, then SGD. Each
+    probed entry is saved and written back, so the parameters are restored exactly."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        mu: float = 1e-3,
+        *,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": _check_positive("lr", lr, True), "eps": _check_positive("mu", mu)},
+            seed=seed,
+            distribution="gaussian",
+            num_queries=1,
+            num_threads=num_threads,
+        )
+
+    def evaluations_per_step(self) -> int:
+        return 2 * sum(v.size for v, _, _ in self._views)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        if not callable(closure):
+            raise TypeError("step needs a closure that returns the loss")
+        grads = []
+        total, count = 0.0, 0
+        for view, _, gi in self._views:
+            mu = self.param_groups[gi]["eps"]
+            grad = np.empty(view.size, dtype=np.float64)
+            for j in range(view.size):
+                saved = view[j]
+                try:
+                    view[j] = saved + mu
+                    fp = _loss_value(closure())
+                    view[j] = saved - mu
+                    fm = _loss_value(closure())
+                finally:
+                    view[j] = saved
+                if not (math.isfinite(fp) and math.isfinite(fm)):
+                    raise ValueError(
+                        f"closure returned a non-finite loss ({fp}, {fm}); the parameters were "
+                        "restored and not updated"
+                    )
+                grad[j] = (fp - fm) / (2.0 * mu)
+                total += fp + fm
+                count += 2
+            grads.append(grad)
+        for (view, _, gi), grad in zip(self._views, grads):
+            view -= (self.param_groups[gi]["lr"] * grad).astype(view.dtype)
+        self.step_count += 1
+        return total / count
+
+
+_METHODS = {
+    "mezo": MeZO,
+    "spsa": SPSA,
+    "spsa_gc": SPSA_GC,
+    "zo_sgd": ZOSGD,
+    "zo_adam": ZOAdam,
+    "rge": RGE,
+    "cge": CGE,
+}
 
 
 def minimize(
@@ -509,7 +718,7 @@ def minimize(
     Args:
         fun: objective of a 1-D float64 array.
         x0: starting point (copied).
-        method: "spsa", "mezo", "zo_sgd" or "zo_adam".
+        method: "spsa", "spsa_gc", "mezo", "zo_sgd", "zo_adam", "rge" or "cge".
         maxfev: budget of function evaluations (each step costs 2 per query).
         bounds: optional (lo, hi) arrays or a sequence of (lo, hi) pairs; x is clipped after
             each step and every evaluation happens inside them (x + eps z is clipped too).
@@ -547,7 +756,7 @@ def minimize(
         return value
 
     nit, message = 0, "maximum number of function evaluations reached"
-    per_step = 2 * opt.num_queries
+    per_step = opt.evaluations_per_step()
     while nfev + per_step <= maxfev:
         opt.step(evaluate)
         if lo is not None:

@@ -1,11 +1,11 @@
 // AVX2 + FMA zeroth-order kernels (float32 and float64), built with -mavx2 -mfma.
 //
-// Philox4x32-10 runs on 8 blocks at once (one block per 32-bit lane, the 32x32->64 products from
-// _mm256_mul_epu32 on the even lanes and on the odd lanes shifted down). The draws repeat
-// zo_scalar.cc operation for operation (see zo_kernels.h), so z is bitwise the scalar one.
-// Gaussian and segmented draws go through a tile buffer of 8 blocks' elements, written in element
-// order, so any offset and any tail are just a window into a tile; rademacher expands the bits
-// of the 8 blocks (1024 elements) straight into +-1 vectors with variable shifts.
+// Philox4x32-10 runs on 8 blocks per call, each word zero-extended in a 64-bit lane so that
+// _mm256_mul_epu32 yields the whole 32x32->64 product. The draws repeat zo_scalar.cc operation
+// for operation (see zo_kernels.h), so z is bitwise the scalar one. Gaussian and segmented draws
+// go through a tile buffer of 16 blocks' elements, written in element order, so any offset and
+// any tail are just a window into a tile; rademacher expands the bits of 8 blocks (1024
+// elements) straight into +-1 vectors with variable shifts, at the speed of the theta stream.
 #include <immintrin.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,7 +23,8 @@ namespace zo {
 // elements per block (float64 gaussian), each group of 4 lanes does the same: 2k + j -> 2j + k.
 alignas(32) const int32_t kPermQuad[8] = {0, 2, 4, 6, 1, 3, 5, 7};
 alignas(32) const int32_t kPermPair[8] = {0, 2, 1, 3, 4, 6, 5, 7};
-alignas(32) const int32_t kPermId[8] = {0, 1, 2, 3, 4, 5, 6, 7};
+// Lane numbers (rademacher shift counts of a partial vector).
+alignas(32) const int32_t kIota[8] = {0, 1, 2, 3, 4, 5, 6, 7};
 
 // Rademacher: shift counts that bring bit 8v + l (float32) / 4v + l (float64) of a broadcast
 // word into the sign bit of lane l.
@@ -40,8 +41,8 @@ inline __m256i load_i(const void* p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Philox4x32-10, 8 blocks. Per round: 4 vpmuludq, 6 shifts, 4 blends, 4 xors (~18 uops) for 8
-// blocks; the 10 rounds cost ~0.2 uops per rademacher element and ~6 per gaussian one.
+// Philox4x32-10, 8 blocks per batch: 16 uops per round (4 vpmuludq, 4 shifts, 8 xors), so the
+// 10 rounds cost ~0.16 uops per rademacher element and ~5 per gaussian or segmented one.
 
 class Philox8 {
  public:
@@ -53,40 +54,48 @@ class Philox8 {
       k0 += SOFTZO_PHILOX_W0;
       k1 += SOFTZO_PHILOX_W1;
     }
-    c2_ = _mm256_set1_epi32(static_cast<int32_t>(s->direction));
-    c3_ = _mm256_set1_epi32(static_cast<int32_t>(s->step));
+    c2_ = _mm256_set1_epi64x(s->direction);
+    c3_ = _mm256_set1_epi64x(s->step);
   }
 
   // w[k] = word k of block b + perm[l] in lane l.
+  //
+  // Each word lives zero-extended in a 64-bit lane, the blocks in two sets of 4 (perm[0, 2, 4,
+  // 6] and perm[1, 3, 5, 7]): vpmuludq then gives the whole 64-bit product, whose low half is the
+  // new low word as it stands (vpmuludq ignores the garbage upper half) and whose high half is
+  // one shift away. A round costs 2 vpmuludq, 2 shifts and 4 xors per set (no blends, no counter
+  // carry logic), ~6 cycles of latency; the tiles run two batches back to back, which the core
+  // overlaps, and the multiplies (4 per round for 8 blocks) are then the limit.
   void blocks(uint64_t b, const int32_t* perm, __m256i w[4]) const {
     const __m256i vperm = load_i(perm);
-    const __m256i bias = _mm256_set1_epi32(INT32_MIN);
-    __m256i x0 = _mm256_add_epi32(_mm256_set1_epi32(static_cast<int32_t>(b)), vperm);
-    // Carry into the high word where the low word wrapped (x0 < perm, unsigned).
-    const __m256i carry =
-        _mm256_cmpgt_epi32(_mm256_xor_si256(vperm, bias), _mm256_xor_si256(x0, bias));
-    __m256i x1 = _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(b >> 32)), carry);
-    __m256i x2 = c2_, x3 = c3_;
-    const __m256i m0 = _mm256_set1_epi32(static_cast<int32_t>(SOFTZO_PHILOX_M0));
-    const __m256i m1 = _mm256_set1_epi32(static_cast<int32_t>(SOFTZO_PHILOX_M1));
-    for (int r = 0; r < 10; ++r) {
-      const __m256i pe0 = _mm256_mul_epu32(x0, m0);
-      const __m256i po0 = _mm256_mul_epu32(_mm256_srli_epi64(x0, 32), m0);
-      const __m256i pe1 = _mm256_mul_epu32(x2, m1);
-      const __m256i po1 = _mm256_mul_epu32(_mm256_srli_epi64(x2, 32), m1);
-      const __m256i lo0 = _mm256_blend_epi32(pe0, _mm256_slli_epi64(po0, 32), 0xAA);
-      const __m256i hi0 = _mm256_blend_epi32(_mm256_srli_epi64(pe0, 32), po0, 0xAA);
-      const __m256i lo1 = _mm256_blend_epi32(pe1, _mm256_slli_epi64(po1, 32), 0xAA);
-      const __m256i hi1 = _mm256_blend_epi32(_mm256_srli_epi64(pe1, 32), po1, 0xAA);
-      x0 = _mm256_xor_si256(_mm256_xor_si256(hi1, x1), rk0_[r]);
-      x2 = _mm256_xor_si256(_mm256_xor_si256(hi0, x3), rk1_[r]);
-      x1 = lo1;
-      x3 = lo0;
+    const __m256i m0 = _mm256_set1_epi64x(SOFTZO_PHILOX_M0);
+    const __m256i m1 = _mm256_set1_epi64x(SOFTZO_PHILOX_M1);
+    const __m256i off[2] = {_mm256_and_si256(vperm, _mm256_set1_epi64x(0xffffffff)),
+                            _mm256_srli_epi64(vperm, 32)};
+    __m256i x0[2], x1[2], x2[2], x3[2];
+    for (int t = 0; t < 2; ++t) {
+      // 64-bit block numbers: the low word is the lane as it stands, the high word shifted down.
+      const __m256i bt = _mm256_add_epi64(_mm256_set1_epi64x(static_cast<int64_t>(b)), off[t]);
+      x0[t] = bt;
+      x1[t] = _mm256_srli_epi64(bt, 32);
+      x2[t] = c2_;
+      x3[t] = c3_;
     }
-    w[0] = x0;
-    w[1] = x1;
-    w[2] = x2;
-    w[3] = x3;
+    for (int r = 0; r < 10; ++r) {
+      for (int t = 0; t < 2; ++t) {
+        const __m256i p0 = _mm256_mul_epu32(x0[t], m0);
+        const __m256i p1 = _mm256_mul_epu32(x2[t], m1);
+        x0[t] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p1, 32), x1[t]), rk0_[r]);
+        x2[t] = _mm256_xor_si256(_mm256_xor_si256(_mm256_srli_epi64(p0, 32), x3[t]), rk1_[r]);
+        x1[t] = p1;
+        x3[t] = p0;
+      }
+    }
+    // Even lanes from the first set, odd lanes from the second: lane l holds block perm[l].
+    w[0] = _mm256_blend_epi32(x0[0], _mm256_slli_epi64(x0[1], 32), 0xAA);
+    w[1] = _mm256_blend_epi32(x1[0], _mm256_slli_epi64(x1[1], 32), 0xAA);
+    w[2] = _mm256_blend_epi32(x2[0], _mm256_slli_epi64(x2[1], 32), 0xAA);
+    w[3] = _mm256_blend_epi32(x3[0], _mm256_slli_epi64(x3[1], 32), 0xAA);
   }
 
  private:
@@ -251,7 +260,9 @@ inline void store_quads(__m256 z0, __m256 z1, __m256 z2, __m256 z3, float* out) 
   _mm256_store_ps(out + 24, _mm256_castpd_ps(_mm256_unpackhi_pd(t1, t3)));  // blocks 6, 7
 }
 
-// Tiles: fill(ph, b, out) writes the kPerBlock * 8 elements of blocks b..b+7, in order.
+// Tiles: fill(ph, b, out) writes the kTileBlocks * kPerBlock elements of blocks b, b + 1, ...
+// in order (two Philox batches of 8 blocks).
+constexpr size_t kTileBlocks = 16;
 template <typename T>
 struct GaussTile;
 
@@ -259,12 +270,15 @@ template <>
 struct GaussTile<float> {
   static constexpr size_t kPerBlock = 4;
   static void fill(const Philox8& ph, uint64_t b, float* out) {
-    __m256i w[4];
+    __m256i w[8];
     ph.blocks(b, kPermQuad, w);
-    __m256 c0, s0, c1, s1;
-    gauss8(w[0], w[1], &c0, &s0);
-    gauss8(w[2], w[3], &c1, &s1);
-    store_quads(c0, s0, c1, s1, out);
+    ph.blocks(b + 8, kPermQuad, w + 4);
+    for (int m = 0; m < 2; ++m) {
+      __m256 c0, s0, c1, s1;
+      gauss8(w[4 * m], w[4 * m + 1], &c0, &s0);
+      gauss8(w[4 * m + 2], w[4 * m + 3], &c1, &s1);
+      store_quads(c0, s0, c1, s1, out + 32 * m);
+    }
   }
 };
 
@@ -272,13 +286,15 @@ template <>
 struct GaussTile<double> {
   static constexpr size_t kPerBlock = 2;
   static void fill(const Philox8& ph, uint64_t b, double* out) {
-    __m256i w[4];
+    __m256i w[8];
     ph.blocks(b, kPermPair, w);
-    for (int h = 0; h < 2; ++h) {
+    ph.blocks(b + 8, kPermPair, w + 4);
+    for (int h = 0; h < 4; ++h) {  // 4 blocks each, two per batch
       __m256i x[4];
       for (int k = 0; k < 4; ++k) {
-        x[k] = _mm256_cvtepu32_epi64(h == 0 ? _mm256_castsi256_si128(w[k])
-                                            : _mm256_extracti128_si256(w[k], 1));
+        const __m256i wk = w[4 * (h >> 1) + k];
+        x[k] = _mm256_cvtepu32_epi64((h & 1) == 0 ? _mm256_castsi256_si128(wk)
+                                                  : _mm256_extracti128_si256(wk, 1));
       }
       const __m256i a = _mm256_srli_epi64(_mm256_or_si256(_mm256_slli_epi64(x[0], 32), x[1]), 11);
       const __m256i bb = _mm256_srli_epi64(_mm256_or_si256(_mm256_slli_epi64(x[2], 32), x[3]), 11);
@@ -298,9 +314,13 @@ template <>
 struct SegTile<float> {
   static constexpr size_t kPerBlock = 4;
   static void fill(const Philox8& ph, uint64_t b, float* out) {
-    __m256i w[4];
+    __m256i w[8];
     ph.blocks(b, kPermQuad, w);
-    store_quads(segmented8(w[0]), segmented8(w[1]), segmented8(w[2]), segmented8(w[3]), out);
+    ph.blocks(b + 8, kPermQuad, w + 4);
+    for (int m = 0; m < 2; ++m) {
+      store_quads(segmented8(w[4 * m]), segmented8(w[4 * m + 1]), segmented8(w[4 * m + 2]),
+                  segmented8(w[4 * m + 3]), out + 32 * m);
+    }
   }
 };
 
@@ -308,12 +328,16 @@ template <>
 struct SegTile<double> {
   static constexpr size_t kPerBlock = 4;
   static void fill(const Philox8& ph, uint64_t b, double* out) {
-    __m256i w[4];
+    __m256i w[8];
     ph.blocks(b, kPermQuad, w);
-    alignas(32) float words[32];
-    store_quads(_mm256_castsi256_ps(w[0]), _mm256_castsi256_ps(w[1]), _mm256_castsi256_ps(w[2]),
-                _mm256_castsi256_ps(w[3]), words);
-    for (int k = 0; k < 8; ++k) {
+    ph.blocks(b + 8, kPermQuad, w + 4);
+    alignas(32) float words[64];
+    for (int m = 0; m < 2; ++m) {
+      store_quads(_mm256_castsi256_ps(w[4 * m]), _mm256_castsi256_ps(w[4 * m + 1]),
+                  _mm256_castsi256_ps(w[4 * m + 2]), _mm256_castsi256_ps(w[4 * m + 3]),
+                  words + 32 * m);
+    }
+    for (int k = 0; k < 16; ++k) {
       const __m128i v = _mm_load_si128(reinterpret_cast<const __m128i*>(words + 4 * k));
       _mm256_store_pd(out + 4 * k, segmented4(v));
     }
@@ -334,7 +358,7 @@ struct Rad<float> {
   // Bits p, p + 1, ... of w; lanes past bit 31 are garbage (masked by the caller).
   static __m256 at(__m256i w, size_t p) {
     const __m256i cnt =
-        _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(31 - p)), load_i(kPermId));
+        _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(31 - p)), load_i(kIota));
     return z(_mm256_sllv_epi32(w, cnt));
   }
 };
@@ -358,9 +382,10 @@ struct Rad<double> {
 // vector, nullptr for a full one; z is 0 or +-1 outside mk).
 
 template <typename T, class Tile, class Op>
-void run_tiles(size_t n, uint64_t offset, const Philox8& ph, Op& op) {
+void run_tiles(size_t n, uint64_t offset, const Philox8& ph, Op& op_ref) {
   using O = Ops<T>;
-  constexpr size_t L = O::kLanes, kTile = 8 * Tile::kPerBlock;
+  Op op = op_ref;  // a local copy stays in registers: stores through theta cannot alias it
+  constexpr size_t L = O::kLanes, kTile = kTileBlocks * Tile::kPerBlock;
   alignas(32) T buf[kTile];
   uint64_t b = offset / Tile::kPerBlock;
   size_t skip = static_cast<size_t>(offset % Tile::kPerBlock);
@@ -381,28 +406,39 @@ void run_tiles(size_t n, uint64_t offset, const Philox8& ph, Op& op) {
       i += cnt;
       skip = 0;
     }
-    b += 8;
+    b += kTileBlocks;
   }
+  op_ref = op;
 }
 
-// 8 blocks = 1024 elements per Philox call; element g is bit (g & 31) of word ((g >> 5) & 3) of
-// block g >> 7, stored at words[8 * word + block - b].
+// 8 blocks = 1024 elements per Philox call. The words are transposed into element order (the
+// kPermQuad layout and store_quads), so word k holds elements 32k..32k+31 of the batch, bit j
+// element 32k + j.
 template <typename T, class Op>
-void run_rademacher(size_t n, uint64_t offset, const Philox8& ph, Op& op) {
+void run_rademacher(size_t n, uint64_t offset, const Philox8& ph, Op& op_ref) {
   using O = Ops<T>;
   constexpr size_t L = O::kLanes;
+  Op op = op_ref;  // a local copy stays in registers: stores through theta cannot alias it
   alignas(32) uint32_t words[32];
   size_t i = 0;
   while (i < n) {
     const uint64_t g = offset + i;
     __m256i w[4];
-    ph.blocks(g >> 7, kPermId, w);
-    for (int k = 0; k < 4; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(words + 8 * k), w[k]);
+    ph.blocks(g >> 7, kPermQuad, w);
+    store_quads(_mm256_castsi256_ps(w[0]), _mm256_castsi256_ps(w[1]), _mm256_castsi256_ps(w[2]),
+                _mm256_castsi256_ps(w[3]), reinterpret_cast<float*>(words));
     size_t pos = static_cast<size_t>(g & 127);
     const size_t end = pos + (n - i < 1024 - pos ? n - i : 1024 - pos);
+    if (pos == 0 && end == 1024) {  // the steady state: 32 whole words
+      for (size_t k = 0; k < 32; ++k) {
+        const __m256i vw = _mm256_set1_epi32(static_cast<int32_t>(words[k]));
+        for (size_t v = 0; v < 32 / L; ++v) op(i + v * L, Rad<T>::full(vw, v), nullptr);
+        i += 32;
+      }
+      continue;
+    }
     while (pos < end) {
-      const __m256i vw =
-          _mm256_set1_epi32(static_cast<int32_t>(words[((pos >> 5) & 3) * 8 + (pos >> 7)]));
+      const __m256i vw = _mm256_set1_epi32(static_cast<int32_t>(words[pos >> 5]));
       const size_t p = pos & 31;
       if (p == 0 && end - pos >= 32) {
         for (size_t v = 0; v < 32 / L; ++v) op(i + v * L, Rad<T>::full(vw, v), nullptr);
@@ -422,6 +458,7 @@ void run_rademacher(size_t n, uint64_t offset, const Philox8& ph, Op& op) {
       }
     }
   }
+  op_ref = op;
 }
 
 template <typename T, class Op>

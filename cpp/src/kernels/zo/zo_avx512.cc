@@ -2,10 +2,10 @@
 // natively with -mavx512f/dq/vl/bw -mfma (suffix avx512), and on top of SIMDe under
 // SOFTZO_EMULATE_AVX512 (suffix avx512emu), which is how AVX2-only hosts test this file.
 //
-// Same structure as zo_avx2.cc with 16 Philox blocks per call (one per 32-bit lane): gaussian
-// and segmented draws go through a tile of 16 blocks' elements in element order, rademacher
-// uses the Philox bits directly as the lane mask of a blend (16 / 8 bits per vector). The draws
-// repeat zo_scalar.cc operation for operation, so z is bitwise the scalar one.
+// Same structure as zo_avx2.cc with 16 Philox blocks per call: gaussian and segmented draws go
+// through a tile of 32 blocks' elements in element order, rademacher uses the Philox bits
+// directly as the lane mask of a blend (16 / 8 bits per vector). The draws repeat zo_scalar.cc
+// operation for operation, so z is bitwise the scalar one.
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,13 +16,12 @@ namespace {
 // Nested so that nothing here can collide with the shared helper header's anonymous namespace.
 namespace zo {
 
-// Block offsets per lane. 4 elements per block: lane 4k + j holds block 4j + k, so that after
-// the in-lane unpacks of the transpose, 128-bit chunk k of output vector j holds block 4j + k.
-// 2 elements per block (float64 gaussian, 8 double lanes per half): lane 8h + 2k + j holds
-// block 8h + 4j + k.
+// Block offsets per lane (rademacher words use kPermQuad too). 4 elements per block: lane 4k + j
+// holds block 4j + k, so that after the in-lane unpacks of the transpose, 128-bit chunk k of output
+// vector j holds block 4j + k. 2 elements per block (float64 gaussian, 8 double lanes per half):
+// lane 8h + 2k + j holds block 8h + 4j + k.
 alignas(64) const int32_t kPermQuad[16] = {0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15};
 alignas(64) const int32_t kPermPair[16] = {0, 4, 1, 5, 2, 6, 3, 7, 8, 12, 9, 13, 10, 14, 11, 15};
-alignas(64) const int32_t kPermId[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 static SOFTZO_INLINE __m512i set1_32(uint32_t v) {
   return _mm512_set1_epi32(static_cast<int32_t>(v));
@@ -43,7 +42,7 @@ static SOFTZO_INLINE float fma_s(float a, float b, float c) { return __builtin_f
 static SOFTZO_INLINE double fma_s(double a, double b, double c) { return __builtin_fma(a, b, c); }
 
 // ---------------------------------------------------------------------------------------------
-// Philox4x32-10, 16 blocks: per round 4 vpmuludq, 6 shifts, 4 blends and 2 three-way xors.
+// Philox4x32-10, 16 blocks per batch: per round 4 vpmuludq, 4 shifts and 4 vpternlogd.
 
 class Philox16 {
  public:
@@ -55,38 +54,45 @@ class Philox16 {
       k0 += SOFTZO_PHILOX_W0;
       k1 += SOFTZO_PHILOX_W1;
     }
-    c2_ = set1_32(s->direction);
-    c3_ = set1_32(s->step);
+    c2_ = set1_64(s->direction);
+    c3_ = set1_64(s->step);
   }
 
   // w[k] = word k of block b + perm[l] in lane l.
+  //
+  // As in zo_avx2.cc, each word lives zero-extended in a 64-bit lane, the blocks in two sets of
+  // 8 (perm[even], perm[odd]): vpmuludq gives the whole product, the low word as it stands and
+  // the high one a shift away, and vpternlogd does the three-way xors, so a round is 2 vpmuludq,
+  // 2 shifts and 2 vpternlogd per set.
   SOFTZO_INLINE void blocks(uint64_t b, const int32_t* perm, __m512i w[4]) const {
     const __m512i vperm = _mm512_load_si512(perm);
-    const __m512i hi = set1_32(static_cast<uint32_t>(b >> 32));
-    __m512i x0 = _mm512_add_epi32(set1_32(static_cast<uint32_t>(b)), vperm);
-    // Carry into the high word where the low word wrapped (x0 < perm; SIMDe has no cmplt_epu32).
-    const __mmask16 carry = static_cast<__mmask16>(~_mm512_cmpge_epu32_mask(x0, vperm));
-    __m512i x1 = _mm512_mask_add_epi32(hi, carry, hi, _mm512_set1_epi32(1));
-    __m512i x2 = c2_, x3 = c3_;
-    const __m512i m0 = set1_32(SOFTZO_PHILOX_M0), m1 = set1_32(SOFTZO_PHILOX_M1);
-    for (int r = 0; r < 10; ++r) {
-      const __m512i pe0 = _mm512_mul_epu32(x0, m0);
-      const __m512i po0 = _mm512_mul_epu32(_mm512_srli_epi64(x0, 32), m0);
-      const __m512i pe1 = _mm512_mul_epu32(x2, m1);
-      const __m512i po1 = _mm512_mul_epu32(_mm512_srli_epi64(x2, 32), m1);
-      const __m512i lo0 = _mm512_mask_blend_epi32(0xAAAA, pe0, _mm512_slli_epi64(po0, 32));
-      const __m512i hi0 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe0, 32), po0);
-      const __m512i lo1 = _mm512_mask_blend_epi32(0xAAAA, pe1, _mm512_slli_epi64(po1, 32));
-      const __m512i hi1 = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(pe1, 32), po1);
-      x0 = _mm512_ternarylogic_epi32(hi1, x1, rk0_[r], 0x96);  // a ^ b ^ c
-      x2 = _mm512_ternarylogic_epi32(hi0, x3, rk1_[r], 0x96);
-      x1 = lo1;
-      x3 = lo0;
+    const __m512i m0 = set1_64(SOFTZO_PHILOX_M0), m1 = set1_64(SOFTZO_PHILOX_M1);
+    const __m512i off[2] = {_mm512_and_si512(vperm, set1_64(0xffffffff)),
+                            _mm512_srli_epi64(vperm, 32)};
+    __m512i x0[2], x1[2], x2[2], x3[2];
+    for (int t = 0; t < 2; ++t) {
+      // 64-bit block numbers: the low word is the lane as it stands, the high word shifted down.
+      const __m512i bt = _mm512_add_epi64(set1_64(b), off[t]);
+      x0[t] = bt;
+      x1[t] = _mm512_srli_epi64(bt, 32);
+      x2[t] = c2_;
+      x3[t] = c3_;
     }
-    w[0] = x0;
-    w[1] = x1;
-    w[2] = x2;
-    w[3] = x3;
+    for (int r = 0; r < 10; ++r) {
+      for (int t = 0; t < 2; ++t) {
+        const __m512i p0 = _mm512_mul_epu32(x0[t], m0);
+        const __m512i p1 = _mm512_mul_epu32(x2[t], m1);
+        x0[t] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p1, 32), x1[t], rk0_[r], 0x96);
+        x2[t] = _mm512_ternarylogic_epi32(_mm512_srli_epi64(p0, 32), x3[t], rk1_[r], 0x96);
+        x1[t] = p1;
+        x3[t] = p0;
+      }
+    }
+    // Even lanes from the first set, odd lanes from the second: lane l holds block perm[l].
+    w[0] = _mm512_mask_blend_epi32(0xAAAA, x0[0], _mm512_slli_epi64(x0[1], 32));
+    w[1] = _mm512_mask_blend_epi32(0xAAAA, x1[0], _mm512_slli_epi64(x1[1], 32));
+    w[2] = _mm512_mask_blend_epi32(0xAAAA, x2[0], _mm512_slli_epi64(x2[1], 32));
+    w[3] = _mm512_mask_blend_epi32(0xAAAA, x3[0], _mm512_slli_epi64(x3[1], 32));
   }
 
  private:
@@ -269,7 +275,9 @@ static SOFTZO_INLINE void store_quads(__m512 z0, __m512 z1, __m512 z2, __m512 z3
   _mm512_store_ps(out + 48, _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3)));  // blocks 12-15
 }
 
-// Tiles: fill(ph, b, out) writes the kPerBlock * 16 elements of blocks b..b+15, in order.
+// Tiles: fill(ph, b, out) writes the kTileBlocks * kPerBlock elements of blocks b, b + 1, ...
+// in order (two Philox batches of 16 blocks, which the core overlaps).
+constexpr size_t kTileBlocks = 32;
 template <typename T>
 struct GaussTile;
 
@@ -277,12 +285,15 @@ template <>
 struct GaussTile<float> {
   static constexpr size_t kPerBlock = 4;
   static SOFTZO_INLINE void fill(const Philox16& ph, uint64_t b, float* out) {
-    __m512i w[4];
+    __m512i w[8];
     ph.blocks(b, kPermQuad, w);
-    __m512 c0, s0, c1, s1;
-    gauss16(w[0], w[1], &c0, &s0);
-    gauss16(w[2], w[3], &c1, &s1);
-    store_quads(c0, s0, c1, s1, out);
+    ph.blocks(b + 16, kPermQuad, w + 4);
+    for (int m = 0; m < 2; ++m) {
+      __m512 c0, s0, c1, s1;
+      gauss16(w[4 * m], w[4 * m + 1], &c0, &s0);
+      gauss16(w[4 * m + 2], w[4 * m + 3], &c1, &s1);
+      store_quads(c0, s0, c1, s1, out + 64 * m);
+    }
   }
 };
 
@@ -290,13 +301,15 @@ template <>
 struct GaussTile<double> {
   static constexpr size_t kPerBlock = 2;
   static SOFTZO_INLINE void fill(const Philox16& ph, uint64_t b, double* out) {
-    __m512i w[4];
+    __m512i w[8];
     ph.blocks(b, kPermPair, w);
-    for (int h = 0; h < 2; ++h) {
+    ph.blocks(b + 16, kPermPair, w + 4);
+    for (int h = 0; h < 4; ++h) {  // 8 blocks each, two per batch
       __m512i x[4];
       for (int k = 0; k < 4; ++k) {
-        x[k] =
-            zext8_epi64(h == 0 ? _mm512_castsi512_si256(w[k]) : _mm512_extracti64x4_epi64(w[k], 1));
+        const __m512i wk = w[4 * (h >> 1) + k];
+        x[k] = zext8_epi64((h & 1) == 0 ? _mm512_castsi512_si256(wk)
+                                        : _mm512_extracti64x4_epi64(wk, 1));
       }
       const __m512i a = _mm512_srli_epi64(_mm512_or_si512(_mm512_slli_epi64(x[0], 32), x[1]), 11);
       const __m512i bb = _mm512_srli_epi64(_mm512_or_si512(_mm512_slli_epi64(x[2], 32), x[3]), 11);
@@ -316,9 +329,13 @@ template <>
 struct SegTile<float> {
   static constexpr size_t kPerBlock = 4;
   static SOFTZO_INLINE void fill(const Philox16& ph, uint64_t b, float* out) {
-    __m512i w[4];
+    __m512i w[8];
     ph.blocks(b, kPermQuad, w);
-    store_quads(segmented16(w[0]), segmented16(w[1]), segmented16(w[2]), segmented16(w[3]), out);
+    ph.blocks(b + 16, kPermQuad, w + 4);
+    for (int m = 0; m < 2; ++m) {
+      store_quads(segmented16(w[4 * m]), segmented16(w[4 * m + 1]), segmented16(w[4 * m + 2]),
+                  segmented16(w[4 * m + 3]), out + 64 * m);
+    }
   }
 };
 
@@ -326,12 +343,16 @@ template <>
 struct SegTile<double> {
   static constexpr size_t kPerBlock = 4;
   static SOFTZO_INLINE void fill(const Philox16& ph, uint64_t b, double* out) {
-    __m512i w[4];
+    __m512i w[8];
     ph.blocks(b, kPermQuad, w);
-    alignas(64) float words[64];
-    store_quads(_mm512_castsi512_ps(w[0]), _mm512_castsi512_ps(w[1]), _mm512_castsi512_ps(w[2]),
-                _mm512_castsi512_ps(w[3]), words);
-    for (int k = 0; k < 8; ++k) {
+    ph.blocks(b + 16, kPermQuad, w + 4);
+    alignas(64) float words[128];
+    for (int m = 0; m < 2; ++m) {
+      store_quads(_mm512_castsi512_ps(w[4 * m]), _mm512_castsi512_ps(w[4 * m + 1]),
+                  _mm512_castsi512_ps(w[4 * m + 2]), _mm512_castsi512_ps(w[4 * m + 3]),
+                  words + 64 * m);
+    }
+    for (int k = 0; k < 16; ++k) {
       const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(words + 8 * k));
       _mm512_store_pd(out + 8 * k, segmented8d(v));
     }
@@ -423,9 +444,10 @@ struct Traits<double> {
 // vector, nullptr for a full one; z is 0 or +-1 outside k).
 
 template <typename T, class Tile, class Op>
-void run_tiles(size_t n, uint64_t offset, const Philox16& ph, Op& op) {
+void run_tiles(size_t n, uint64_t offset, const Philox16& ph, Op& op_ref) {
   typedef typename Traits<T>::A A;
-  constexpr size_t L = A::kLanes, kTile = 16 * Tile::kPerBlock;
+  constexpr size_t L = A::kLanes, kTile = kTileBlocks * Tile::kPerBlock;
+  Op op = op_ref;  // a local copy stays in registers: stores through theta cannot alias it
   alignas(64) T buf[kTile];
   uint64_t b = offset / Tile::kPerBlock;
   size_t skip = static_cast<size_t>(offset % Tile::kPerBlock);
@@ -446,51 +468,57 @@ void run_tiles(size_t n, uint64_t offset, const Philox16& ph, Op& op) {
       i += cnt;
       skip = 0;
     }
-    b += 16;
+    b += kTileBlocks;
   }
+  op_ref = op;
 }
 
-// 16 blocks = 2048 elements per Philox call; element g is bit (g & 31) of word ((g >> 5) & 3)
-// of block g >> 7, stored at words[16 * word + block - b]. The bits are the blend mask.
+// 16 blocks = 2048 elements per Philox call. The words are transposed into element order (the
+// kPermQuad layout and store_quads), so word k holds elements 32k..32k+31 of the batch, bit j
+// element 32k + j; the bits are the blend mask.
 template <typename T, class Op>
-void run_rademacher(size_t n, uint64_t offset, const Philox16& ph, Op& op) {
+void run_rademacher(size_t n, uint64_t offset, const Philox16& ph, Op& op_ref) {
   typedef typename Traits<T>::A A;
   typedef typename A::K K;
   constexpr size_t L = A::kLanes;
+  Op op = op_ref;  // a local copy stays in registers: stores through theta cannot alias it
   const typename A::V minus = A::set1(T(-1)), plus = A::set1(T(1));
   alignas(64) uint32_t words[64];
   size_t i = 0;
   while (i < n) {
     const uint64_t g = offset + i;
     __m512i w[4];
-    ph.blocks(g >> 7, kPermId, w);
-    for (int k = 0; k < 4; ++k) _mm512_store_si512(words + 16 * k, w[k]);
+    ph.blocks(g >> 7, kPermQuad, w);
+    store_quads(_mm512_castsi512_ps(w[0]), _mm512_castsi512_ps(w[1]), _mm512_castsi512_ps(w[2]),
+                _mm512_castsi512_ps(w[3]), reinterpret_cast<float*>(words));
     size_t pos = static_cast<size_t>(g & 127);
     const size_t end = pos + (n - i < 2048 - pos ? n - i : 2048 - pos);
-    while (pos < end) {
-      const uint32_t word = words[((pos >> 5) & 3) * 16 + (pos >> 7)];
-      const size_t p = pos & 31;
-      if (p == 0 && end - pos >= 32) {
+    if (pos == 0 && end == 2048) {  // the steady state: 64 whole words
+      for (size_t k = 0; k < 64; ++k) {
         for (size_t v = 0; v < 32 / L; ++v) {
-          op(i + v * L, A::blend(static_cast<K>(word >> (v * L)), minus, plus), nullptr);
+          op(i + v * L, A::blend(static_cast<K>(words[k] >> (v * L)), minus, plus), nullptr);
         }
-        pos += 32;
         i += 32;
-      } else {  // up to the end of this vector's lane group, within the word
-        const size_t room = L - p % L;
-        const size_t cnt = end - pos < room ? end - pos : room;
-        const typename A::V z = A::blend(static_cast<K>(word >> p), minus, plus);
-        if (cnt == L) {
-          op(i, z, nullptr);
-        } else {
-          const K mk = A::tail(cnt);
-          op(i, z, &mk);
-        }
-        pos += cnt;
-        i += cnt;
       }
+      continue;
+    }
+    while (pos < end) {
+      const uint32_t word = words[pos >> 5];
+      const size_t p = pos & 31;
+      const size_t room = L - p % L;  // up to the end of this vector's lane group
+      const size_t cnt = end - pos < room ? end - pos : room;
+      const typename A::V z = A::blend(static_cast<K>(word >> p), minus, plus);
+      if (cnt == L) {
+        op(i, z, nullptr);
+      } else {
+        const K mk = A::tail(cnt);
+        op(i, z, &mk);
+      }
+      pos += cnt;
+      i += cnt;
     }
   }
+  op_ref = op;
 }
 
 template <typename T, class Op>
