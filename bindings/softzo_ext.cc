@@ -256,21 +256,22 @@ void def_losses(nb::module_& m) {
   m.def("_cross_entropy", &cross_entropy_into<T>, nb::arg("logits"), nb::arg("target").none(),
         nb::arg("soft").none(), nb::arg("weight").none(), nb::arg("ignore_index"),
         nb::arg("label_smoothing"), nb::arg("lse_square_scale"), nb::arg("tau"),
-        nb::arg("reduction"), nb::arg("grad").none(), nb::arg("lse").none(),
-        nb::arg("row_loss").none(), nb::arg("num_threads"));
+        nb::arg("reduction"), nb::arg("grad").none().noconvert(), nb::arg("lse").none().noconvert(),
+        nb::arg("row_loss").none().noconvert(), nb::arg("num_threads"));
   m.def("_spherical_loss", &spherical_loss_into<T>, nb::arg("o"), nb::arg("target"),
         nb::arg("kind"), nb::arg("a"), nb::arg("b"), nb::arg("eps"), nb::arg("reduction"),
-        nb::arg("grad").none(), nb::arg("row_loss").none(), nb::arg("num_threads"));
-  m.def("_normalize", &normalize_into<T>, nb::arg("x"), nb::arg("out"), nb::arg("kind"),
+        nb::arg("grad").none().noconvert(), nb::arg("row_loss").none().noconvert(),
+        nb::arg("num_threads"));
+  m.def("_normalize", &normalize_into<T>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("kind"),
         nb::arg("eps"), nb::arg("num_threads"));
   m.def("_stablemax_cross_entropy", &stablemax_ce_into<T>, nb::arg("logits"), nb::arg("target"),
-        nb::arg("reduction"), nb::arg("grad").none(), nb::arg("row_loss").none(),
-        nb::arg("num_threads"));
+        nb::arg("reduction"), nb::arg("grad").none().noconvert(),
+        nb::arg("row_loss").none().noconvert(), nb::arg("num_threads"));
   m.def("_kl_div", &kl_div_into<T>, nb::arg("student"), nb::arg("teacher"), nb::arg("temperature"),
-        nb::arg("divisor"), nb::arg("grad").none(), nb::arg("row_loss").none(),
-        nb::arg("num_threads"));
+        nb::arg("divisor"), nb::arg("grad").none().noconvert(),
+        nb::arg("row_loss").none().noconvert(), nb::arg("num_threads"));
   m.def("_hl_gauss_targets", &hl_gauss_into<T>, nb::arg("values"), nb::arg("vmin"), nb::arg("vmax"),
-        nb::arg("sigma"), nb::arg("out"));
+        nb::arg("sigma"), nb::arg("out").noconvert());
 }
 
 // ---- zeroth-order engine: flat C-contiguous buffers, offsets over the concatenated parameters --
@@ -299,7 +300,7 @@ void def_zo(nb::module_& m) {
         softzo::zo_fill<T>(d, offset, out.data(), static_cast<int64_t>(out.size()), threads);
       },
       nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
-      nb::arg("out"), nb::arg("num_threads"));
+      nb::arg("out").noconvert(), nb::arg("num_threads"));
   // mask_threshold < 0: no mask.
   m.def(
       "_zo_restore_update",
@@ -322,8 +323,8 @@ void def_zo(nb::module_& m) {
         }
       },
       nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
-      nb::arg("theta"), nb::arg("c_restore"), nb::arg("lr"), nb::arg("g"), nb::arg("wd"),
-      nb::arg("mask_threshold"), nb::arg("c_cur"), nb::arg("num_threads"));
+      nb::arg("theta").noconvert(), nb::arg("c_restore"), nb::arg("lr"), nb::arg("g"),
+      nb::arg("wd"), nb::arg("mask_threshold"), nb::arg("c_cur"), nb::arg("num_threads"));
   m.def(
       "_zo_dot",
       [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<const T> v,
@@ -341,14 +342,15 @@ void def_zo(nb::module_& m) {
 NB_MODULE(_core, m) {
   m.doc() = "softzo's compiled core; use the functions of the softzo package instead.";
 
-  m.def("_softmax", &softmax_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
+  m.def("_softmax", &softmax_into<float>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("axis"),
         nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
-  m.def("_softmax", &softmax_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
-        nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
-  m.def("_logsumexp", &logsumexp_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
-        nb::arg("algorithm"), nb::arg("num_threads"));
-  m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("axis"),
-        nb::arg("algorithm"), nb::arg("num_threads"));
+  m.def("_softmax", &softmax_into<double>, nb::arg("x"), nb::arg("out").noconvert(),
+        nb::arg("axis"), nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"),
+        nb::arg("log"));
+  m.def("_logsumexp", &logsumexp_into<float>, nb::arg("x"), nb::arg("out").noconvert(),
+        nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
+  m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(),
+        nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
 
   def_losses<float>(m);
   def_losses<double>(m);
@@ -410,8 +412,8 @@ NB_MODULE(_core, m) {
       "The algorithm 'auto' picks for op on rows of n elements of itemsize bytes.");
 
   // Test hooks: a kernel's raw exp, and the exhaustive float32 ULP sweep, per ISA.
-  m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));
-  m.def("_vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out"), nb::arg("isa"));
+  m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
+  m.def("_vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
   m.def(
       "_exp_f32_ulp_sweep",
       [](const std::string& isa, float lo, float hi) {
@@ -444,5 +446,5 @@ NB_MODULE(_core, m) {
         softzo::testing::stream_scale(x.data(), out.data(), static_cast<int64_t>(x.size()), 0.5f,
                                       num_threads);
       },
-      nb::arg("x"), nb::arg("out"), nb::arg("num_threads"));
+      nb::arg("x"), nb::arg("out").noconvert(), nb::arg("num_threads"));
 }

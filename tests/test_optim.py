@@ -333,3 +333,40 @@ def test_minimize_every_method_decreases_a_quadratic(method, rng):
     }[method]
     res = optim.minimize(f, np.zeros(10), method=method, maxfev=6000, seed=2, options=options)
     assert res.fun < f(np.zeros(10)) / 100, res.fun
+
+
+@pytest.mark.parametrize("method", ["mezo", "spsa", "spsa_gc", "zo_sgd", "zo_adam"])
+def test_ask_tell_follows_the_same_path_as_step(method, rng):
+    d = 64
+    f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
+    x0 = rng.standard_normal(d)
+    options = {"seed": 3, "num_queries": 2}
+    if method in ("mezo", "zo_sgd", "zo_adam"):
+        options.update(lr=1e-2, eps=1e-3)
+    at = optim.AskTell(x0, method=method, **options)
+    theta = x0.copy()
+    opt = optim._METHODS[method]([theta], **options)
+    for _ in range(4):
+        points = at.ask()
+        assert points.shape == (4, d)
+        at.tell([f(p) for p in points])
+        opt.step(lambda: f(theta))
+    # step() evaluates at points moved in place (roundings of 1e-16 over 2 eps).
+    np.testing.assert_allclose(at.x, theta, rtol=1e-8, atol=1e-9)
+    with pytest.raises(ValueError, match="values"):
+        at.ask()
+        at.tell([1.0])
+
+
+def test_in_place_buffers_are_never_silently_converted():
+    # A float64 buffer with NumPy scalar coefficients must be updated in place: nanobind's
+    # implicit conversion would otherwise hand the float32 overload a copy.
+    theta = np.zeros(16)
+    _core._zo_restore_update(1, 0, 0, 1, 0, theta, np.float64(1.0), 0.0, 0.0, 0.0, -1.0, 0.0, 1)
+    np.testing.assert_array_equal(
+        theta, fill("gaussian", 16, np.float64, seed=1, step=0, direction=0)
+    )
+    with pytest.raises(TypeError):
+        _core._zo_restore_update(
+            1, 0, 0, 1, 0, np.zeros(4, np.float16), 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1
+        )

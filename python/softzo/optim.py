@@ -153,6 +153,7 @@ class _ZerothOrder:
         Returns the mean of the evaluated losses (an estimate of the loss before the step)."""
         if not callable(closure):
             raise TypeError("step needs a closure that returns the loss")
+        self._begin_step()
         deltas, means = [], []
         eps = [g["eps"] for g in self.param_groups]
         for q in range(self.num_queries):
@@ -172,6 +173,9 @@ class _ZerothOrder:
 
     def _fused_restore(self) -> bool:
         return False
+
+    def _begin_step(self) -> None:
+        """Per-step schedules (SPSA's c_k) before the first evaluation."""
 
     def evaluations_per_step(self) -> int:
         """Closure calls one ``step`` makes."""
@@ -341,11 +345,10 @@ class SPSA(MeZO):
             num_threads=num_threads,
         )
 
-    def step(self, closure: Callable[[], Any]) -> float:
+    def _begin_step(self) -> None:
         ck = self.c / (self.step_count + 1) ** self.gamma
         for g in self.param_groups:
             g["eps"] = ck
-        return super().step(closure)
 
     def _lr(self, gi: int) -> float:
         return self._ak()
@@ -535,10 +538,9 @@ class SPSA_GC(_Buffered):
         self.beta = float(beta)
         self.buffers: list[np.ndarray | None] = [None] * len(self._views)
 
-    def step(self, closure: Callable[[], Any]) -> float:
+    def _begin_step(self) -> None:
         for g in self.param_groups:
             g["eps"] = self.c / (self.step_count + 1) ** self.gamma
-        return super().step(closure)
 
     def _apply(self, i, view, grad, group):
         ak = self.a / (self.step_count + 1 + self.A) ** self.alpha
@@ -700,6 +702,56 @@ _METHODS = {
     "rge": RGE,
     "cge": CGE,
 }
+
+
+class AskTell:
+    """The two-point methods for callers who evaluate candidates themselves (in batches, on
+    other machines): ``ask()`` returns the 2q points x ± eps z_q of the next step, ``tell(values)``
+    takes their objective values in the same order and updates x.
+
+        at = AskTell(x0, method="spsa", a=0.1, c=0.01)
+        for _ in range(100):
+            points = at.ask()                 # (2q, d) float64
+            at.tell([f(p) for p in points])
+        at.x                                  # the current point
+
+    ``method``: "mezo", "spsa", "spsa_gc", "zo_sgd" or "zo_adam"; other keyword arguments go to
+    the optimiser class. Every update is the one ``step`` would make with the same values.
+    """
+
+    _TWO_POINT = ("mezo", "spsa", "spsa_gc", "zo_sgd", "zo_adam")
+
+    def __init__(self, x0: Any, *, method: str = "spsa", **options: Any) -> None:
+        cls = _METHODS[check_choice(method, "method", self._TWO_POINT)]
+        self.x = np.array(x0, dtype=np.float64).reshape(-1)
+        self.opt = cls([self.x], **options)
+        self._asked = False
+
+    def ask(self) -> np.ndarray:
+        """The candidates of the next step, rows [x + eps z_0, x - eps z_0, x + eps z_1, ...]."""
+        opt = self.opt
+        opt._begin_step()
+        eps = opt.param_groups[0]["eps"]
+        z = np.empty_like(self.x)
+        rows = []
+        for q in range(opt.num_queries):
+            opt._fill(q, self.x, 0, z)
+            rows += [self.x + eps * z, self.x - eps * z]
+        self._asked = True
+        return np.stack(rows)
+
+    def tell(self, values: Any) -> None:
+        """Objective values of the points of the last ``ask()``, in order."""
+        if not self._asked:
+            raise ValueError("tell() needs the values of an ask() first")
+        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        if v.size != 2 * self.opt.num_queries:
+            raise ValueError(f"values must hold {2 * self.opt.num_queries} numbers, got {v.size}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError("values must be finite; x was not updated")
+        self.opt._update([float(v[2 * q] - v[2 * q + 1]) / 2 for q in range(v.size // 2)], False)
+        self.opt.step_count += 1
+        self._asked = False
 
 
 def minimize(
