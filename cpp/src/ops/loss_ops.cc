@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "dispatch/dispatch.h"
+#include "ops/spherical_terms.h"
 #include "ops/thread_pool.h"
 #include "softzo/losses.h"
 
@@ -288,9 +289,8 @@ double gradient_scale(Reduction red, int64_t rows) {
   return red == Reduction::kMean ? 1.0 / static_cast<double>(rows) : 1.0;
 }
 
-// The spherical family: L(o_c, s = sum o, q = sum o^2) and its upstream gradients (grad_A at
-// the target, grad_s, grad_q), from which d L / d o = grad_s + 2 grad_q o + grad_A e_c. The
-// Z-loss uses mean and variance (two passes, the second about the mean).
+// The spherical family (spherical_terms.h). The Z-loss takes mean and variance from two passes,
+// the second about the mean, rather than from q / n - mu^2.
 template <typename T>
 double spherical_row(const SphericalLossArgs<T>& a, const LossKernels<T>& k, int64_t r, double g) {
   const int64_t n = a.classes;
@@ -299,7 +299,8 @@ double spherical_row(const SphericalLossArgs<T>& a, const LossKernels<T>& k, int
   const int64_t c = a.target[r];
   const double oc = static_cast<double>(o[c]), dn = static_cast<double>(n);
   const double s = k.rdot(static_cast<size_t>(n), o, nullptr);
-  double loss, ga, h = 0.0, c1 = 0.0, c0 = 0.0;  // gradient: c1 (o - h) + c0 + ga e_c
+  SphericalTerms t;
+  double h = 0.0;  // gradient: c1 (o - h) + c0 + ga e_c
   if (a.kind == SphericalKind::kZLoss) {
     const double mu = s / dn;
     const T mu_t = static_cast<T>(mu);
@@ -307,45 +308,17 @@ double spherical_row(const SphericalLossArgs<T>& a, const LossKernels<T>& k, int
     // sum (o - mu_t)^2 - n (mu - mu_t)^2.
     const double dm = mu - static_cast<double>(mu_t);
     const double var = (k.rsumsqdiff(static_cast<size_t>(n), o, mu_t) - dn * dm * dm) / dn;
-    const double sigma = std::sqrt(var > 0.0 ? var : 0.0);
-    const double zc = sigma > 0.0 ? (oc - mu) / sigma : 0.0;  // all equal: z := 0
-    const double u = a.a * (a.b - zc);
-    loss = (std::fmax(u, 0.0) + std::log1p(std::exp(-std::fabs(u)))) / a.a;  // softplus / a
-    const double gz = -1.0 / (1.0 + std::exp(-u));  // d L / d z_c = -sigmoid(u)
-    if (std::isnan(var) || std::isnan(oc)) loss = NAN;
-    if (sigma > 0.0) {
-      // d L / d o_k = (gz / sigma) (delta_kc - (1 + z_c z_k) / n), z_k = (o_k - mu) / sigma.
-      ga = g * gz / sigma;
-      h = mu;
-      c1 = -ga * zc / (sigma * dn);
-      c0 = -ga / dn;
-    } else {
-      ga = std::isnan(sigma) ? NAN : 0.0;
-      c0 = ga;
-    }
+    t = zloss_terms(oc, mu, std::isnan(var) ? var : std::sqrt(var > 0.0 ? var : 0.0), dn, a.a, a.b);
+    h = mu;
   } else {
     const double q = k.rdot(static_cast<size_t>(n), o, o);
-    double gs = 0.0, gq = 0.0, gA = 0.0;
-    if (a.kind == SphericalKind::kLogSpherical) {
-      const double den = q + dn * a.eps;
-      loss = -std::log(oc * oc + a.eps) + std::log(den);
-      gA = -2.0 * oc / (oc * oc + a.eps);
-      gq = 1.0 / den;
-    } else if (a.kind == SphericalKind::kLogTaylor) {
-      const double num = 1.0 + oc + 0.5 * oc * oc, den = dn + s + 0.5 * q;
-      loss = -std::log(num) + std::log(den);
-      gA = -(1.0 + oc) / num;
-      gs = 1.0 / den;
-      gq = 0.5 / den;
-    } else {  // kMse: sum_k (o_k - onehot_k)^2 = q - 2 o_c + 1
-      loss = q - 2.0 * oc + 1.0;
-      gA = -2.0;
-      gq = 1.0;
-    }
-    ga = g * gA;
-    c1 = 2.0 * g * gq;
-    c0 = g * gs;
+    t = spherical_terms(a.kind, oc, s, q, dn, a.a, a.b, a.eps);
   }
+  // About the mean, the Z-loss's constant gs + 2 gq mu is exactly -ga / n; forming it from gs
+  // and gq would cancel catastrophically for rows with a large offset.
+  const double ga = g * t.ga, c1 = 2.0 * g * t.gq;
+  const double c0 = a.kind == SphericalKind::kZLoss ? -ga / dn : g * t.gs;
+  const double loss = t.loss;
   if (y) {
     k.vquad(static_cast<size_t>(n), o, y, static_cast<T>(h), T(0), static_cast<T>(c1),
             static_cast<T>(c0));
