@@ -301,20 +301,30 @@ void def_zo(nb::module_& m) {
       },
       nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
       nb::arg("out").noconvert(), nb::arg("num_threads"));
-  // mask_threshold < 0: no mask.
+  // mask: None for every element, else Sparse MeZO's bits (ceil(n / 32) uint32 words); with
+  // build_threshold >= 0 they are first set to |theta| <= build_threshold (a perturb only).
   m.def(
       "_zo_restore_update",
       [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<T> theta,
-         double c_restore, double lr, double g, double wd, double mask_threshold, double c_cur,
-         int threads) {
+         double c_restore, double lr, double g, double wd, Flat<uint32_t> mask,
+         double build_threshold, int threads) {
         const softzo::ZoDirection d = direction(seed, step, dir, dist);
-        softzo::ZoMask mask;
-        mask.threshold = mask_threshold;
-        mask.c_cur = c_cur;
-        const softzo::ZoMask* mp = mask_threshold >= 0 ? &mask : nullptr;
         const int64_t n = static_cast<int64_t>(theta.size());
+        softzo::ZoMask zm;
+        const softzo::ZoMask* mp = nullptr;
+        if (mask.is_valid()) {
+          if (static_cast<int64_t>(mask.size()) < (n + 31) / 32) {
+            throw nb::value_error("mask needs ceil(theta.size / 32) uint32 words");
+          }
+          zm.bits = mask.data();
+          zm.build = build_threshold >= 0;
+          zm.threshold = build_threshold;
+          mp = &zm;
+        }
+        const bool move_only = lr == 0.0 && wd == 0.0;
+        if (zm.build && !move_only) throw nb::value_error("mask is built by a move (lr = wd = 0)");
         nb::gil_scoped_release release;
-        if (lr == 0.0 && wd == 0.0) {
+        if (move_only) {
           softzo::zo_perturb<T>(d, offset, static_cast<T>(c_restore), theta.data(), n, mp, threads);
         } else {
           softzo::zo_restore_update<T>(d, offset, static_cast<T>(c_restore), static_cast<T>(lr),
@@ -324,7 +334,32 @@ void def_zo(nb::module_& m) {
       },
       nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
       nb::arg("theta").noconvert(), nb::arg("c_restore"), nb::arg("lr"), nb::arg("g"),
-      nb::arg("wd"), nb::arg("mask_threshold"), nb::arg("c_cur"), nb::arg("num_threads"));
+      nb::arg("wd"), nb::arg("mask").none().noconvert(), nb::arg("build_threshold"),
+      nb::arg("num_threads"));
+  // HiZOO: sigma (the diagonal Hessian estimate, > 0) has theta's size and dtype. update=False:
+  // theta += c z / sqrt(sigma); update=True: the fused restore, sigma and theta update.
+  m.def(
+      "_zo_hizoo",
+      [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<T> theta,
+         Flat<T> sigma, double c_restore, bool update, double lr, double g, double wd, double keep,
+         double gain, int threads) {
+        const softzo::ZoDirection d = direction(seed, step, dir, dist);
+        if (sigma.size() != theta.size()) throw nb::value_error("sigma must have theta's size");
+        const int64_t n = static_cast<int64_t>(theta.size());
+        nb::gil_scoped_release release;
+        if (!update) {
+          softzo::zo_perturb_diag<T>(d, offset, static_cast<T>(c_restore), sigma.data(),
+                                     theta.data(), n, threads);
+        } else {
+          softzo::zo_hizoo_update<T>(d, offset, static_cast<T>(c_restore), static_cast<T>(lr),
+                                     static_cast<T>(g), static_cast<T>(wd), static_cast<T>(keep),
+                                     static_cast<T>(gain), sigma.data(), theta.data(), n, threads);
+        }
+      },
+      nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
+      nb::arg("theta").noconvert(), nb::arg("sigma").noconvert(), nb::arg("c_restore"),
+      nb::arg("update"), nb::arg("lr"), nb::arg("g"), nb::arg("wd"), nb::arg("keep"),
+      nb::arg("gain"), nb::arg("num_threads"));
   m.def(
       "_zo_dot",
       [](uint64_t seed, uint32_t step, uint32_t dir, int dist, uint64_t offset, Flat<const T> v,

@@ -1,6 +1,10 @@
 """Zeroth-order engine and optimisers: Philox known answers, z identical across ISAs and
 threads, restore bounds, one-step updates against float64 NumPy, convergence, resume."""
 
+import functools
+import io
+import sys
+
 import numpy as np
 import pytest
 import softzo
@@ -76,7 +80,7 @@ def test_perturb_then_unperturb_restores_within_two_roundings(isa, dtype, rng):
     orig = theta.copy()
     eps = 1e-3
     for c in (eps, -2 * eps, eps):  # MeZO's +eps, -2 eps, restore
-        _core._zo_restore_update(1, 0, 0, 1, 0, theta, c, 0.0, 0.0, 0.0, -1.0, 0.0, 1)
+        _core._zo_restore_update(1, 0, 0, 1, 0, theta, c, 0.0, 0.0, 0.0, None, -1.0, 1)
     z = fill("gaussian", theta.size, dtype, seed=1, step=0, direction=0)
     # Each addition rounds by at most half an ulp of its result: three additions.
     ulp = np.spacing((np.abs(orig) + 2 * eps * np.abs(z)).astype(dtype))
@@ -156,8 +160,11 @@ EIGS = 1.0 / np.arange(1, D + 1) ** 3
         (lambda p: optim.SPSA(p, a=5.0, c=1e-3, A=100, alpha=0.602, seed=1), 60_000),
         (lambda p: optim.ZOSGD(p, lr=0.1, eps=1e-4, momentum=0.5, seed=1), 60_000),
         (lambda p: optim.ZOAdam(p, lr=0.01, eps=1e-4, seed=1), 60_000),
+        (lambda p: optim.MeZO(p, lr=0.3, eps=1e-4, sparsity=0.2, seed=1), 60_000),
+        (lambda p: optim.HiZOO(p, lr=0.2, eps=1e-4, hessian_smooth=1e-3, seed=1), 60_000),
+        (lambda p: optim.ZOSGD(p, lr=0.25, eps=1e-4, conservative=True, seed=1), 60_000),
     ],
-    ids=["mezo", "spsa", "zo_sgd_momentum", "zo_adam"],
+    ids=["mezo", "spsa", "zo_sgd_momentum", "zo_adam", "sparse_mezo", "hizoo", "zo_sgd_cons"],
 )
 def test_ill_conditioned_quadratic_drops_100x(make, budget):
     x = np.ones(D)
@@ -167,7 +174,7 @@ def test_ill_conditioned_quadratic_drops_100x(make, budget):
     evals = 0
     while evals < budget and f() > f0 / 100:
         opt.step(f)
-        evals += 2
+        evals += opt.evaluations_per_step()
     assert f() <= f0 / 100, f"{f():.3g} after {evals} evaluations (start {f0:.3g})"
 
 
@@ -196,7 +203,8 @@ def test_mezo_trains_logistic_regression_on_digits():
 def test_state_dict_resumes_bit_exactly(rng):
     d = 300
     f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
-    for cls in (optim.MeZO, optim.SPSA, optim.ZOAdam):
+    sparse = functools.partial(optim.MeZO, sparsity=0.5)
+    for cls in (optim.MeZO, optim.SPSA, optim.ZOAdam, optim.HiZOO, sparse):
         theta = rng.standard_normal(d)
         opt = cls([theta], seed=3)
         for _ in range(5):
@@ -209,7 +217,7 @@ def test_state_dict_resumes_bit_exactly(rng):
         opt2.load_state_dict(saved)
         for _ in range(5):
             opt2.step(lambda theta2=theta2: f(theta2))
-        np.testing.assert_array_equal(theta2, theta, err_msg=cls.__name__)
+        np.testing.assert_array_equal(theta2, theta, err_msg=str(cls))
 
 
 def test_closure_errors_restore_the_parameters(rng):
@@ -362,11 +370,291 @@ def test_in_place_buffers_are_never_silently_converted():
     # A float64 buffer with NumPy scalar coefficients must be updated in place: nanobind's
     # implicit conversion would otherwise hand the float32 overload a copy.
     theta = np.zeros(16)
-    _core._zo_restore_update(1, 0, 0, 1, 0, theta, np.float64(1.0), 0.0, 0.0, 0.0, -1.0, 0.0, 1)
+    _core._zo_restore_update(1, 0, 0, 1, 0, theta, np.float64(1.0), 0.0, 0.0, 0.0, None, -1.0, 1)
     np.testing.assert_array_equal(
         theta, fill("gaussian", 16, np.float64, seed=1, step=0, direction=0)
     )
     with pytest.raises(TypeError):
         _core._zo_restore_update(
-            1, 0, 0, 1, 0, np.zeros(4, np.float16), 1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 1
+            1, 0, 0, 1, 0, np.zeros(4, np.float16), 1.0, 0.0, 0.0, 0.0, None, -1.0, 1
         )
+
+
+# ---- Sparse MeZO: a 1-bit mask decided from the unperturbed theta ------------------------------
+
+
+def packed_mask(keep):
+    """NumPy's own packing of a boolean mask into little-endian uint32 words."""
+    words = (keep.size + 31) // 32
+    padded = np.zeros(32 * words, dtype=bool)
+    padded[: keep.size] = keep
+    return np.packbits(padded, bitorder="little").view(np.uint32)
+
+
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mask_kernels_touch_exactly_the_masked_entries(isa, dist, dtype, rng):
+    n = 2 * 65536 + 8192 + 45  # chunks, mask blocks and a ragged last word
+    theta = rng.standard_normal(n).astype(dtype)
+    theta[::1001] = np.nan  # NaN never takes part
+    orig = theta.copy()
+    thr = 0.7
+    keep = np.abs(orig) <= thr  # False for NaN
+    bits = np.full((n + 31) // 32, 0xFFFFFFFF, dtype=np.uint32)  # stale bits are overwritten
+    call = functools.partial(_core._zo_restore_update, 5, 2, 1, DISTS[dist], 77)
+    call(theta, 1e-2, 0.0, 0.0, 0.0, bits, thr, 2)  # build the mask, then +eps z
+    np.testing.assert_array_equal(bits, packed_mask(keep))
+    dense = orig.copy()
+    call(dense, 1e-2, 0.0, 0.0, 0.0, None, -1.0, 1)  # the unmasked kernel on every entry
+    np.testing.assert_array_equal(theta[keep], dense[keep])
+    np.testing.assert_array_equal(theta[~keep].view(np.uint8), orig[~keep].view(np.uint8))
+    # The fused restore and update, with the stored bits (no rebuild).
+    call(theta, -1e-2, 1e-3, 2.0, 0.1, bits, -1.0, 2)
+    call(dense, -1e-2, 1e-3, 2.0, 0.1, None, -1.0, 1)
+    np.testing.assert_array_equal(theta[keep], dense[keep])
+    np.testing.assert_array_equal(theta[~keep].view(np.uint8), orig[~keep].view(np.uint8))
+    with pytest.raises(ValueError, match="mask"):
+        call(theta, -1e-2, 0.0, 0.0, 0.0, bits[:-1], -1.0, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sparse_mezo_step_equals_numpy_reference(isa, dtype, rng):
+    d = 3 * optim.MASK_SAMPLE + 7  # the threshold comes from a sample
+    w, c = rng.uniform(0.5, 2, d), rng.standard_normal(d)
+    f = quadratic(w, c)
+    theta = rng.standard_normal(d).astype(dtype)
+    x0 = theta.copy()
+    lr, eps, wd, s = 1e-3, 1e-3, 0.01, 0.75
+    opt = optim.MeZO([theta], lr=lr, eps=eps, weight_decay=wd, sparsity=s, seed=5)
+    opt.step(lambda: f(theta.astype(np.float64)))
+    keep = opt.mask(0)
+    # The mask is |theta| <= the sampled quantile, and holds about 1 - s of the entries
+    # (the estimator's standard deviation is 0.0034 here).
+    np.testing.assert_array_equal(keep, np.abs(x0) <= opt._thresholds[0])
+    assert abs(keep.mean() - (1 - s)) < 0.02
+    # Entries outside the mask are bitwise unchanged by the whole step.
+    np.testing.assert_array_equal(theta[~keep].view(np.uint8), x0[~keep].view(np.uint8))
+    # The others took the MeZO step with z restricted to the mask, in float64.
+    z = fill("gaussian", d, dtype, seed=5, step=0, direction=0).astype(np.float64) * keep
+    x = x0.astype(np.float64)
+    # The closure saw the points in theta's dtype.
+    points = [(x + sgn * np.float64(dtype(eps)) * z).astype(dtype) for sgn in (1, -1)]
+    pg = (f(points[0].astype(np.float64)) - f(points[1].astype(np.float64))) / (2 * eps)
+    expected = x * (1 - lr * wd) - lr * pg * z
+    tol = 1e-11 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(theta[keep], expected[keep], rtol=tol, atol=tol)
+
+
+def test_sparse_mezo_restores_within_the_rounding_bound(rng):
+    theta = rng.standard_normal(50_000).astype(np.float32)
+    orig = theta.copy()
+    opt = optim.MeZO([theta], lr=0.0, eps=1e-3, sparsity=0.5, seed=2)
+    opt.step(lambda: 0.0)
+    keep = opt.mask(0)
+    z = fill("gaussian", theta.size, np.float32, seed=2, step=0, direction=0)
+    ulp = np.spacing((np.abs(orig) + 2e-3 * np.abs(z)).astype(np.float32))
+    assert np.all(np.abs(theta - orig)[keep] <= 1.5 * ulp[keep])
+    np.testing.assert_array_equal(theta[~keep], orig[~keep])
+
+
+# ---- HiZOO --------------------------------------------------------------------------------------
+
+
+def test_hizoo_steps_equal_numpy_reference(isa, rng):
+    d = 1000
+    f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
+    theta = rng.standard_normal(d)
+    x, sigma = theta.copy(), np.full(d, 2.0)
+    lr, eps, alpha, wd = 1e-2, 1e-3, 0.1, 0.01
+    opt = optim.HiZOO(
+        [theta], lr=lr, eps=eps, hessian_smooth=alpha, sigma0=2.0, weight_decay=wd, seed=4
+    )
+    tol = 0.0
+    for k in range(3):
+        z = fill("gaussian", d, np.float64, seed=4, step=k, direction=0)
+        u = z / np.sqrt(sigma)
+        f0, fp, fm = f(x), f(x + eps * u), f(x - eps * u)
+        curvature = fp + fm - 2 * f0
+        sigma = (1 - alpha) * sigma + alpha * abs(curvature) / (2 * eps**2) * sigma * z**2
+        x = x * (1 - lr * wd) - lr * (fp - fm) / (2 * eps) * z / np.sqrt(sigma)
+        assert opt.step(lambda: f(theta)) == pytest.approx(f0, rel=1e-14)
+        # f is evaluated at points moved in place, which moves each f by a few ulp of f; the
+        # curvature f+ + f- - 2 f0 cancels them, so Sigma's relative error grows by about
+        # 16 ulp(f) / |curvature| per step (and theta's step by half that through sqrt).
+        tol += 16 * np.spacing(max(f0, fp, fm)) / abs(curvature)
+        np.testing.assert_allclose(opt.sigma[0], sigma, rtol=tol)
+        np.testing.assert_allclose(theta, x, rtol=tol, atol=1e-10)
+    assert tol < 1e-6  # the check above still means something
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dist", ["gaussian", "rademacher"])
+def test_hizoo_kernels_are_bitwise_identical_across_isas(dtype, dist, rng):
+    d = 65536 + 1003
+    start = rng.standard_normal(d).astype(dtype)
+    f = quadratic(rng.uniform(0.5, 2, d), np.zeros(d))
+    before = softzo.info()["isa"]
+    results = {}
+    try:
+        for isa in softzo.info()["isas_available"]:
+            softzo.set_isa(isa)
+            theta = start.copy()
+            opt = optim.HiZOO(
+                [theta],
+                lr=1e-3,
+                eps=1e-3,
+                hessian_smooth=0.01,
+                distribution=dist,
+                seed=8,
+                num_threads=2,
+            )
+            for _ in range(2):
+                opt.step(lambda theta=theta: f(theta))
+            results[isa] = (theta, opt.sigma[0])
+    finally:
+        softzo.set_isa(before)
+    ref = results["scalar"]
+    for isa, (theta, sigma) in results.items():
+        np.testing.assert_array_equal(theta, ref[0], err_msg=isa)
+        np.testing.assert_array_equal(sigma, ref[1], err_msg=isa)
+
+
+# ---- ZO-SGD-Cons ------------------------------------------------------------------------------
+
+
+def test_zo_sgd_conservative_keeps_the_best_candidate(rng):
+    d = 300
+    f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
+    theta = rng.standard_normal(d)
+    x = theta.copy()
+    eps = 1e-3
+    opt = optim.ZOSGD([theta], lr=0.005, eps=eps, conservative=True, num_queries=2, seed=3)
+    assert opt.evaluations_per_step() == 7
+    chosen = set()
+    for k in range(8):
+        # Small steps descend; from step 4 on they overshoot and theta must stay.
+        lr = opt.param_groups[0]["lr"] = 0.005 if k < 4 else 0.05
+        g = np.zeros(d)
+        for q in range(2):
+            z = fill("gaussian", d, np.float64, seed=3, step=k, direction=q)
+            g += (f(x + eps * z) - f(x - eps * z)) / (2 * eps) * z / 2
+        cands = [x, x - lr * g, x + lr * g]
+        best = int(np.argmin([f(c) for c in cands]))
+        chosen.add(best)
+        x = cands[best]
+        opt.step(lambda: f(theta))
+        np.testing.assert_allclose(theta, x, rtol=1e-9, atol=1e-10)
+    assert chosen == {0, 1}  # both outcomes were exercised
+
+
+# ---- progress reporting ----------------------------------------------------------------------
+
+
+def test_minimize_progress_bar_and_callback(rng):
+    pytest.importorskip("tqdm")
+    f = quadratic(rng.uniform(0.5, 2, 10), rng.standard_normal(10))
+    buf = io.StringIO()
+    res = optim.minimize(
+        f,
+        np.zeros(10),
+        method="spsa",
+        maxfev=200,
+        seed=1,
+        progress={"file": buf, "mininterval": 0},
+        options={"a": 0.1},
+    )
+    out = buf.getvalue()
+    assert "200/200" in out and "best=" in out and "spsa" in out
+    seen = []
+    res = optim.minimize(
+        f,
+        np.zeros(10),
+        method="mezo",
+        maxfev=200,
+        callback=lambda x: seen.append(x) or len(seen) == 3,
+        options={"lr": 0.01},
+    )
+    assert res.nit == 3 and res.nfev == 6 and res.message == "stopped by callback"
+    assert not np.array_equal(seen[0], seen[2])
+    with pytest.raises(TypeError, match="progress"):
+        optim.minimize(f, np.zeros(10), progress="yes")
+    with pytest.raises(TypeError, match="callback"):
+        optim.minimize(f, np.zeros(10), callback=1)
+
+
+def test_progress_needs_tqdm_only_when_asked(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    f = lambda x: float(np.sum(x**2))
+    assert optim.minimize(f, np.ones(3), maxfev=20).nfev <= 20
+    with pytest.raises(ImportError, match="pip install tqdm"):
+        optim.minimize(f, np.ones(3), maxfev=20, progress=True)
+
+
+# ---- float16 / bfloat16 parameters: float32 master, exact restore ----------------------------
+
+
+def test_float16_parameters_restore_exactly_with_lr_zero(rng):
+    torch = pytest.importorskip("torch")
+    params = [
+        torch.randn(300, dtype=torch.float16),
+        torch.randn(7, 11, dtype=torch.bfloat16),
+        rng.standard_normal(501).astype(np.float16),
+    ]
+    before = [p.clone() if hasattr(p, "clone") else p.copy() for p in params]
+
+    def loss():
+        return sum(
+            float(np.asarray(p.float() if hasattr(p, "float") else p, np.float64).sum())
+            for p in params
+        )
+
+    for cls, kw in [(optim.MeZO, {"sparsity": 0.5}), (optim.HiZOO, {}), (optim.RGE, {})]:
+        opt = cls(params, lr=0.0, seed=1, **kw)
+        for _ in range(100):
+            opt.step(loss)
+        for p, b in zip(params, before):
+            if hasattr(p, "clone"):
+                assert torch.equal(p.view(torch.int16), b.view(torch.int16)), cls.__name__
+            else:
+                np.testing.assert_array_equal(p.view(np.uint16), b.view(np.uint16))
+
+
+def test_float16_step_equals_reference(rng):
+    d = 2000
+    w, c = rng.uniform(0.5, 2, d), rng.standard_normal(d)
+    f = quadratic(w, c)
+    theta = rng.standard_normal(d).astype(np.float16)
+    master = theta.astype(np.float32)
+    lr, eps = 1e-2, 1e-2
+    opt = optim.MeZO([theta], lr=lr, eps=eps, seed=6)
+    opt.step(lambda: f(theta.astype(np.float64)))
+    # The closure saw round16(master ± eps z); the master takes the step in float32 and the
+    # parameter is the master rounded.
+    z = fill("gaussian", d, np.float32, seed=6, step=0, direction=0)
+    m64, z64 = master.astype(np.float64), z.astype(np.float64)
+    points = [
+        (m64 + s * np.float64(np.float32(eps)) * z64).astype(np.float32).astype(np.float16)
+        for s in (1, -1)
+    ]
+    pg = (f(points[0].astype(np.float64)) - f(points[1].astype(np.float64))) / (2 * eps)
+    expected = m64 - lr * pg * z64
+    np.testing.assert_allclose(opt._views[0][0], expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(theta, opt._views[0][0].astype(np.float16))
+    assert np.mean(theta != master.astype(np.float16)) > 0.5  # the step did move it
+    with pytest.raises(TypeError, match="CGE"):
+        optim.CGE([theta])
+
+
+def test_new_options_reject_bad_input():
+    with pytest.raises(ValueError, match="sparsity"):
+        optim.MeZO([np.zeros(3)], sparsity=1.0)
+    with pytest.raises(TypeError, match="sparsity"):
+        optim.MeZO([np.zeros(3)], sparsity="half")
+    with pytest.raises(ValueError, match="sparsity"):
+        optim.AskTell(np.zeros(3), method="mezo", sparsity=0.5)
+    with pytest.raises(ValueError, match="hessian_smooth"):
+        optim.HiZOO([np.zeros(3)], hessian_smooth=1.0)
+    with pytest.raises(ValueError, match="sigma0"):
+        optim.HiZOO([np.zeros(3)], sigma0=0.0)
+    with pytest.raises(TypeError, match=r"params\[0\]"):
+        optim.MeZO([np.zeros(3, dtype=np.int32)])

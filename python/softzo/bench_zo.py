@@ -7,6 +7,9 @@ interleaved, minimum over repetitions:
   same buffer (``_stream_scale``: one read and one write pass);
 - one MeZO step's own work (the three in-place passes: +eps z, -2 eps z, restore and update),
   its closure doing nothing, in streaming passes, with Gaussian (MeZO's) and Rademacher z;
+- a Sparse MeZO step (sparsity 0.8: the mask built from |theta| in the first pass, 1 bit per
+  parameter) and a HiZOO step (theta and the diagonal Hessian Sigma streamed together; its
+  third evaluation, f(theta), is the closure's and excluded like the others);
 - the MeZO reference loop written with PyTorch: per tensor, ``torch.normal`` for z and
   ``add_`` for each of the three moves, regenerating z from a reseeded generator each time, as
   in Malladi et al.'s code (when torch is installed);
@@ -59,17 +62,21 @@ def run(n: int, reps: int) -> str:
 
     def perturb(dist: int) -> Callable[[], None]:
         return lambda: _core._zo_restore_update(
-            1, 0, 0, dist, 0, theta, 1e-3, 0.0, 0.0, 0.0, -1.0, 0.0, 1
+            1, 0, 0, dist, 0, theta, 1e-3, 0.0, 0.0, 0.0, None, -1.0, 1
         )
 
     mezo = optim.MeZO([theta], lr=1e-9, eps=1e-3, num_threads=1)
     mezo_r = optim.MeZO([theta], lr=1e-9, eps=1e-3, distribution="rademacher", num_threads=1)
+    sparse = optim.MeZO([theta], lr=1e-9, eps=1e-3, sparsity=0.8, num_threads=1)
+    hizoo = optim.HiZOO([theta], lr=1e-9, eps=1e-3, num_threads=1)
     cands = {
         "stream read+write (roofline)": lambda: _core._stream_scale(theta, out, 1),
         "perturb, rademacher": perturb(0),
         "perturb, gaussian": perturb(1),
         "MeZO step (closure excluded)": lambda: mezo.step(lambda: 0.0),
         "MeZO step, rademacher (closure excluded)": lambda: mezo_r.step(lambda: 0.0),
+        "Sparse MeZO step, sparsity 0.8 (closure excluded)": lambda: sparse.step(lambda: 0.0),
+        "HiZOO step (closure excluded)": lambda: hizoo.step(lambda: 0.0),
     }
     torch = None
     try:
@@ -125,6 +132,11 @@ def run(n: int, reps: int) -> str:
         lines.append("")
         lines.append(f"MeZO step vs the torch.normal reference loop: {ratio:.1f}x faster")
     lines.append(f"Peak extra memory of a MeZO step (VmHWM growth): {hwm}")
+    mask_mib = sum(b.nbytes for b in sparse._bits if b is not None) / 2**20
+    lines.append(
+        f"Sparse MeZO's mask: {mask_mib:.1f} MiB (1 bit per parameter); "
+        f"HiZOO's Sigma: {sum(x.nbytes for x in hizoo.sigma) / 2**20:.0f} MiB"
+    )
     return "\n".join(lines)
 
 

@@ -1,16 +1,28 @@
-"""Zeroth-order optimisers on softzo's perturbation engine: SPSA, SPSA-GC, MeZO, ZO-SGD
-(momentum, sign), ZO-Adam, RGE and CGE, in the torch.optim style (parameters updated in place)
-and the scipy style (:func:`minimize`).
+"""Zeroth-order optimisers on softzo's perturbation engine: SPSA, SPSA-GC, MeZO (and Sparse
+MeZO), HiZOO, ZO-SGD (momentum, sign, conservative), ZO-Adam, RGE and CGE, in the torch.optim
+style (parameters updated in place) and the scipy style (:func:`minimize`).
 
 Random directions z are never stored: each step regenerates z from (seed, step, direction) with
 Philox4x32-10, the element index over the concatenated parameters being the counter, so z is the
 same for any thread count or ISA and a run resumes bit-exactly from ``state_dict()``. A MeZO step
 perturbs theta by +eps z, evaluates, moves to -eps z, evaluates, then restores and updates in one
-pass; besides the optimiser's own state (momentum, Adam moments) it allocates nothing of the
-parameters' size.
+pass; besides the optimiser's own state (momentum, Adam moments, HiZOO's Hessian, Sparse MeZO's
+1-bit mask) it allocates nothing of the parameters' size.
 
-Restoring is in-place float arithmetic: theta + eps z - 2 eps z + eps z returns to theta within
-the rounding of those additions (about 3 ulp(|theta| + eps |z|) per element), not bit-exactly.
+Restoring float32 / float64 parameters is in-place float arithmetic: theta + eps z - 2 eps z +
+eps z returns to theta within the rounding of those additions (about 3 ulp(|theta| + eps |z|) per
+element), not bit-exactly.
+
+float16 / bfloat16 parameters (torch tensors, NumPy float16) restore exactly. Each keeps a
+float32 master copy, the optimiser's source of truth: a perturbation writes round(master + a z)
+into the low-precision tensor without touching the master, the restore writes round(master)
+back (bit-exact), and the update moves the master and writes it rounded. The master costs 4
+bytes per low-precision parameter, which exact restore with a real update needs (the update
+lr g z is far below half an ulp of float16 and would be lost by rounding), plus one float32
+scratch buffer of the largest such tensor. Perturbing in place in float16 instead drifts: 1000
+steps moved 98% of weights by an rms of 3e-4 with no update at all (ALGORITHMS.md, section 5).
+The master is read from the tensor once, at construction (and by ``load_state_dict``): writes to
+the tensor made outside the optimiser afterwards are overwritten by its next step.
 """
 
 from __future__ import annotations
@@ -24,31 +36,82 @@ import numpy as np
 from . import _core
 from ._arrays import check_choice, check_num_threads, framework_of
 
-__all__ = ["SPSA", "ZOSGD", "MeZO", "ZOAdam", "minimize"]
+__all__ = [
+    "CGE",
+    "RGE",
+    "SPSA",
+    "SPSA_GC",
+    "ZOSGD",
+    "AskTell",
+    "HiZOO",
+    "MeZO",
+    "ZOAdam",
+    "minimize",
+]
 
 DISTRIBUTIONS = {"rademacher": 0, "gaussian": 1, "segmented": 2}
 _SEED_MASK = (1 << 64) - 1
+# Sparse MeZO's per-tensor threshold: the quantile of |theta| over this many entries drawn
+# uniformly with replacement (Philox, keyed by the seed, countered by step and tensor), so the
+# requested fraction is met to within sqrt(p (1 - p) / 16384) <= 0.004 (one standard deviation)
+# at O(1) cost and memory per tensor; smaller tensors use every entry.
+MASK_SAMPLE = 16384
 
 
-def _flat_view(p: Any, index: int) -> np.ndarray:
-    """A writable 1-D NumPy view of parameter ``p`` (NumPy array or torch CPU tensor)."""
+class _LowPrecision:
+    """A float16 / bfloat16 parameter: the float32 master and the tensor it is rounded into."""
+
+    def __init__(self, target: Any, is_torch: bool) -> None:
+        self.target = target  # flat view (NumPy float16 array or torch tensor) of the parameter
+        self.is_torch = is_torch
+        if is_torch:
+            self.master = target.float().numpy().copy()
+        else:
+            self.master = target.astype(np.float32)
+        self.applied = 0.0  # the perturbation (multiple of z) the tensor shows over the master
+
+    def publish(self, values: np.ndarray) -> None:
+        """target <- values rounded to nearest even."""
+        if self.is_torch:
+            import torch
+
+            self.target.copy_(torch.from_numpy(values))
+        else:
+            self.target[...] = values
+
+
+def _flat_view(p: Any, index: int) -> tuple[np.ndarray, _LowPrecision | None]:
+    """A writable 1-D float32/64 NumPy view of parameter ``p`` (NumPy array or torch CPU tensor),
+    or, for float16 / bfloat16, its float32 master copy and the low-precision handle."""
     name = f"params[{index}]"
     fw = framework_of(p)
     if fw == "torch":
         if p.device.type != "cpu":
             raise ValueError(f"{name} is on device '{p.device}'; softzo runs on the CPU")
+        if not p.is_contiguous():
+            raise ValueError(f"{name} must be contiguous: it is updated in place, without a copy")
+        import torch
+
+        if p.dtype in (torch.float16, torch.bfloat16):
+            low = _LowPrecision(p.detach().view(-1), True)
+            return low.master, low
         arr = p.detach().numpy()
     elif isinstance(p, np.ndarray):
         arr = p
     else:
         raise TypeError(f"{name} must be a NumPy array or a PyTorch tensor, got {type(p).__name__}")
-    if arr.dtype not in (np.float32, np.float64):
-        raise TypeError(f"{name} must be float32 or float64, got {arr.dtype}")
+    if arr.dtype not in (np.float16, np.float32, np.float64):
+        raise TypeError(
+            f"{name} must be float32, float64, float16 or (torch) bfloat16, got {arr.dtype}"
+        )
     if not arr.flags.writeable:
         raise ValueError(f"{name} is read-only")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous: it is updated in place, without a copy")
-    return arr.reshape(-1)
+    if arr.dtype == np.float16:
+        low = _LowPrecision(arr.reshape(-1), False)
+        return low.master, low
+    return arr.reshape(-1), None
 
 
 class _ZerothOrder:
@@ -75,6 +138,7 @@ class _ZerothOrder:
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.param_groups: list[dict[str, Any]] = []
         self._views: list[tuple[np.ndarray, int, int]] = []  # (flat view, offset, group)
+        self._lowp: list[_LowPrecision | None] = []  # float16 / bfloat16 handles
         offset = 0
         for gi, g in enumerate(groups):
             group = {**defaults, **g, "params": list(g["params"])}
@@ -82,9 +146,16 @@ class _ZerothOrder:
                 group[key] = float(group[key])
             self.param_groups.append(group)
             for p in group["params"]:
-                view = _flat_view(p, len(self._views))
+                view, low = _flat_view(p, len(self._views))
                 self._views.append((view, offset, gi))
+                self._lowp.append(low)
                 offset += view.size
+        self._scratch: np.ndarray | None = None
+        # Sparse MeZO: per-tensor bits and thresholds of the current step (None: no mask).
+        self.sparsity: float | None = None
+        self._bits: list[np.ndarray | None] = [None] * len(self._views)
+        self._thresholds: list[float] = [-1.0] * len(self._views)
+        self._building = False
         self.seed = int(seed) & _SEED_MASK
         self.dist = DISTRIBUTIONS[distribution]
         self.num_queries = num_queries
@@ -101,47 +172,96 @@ class _ZerothOrder:
         g: list[float] | None = None,
         wd: list[float] | None = None,
     ) -> None:
-        """theta_g = (theta_g + coef_g z)(1 - lr_g wd_g) - lr_g g_g z for every parameter."""
-        for view, offset, gi in self._views:
-            _core._zo_restore_update(
-                self.seed,
-                self.step_count & 0xFFFFFFFF,
-                direction,
-                self.dist,
-                offset,
-                view,
-                coef[gi],
-                lr[gi] if lr else 0.0,
-                g[gi] if g else 0.0,
-                wd[gi] if wd else 0.0,
-                -1.0,  # no mask
-                0.0,
-                self.threads,
-            )
+        """theta_g = (theta_g + coef_g z)(1 - lr_g wd_g) - lr_g g_g z for every parameter (on the
+        elements of Sparse MeZO's mask only, when there is one)."""
+        building, self._building = self._building, False
+        for i, (view, offset, gi) in enumerate(self._views):
+            c = coef[gi]
+            lr_i, g_i, wd_i = lr[gi] if lr else 0.0, g[gi] if g else 0.0, wd[gi] if wd else 0.0
+            bits = self._bits[i]
+            thr = self._thresholds[i] if building and bits is not None else -1.0
+
+            def kernel(theta, c, lr_i=lr_i, g_i=g_i, wd_i=wd_i, bits=bits, thr=thr, offset=offset):
+                _core._zo_restore_update(
+                    self.seed,
+                    self.step_count & 0xFFFFFFFF,
+                    direction,
+                    self.dist,
+                    offset,
+                    theta,
+                    c,
+                    lr_i,
+                    g_i,
+                    wd_i,
+                    bits,
+                    thr,
+                    self.threads,
+                )
+
+            self._apply_move(i, c, lr_i != 0.0 or wd_i != 0.0, kernel)
+
+    def _apply_move(
+        self, i: int, c: float, updates: bool, kernel: Callable[[np.ndarray, float], None]
+    ) -> None:
+        """Runs ``kernel(theta, c)`` on parameter i. Low precision: the master never carries a
+        perturbation; the tensor shows round(master + applied z), recomputed from the master."""
+        view = self._views[i][0]
+        low = self._lowp[i]
+        if low is None:
+            kernel(view, c)
+            return
+        applied = low.applied + c
+        if updates:
+            if applied != 0.0:
+                raise AssertionError("an update must end the perturbation it restores")
+            kernel(view, 0.0)
+        if applied == 0.0:
+            low.applied = 0.0
+            low.publish(view)  # the exact restore
+            return
+        if self._scratch is None:
+            largest = max(v.size for (v, _, _), w in zip(self._views, self._lowp) if w is not None)
+            self._scratch = np.empty(largest, dtype=np.float32)
+        tmp = self._scratch[: view.size]
+        np.copyto(tmp, view)
+        kernel(tmp, applied)
+        low.applied = applied
+        low.publish(tmp)
+
+    def _publish_all(self) -> None:
+        """Low-precision tensors <- their masters, rounded (after an update of the masters)."""
+        for (view, _, _), low in zip(self._views, self._lowp):
+            if low is not None:
+                low.applied = 0.0
+                low.publish(view)
 
     def _fill(self, direction: int, view: np.ndarray, offset: int, out: np.ndarray) -> None:
         _core._zo_fill(
             self.seed, self.step_count & 0xFFFFFFFF, direction, self.dist, offset, out, self.threads
         )
 
-    def _two_point(self, closure: Callable[[], Any], direction: int) -> tuple[float, float]:
+    def _two_point(
+        self, closure: Callable[[], Any], direction: int, move: Callable | None = None
+    ) -> tuple[float, float]:
         """(f(theta + eps z) - f(theta - eps z)) / 2 and their mean; theta is back on return,
-        also when the closure raises or returns a non-finite value."""
+        also when the closure raises or returns a non-finite value. ``move`` (default
+        ``_move``) applies a multiple of the direction."""
+        move = move or self._move
         eps = [g["eps"] for g in self.param_groups]
         applied = 0.0  # multiple of eps currently added
         try:
-            self._move(direction, eps)
+            move(direction, eps)
             applied = 1.0
             f_plus = _loss_value(closure())
-            self._move(direction, [-2.0 * e for e in eps])
+            move(direction, [-2.0 * e for e in eps])
             applied = -1.0
             f_minus = _loss_value(closure())
         except BaseException:
             if applied:
-                self._move(direction, [-applied * e for e in eps])
+                move(direction, [-applied * e for e in eps])
             raise
         if not (math.isfinite(f_plus) and math.isfinite(f_minus)):
-            self._move(direction, eps)
+            move(direction, eps)
             raise ValueError(
                 f"closure returned a non-finite loss ({f_plus}, {f_minus}); the parameters were "
                 "restored and not updated"
@@ -154,6 +274,7 @@ class _ZerothOrder:
         if not callable(closure):
             raise TypeError("step needs a closure that returns the loss")
         self._begin_step()
+        self._prepare_mask()
         deltas, means = [], []
         eps = [g["eps"] for g in self.param_groups]
         for q in range(self.num_queries):
@@ -173,6 +294,42 @@ class _ZerothOrder:
 
     def _fused_restore(self) -> bool:
         return False
+
+    def _prepare_mask(self) -> None:
+        """Sparse MeZO: each tensor's threshold for this step; the step's first move sets the
+        mask bits from the unperturbed theta, and every later move of the step reuses them."""
+        if self.sparsity is None:
+            return
+        for i, (view, _, _) in enumerate(self._views):
+            if self._bits[i] is None:
+                self._bits[i] = np.zeros((view.size + 31) // 32, dtype=np.uint32)
+            self._thresholds[i] = self._mask_threshold(i, view)
+        self._building = True
+
+    def _mask_threshold(self, i: int, view: np.ndarray) -> float:
+        """The (1 - sparsity) quantile of |theta| over MASK_SAMPLE entries (every entry of a
+        smaller tensor): the smallest sampled |theta_j| with at least that fraction of the
+        sample at or below it."""
+        if view.size <= MASK_SAMPLE:
+            sample = np.abs(view)
+        else:
+            gen = np.random.Generator(
+                np.random.Philox(key=self.seed, counter=[0, 0, self.step_count, i])
+            )
+            sample = np.abs(view[gen.integers(0, view.size, MASK_SAMPLE)])
+        sample = sample[~np.isnan(sample)]
+        if sample.size == 0:
+            return 0.0
+        return float(np.quantile(sample, 1.0 - self.sparsity, method="inverted_cdf"))
+
+    def mask(self, index: int) -> np.ndarray | None:
+        """Sparse MeZO: the boolean mask (flat) of parameter ``index`` used by the last step
+        (True: perturbed and updated), or None without ``sparsity``."""
+        bits = self._bits[index]
+        if bits is None:
+            return None
+        n = self._views[index][0].size
+        return np.unpackbits(bits.view(np.uint8), bitorder="little")[:n].astype(bool)
 
     def _begin_step(self) -> None:
         """Per-step schedules (SPSA's c_k) before the first evaluation."""
@@ -212,6 +369,10 @@ class _ZerothOrder:
             "num_queries": self.num_queries,
             "param_groups": groups,
             "sizes": [int(v.size) for v, _, _ in self._views],
+            "sparsity": self.sparsity,
+            "masters": [
+                None if w is None else v.copy() for (v, _, _), w in zip(self._views, self._lowp)
+            ],
             "state": self._extra_state(),
         }
 
@@ -226,6 +387,11 @@ class _ZerothOrder:
         ):
             raise ValueError("state_dict does not match these parameters (sizes or groups differ)")
         self._load_extra_state(state["state"])
+        self.sparsity = state.get("sparsity")
+        for (view, _, _), low, master in zip(self._views, self._lowp, state.get("masters", [])):
+            if low is not None and master is not None:
+                view[...] = master
+        self._publish_all()
         for g, saved in zip(self.param_groups, state["param_groups"]):
             g.update({k: v for k, v in saved.items() if k != "num_params"})
         self.step_count = int(state["step"])
@@ -257,6 +423,13 @@ class MeZO(_ZerothOrder):
     restore of the second evaluation and the update are one pass over the parameters.
     ``num_queries`` > 1 averages that many directions per step.
 
+    ``sparsity=s`` in (0, 1) is Sparse MeZO (Liu et al. 2024): per tensor and step, only the
+    entries with |theta_i| <= t are perturbed and updated (weight decay included), t the
+    (1 - s) quantile of |theta| estimated from ``MASK_SAMPLE`` entries drawn at random, so a
+    fraction s of the entries stays bitwise unchanged. The mask is decided from the unperturbed
+    theta in the step's first pass (fused with the +eps z move) and kept as 1 bit per entry
+    (1/32 of a float32 tensor) for the step's other passes: recomputing it from perturbed values
+    cannot be made consistent (see cpp/src/kernels/zo/zo_kernels.h). ``mask(i)`` returns it.
     """
 
     def __init__(
@@ -266,6 +439,7 @@ class MeZO(_ZerothOrder):
         eps: float = 1e-3,
         *,
         weight_decay: float = 0.0,
+        sparsity: float | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
         seed: int = 0,
@@ -276,6 +450,11 @@ class MeZO(_ZerothOrder):
             "eps": _check_positive("eps", eps),
             "weight_decay": _check_positive("weight_decay", weight_decay, True),
         }
+        if sparsity is not None:
+            if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)):
+                raise TypeError(f"sparsity must be a number in (0, 1), got {sparsity!r}")
+            if not 0.0 < float(sparsity) < 1.0:
+                raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
         super().__init__(
             params,
             defaults,
@@ -284,6 +463,7 @@ class MeZO(_ZerothOrder):
             num_queries=num_queries,
             num_threads=num_threads,
         )
+        self.sparsity = None if sparsity is None else float(sparsity)
 
     def _fused_restore(self) -> bool:
         return self.num_queries == 1
@@ -370,6 +550,116 @@ class SPSA(MeZO):
         self.a = state["a"]
 
 
+class HiZOO(_ZerothOrder):
+    """HiZOO (Zhao et al. 2024, "Second-order fine-tuning without pain for LLMs"): MeZO with a
+    diagonal Hessian estimate Sigma (one buffer per parameter, started at ``sigma0``).
+
+    Per query: f0 = f(theta), f± = f(theta ± eps Sigma^(-1/2) z), then in one pass
+    theta is restored, Sigma <- (1 - alpha) Sigma + alpha |f+ + f- - 2 f0| / (2 eps^2) Sigma z^2
+    and theta <- theta (1 - lr wd) - lr (f+ - f-) / (2 eps) Sigma^(-1/2) z with the new Sigma
+    (alpha = ``hessian_smooth``; the paper's LLM runs use 1e-8 to 1e-6). ``num_queries`` > 1
+    repeats this that many times per step, each with lr / num_queries: 3 evaluations each.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-6,
+        eps: float = 1e-3,
+        *,
+        hessian_smooth: float = 1e-8,
+        sigma0: float = 1.0,
+        weight_decay: float = 0.0,
+        distribution: str = "gaussian",
+        num_queries: int = 1,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        defaults = {
+            "lr": _check_positive("lr", lr, True),
+            "eps": _check_positive("eps", eps),
+            "weight_decay": _check_positive("weight_decay", weight_decay, True),
+        }
+        alpha = float(hessian_smooth)
+        if not 0.0 <= alpha < 1.0:
+            raise ValueError(f"hessian_smooth must be in [0, 1), got {hessian_smooth!r}")
+        super().__init__(
+            params,
+            defaults,
+            seed=seed,
+            distribution=distribution,
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+        self.hessian_smooth = alpha
+        s0 = _check_positive("sigma0", sigma0)
+        self.sigma = [np.full(v.size, s0, dtype=v.dtype) for v, _, _ in self._views]
+
+    def evaluations_per_step(self) -> int:
+        return 3 * self.num_queries
+
+    def _move_diag(self, direction: int, coef: list[float], update: dict | None = None) -> None:
+        """theta += coef z / sqrt(Sigma); with ``update`` (per-group lists lr, g, wd, gain) the
+        fused restore, Sigma update and step."""
+        for i, (view, offset, gi) in enumerate(self._views):
+            args = (
+                (True, update["lr"][gi], update["g"][gi], update["wd"][gi])
+                if update
+                else (False, 0.0, 0.0, 0.0)
+            )
+            gain = update["gain"][gi] if update else 0.0
+
+            def kernel(theta, c, args=args, gain=gain, sigma=self.sigma[i], offset=offset):
+                _core._zo_hizoo(
+                    self.seed,
+                    self.step_count & 0xFFFFFFFF,
+                    direction,
+                    self.dist,
+                    offset,
+                    theta,
+                    sigma,
+                    c,
+                    *args,
+                    1.0 - self.hessian_smooth,
+                    gain,
+                    self.threads,
+                )
+
+            self._apply_move(i, coef[gi], update is not None, kernel)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        if not callable(closure):
+            raise TypeError("step needs a closure that returns the loss")
+        eps = [g["eps"] for g in self.param_groups]
+        f0s = []
+        for q in range(self.num_queries):
+            f0 = _loss_value(closure())
+            if not math.isfinite(f0):
+                raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+            # Perturbs by ±eps Sigma^(-1/2) z and restores; delta = (f+ - f-) / 2.
+            delta, mean = self._two_point(closure, q, self._move_diag)
+            curvature = abs(2.0 * mean - 2.0 * f0)  # |f+ + f- - 2 f0|
+            update = {
+                "lr": [g["lr"] for g in self.param_groups],
+                "g": [delta / e / self.num_queries for e in eps],
+                "wd": [g["weight_decay"] for g in self.param_groups],
+                "gain": [self.hessian_smooth * curvature / (2 * e * e) for e in eps],
+            }
+            self._move_diag(q, eps, update)
+            f0s.append(f0)
+        self.step_count += 1
+        return float(np.mean(f0s))
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"sigma": [s.copy() for s in self.sigma], "hessian_smooth": self.hessian_smooth}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.sigma = [
+            np.array(s, dtype=v.dtype) for s, (v, _, _) in zip(state["sigma"], self._views)
+        ]
+        self.hessian_smooth = float(state["hessian_smooth"])
+
+
 class _Buffered(_ZerothOrder):
     """Optimisers with per-parameter state: z is materialised one parameter at a time."""
 
@@ -383,6 +673,7 @@ class _Buffered(_ZerothOrder):
                 self._fill(q, view, offset, z)
                 grad += self._grad_coef(delta, gi) * z
             self._apply(i, view, grad, self.param_groups[gi])
+        self._publish_all()
 
     def _apply(self, i: int, view: np.ndarray, grad: np.ndarray, group: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -390,7 +681,13 @@ class _Buffered(_ZerothOrder):
 
 class ZOSGD(_Buffered):
     """ZO-SGD (ZO-Bench's family): theta <- theta - lr * m, m = momentum * m + ĝ
-    (+ weight_decay * theta); ``sign=True`` is ZO-SGD-Sign, ĝ = sign(projected grad) z."""
+    (+ weight_decay * theta); ``sign=True`` is ZO-SGD-Sign, ĝ = sign(projected grad) z.
+
+    ``conservative=True`` is ZO-SGD-Cons (ZO-Bench, Zhang et al. 2024): with s = lr * m the step
+    above, theta moves to whichever of theta, theta - s and theta + s has the lowest loss (ties
+    keep the earlier one, so theta stays unless a move is strictly better). That costs 3 more
+    evaluations per step (2 q + 3) and a copy of theta and of s while the candidates are tried.
+    """
 
     def __init__(
         self,
@@ -400,6 +697,7 @@ class ZOSGD(_Buffered):
         *,
         momentum: float = 0.0,
         sign: bool = False,
+        conservative: bool = False,
         weight_decay: float = 0.0,
         distribution: str = "gaussian",
         num_queries: int = 1,
@@ -421,7 +719,43 @@ class ZOSGD(_Buffered):
             num_threads=num_threads,
         )
         self.sign = bool(sign)
+        self.conservative = bool(conservative)
         self.buffers: list[np.ndarray | None] = [None] * len(self._views)
+        self._steps: list[np.ndarray] | None = None
+
+    def evaluations_per_step(self) -> int:
+        return 2 * self.num_queries + (3 if self.conservative else 0)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        if not self.conservative:
+            return super().step(closure)
+        if not callable(closure):
+            raise TypeError("step needs a closure that returns the loss")
+        f0 = _loss_value(closure())
+        if not math.isfinite(f0):
+            raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+        start = [v.copy() for v, _, _ in self._views]
+        self._steps = []
+        try:
+            mean = super().step(closure)  # _apply records the steps s instead of moving
+            steps, self._steps = self._steps, None
+            losses = [f0]
+            for sgn in (-1.0, 1.0):
+                for (view, _, _), x0, s in zip(self._views, start, steps):
+                    view[...] = x0 + sgn * s
+                self._publish_all()
+                losses.append(_loss_value(closure()))
+            best = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
+        except BaseException:
+            for (view, _, _), x0 in zip(self._views, start):
+                view[...] = x0
+            self._publish_all()
+            self._steps = None
+            raise
+        for (view, _, _), x0, s in zip(self._views, start, steps):
+            view[...] = x0 if best == 0 else x0 + (-1.0 if best == 1 else 1.0) * s
+        self._publish_all()
+        return mean
 
     def _apply(self, i, view, grad, group):
         if group["weight_decay"]:
@@ -432,6 +766,9 @@ class ZOSGD(_Buffered):
             self.buffers[i] *= group["momentum"]
             self.buffers[i] += grad
             grad = self.buffers[i]
+        if self._steps is not None:
+            self._steps.append(group["lr"] * grad)
+            return
         view -= (group["lr"] * grad).astype(view.dtype)
 
     def _extra_state(self):
@@ -657,6 +994,8 @@ class CGE(_ZerothOrder):
             num_queries=1,
             num_threads=num_threads,
         )
+        if any(w is not None for w in self._lowp):
+            raise TypeError("CGE needs float32 or float64 params (its probes are single entries)")
 
     def evaluations_per_step(self) -> int:
         return 2 * sum(v.size for v, _, _ in self._views)
@@ -695,6 +1034,7 @@ class CGE(_ZerothOrder):
 
 _METHODS = {
     "mezo": MeZO,
+    "hizoo": HiZOO,
     "spsa": SPSA,
     "spsa_gc": SPSA_GC,
     "zo_sgd": ZOSGD,
@@ -723,6 +1063,8 @@ class AskTell:
 
     def __init__(self, x0: Any, *, method: str = "spsa", **options: Any) -> None:
         cls = _METHODS[check_choice(method, "method", self._TWO_POINT)]
+        if options.get("sparsity") is not None:
+            raise ValueError("sparsity is not supported by AskTell (its mask lives in step)")
         self.x = np.array(x0, dtype=np.float64).reshape(-1)
         self.opt = cls([self.x], **options)
         self._asked = False
@@ -763,6 +1105,7 @@ def minimize(
     bounds: Any = None,
     seed: int | None = None,
     callback: Callable[[np.ndarray], Any] | None = None,
+    progress: bool | dict[str, Any] = False,
     options: dict[str, Any] | None = None,
 ) -> Any:
     """Minimises ``fun(x)`` with a zeroth-order method, scipy.optimize style.
@@ -770,12 +1113,15 @@ def minimize(
     Args:
         fun: objective of a 1-D float64 array.
         x0: starting point (copied).
-        method: "spsa", "spsa_gc", "mezo", "zo_sgd", "zo_adam", "rge" or "cge".
+        method: "spsa", "spsa_gc", "mezo", "hizoo", "zo_sgd", "zo_adam", "rge" or "cge".
         maxfev: budget of function evaluations (each step costs 2 per query).
         bounds: optional (lo, hi) arrays or a sequence of (lo, hi) pairs; x is clipped after
             each step and every evaluation happens inside them (x + eps z is clipped too).
         seed: seed of the directions (0 if None).
-        callback: called with x after each step; returning True stops.
+        callback: called with x (a copy) after each step; returning True stops.
+        progress: True shows a tqdm bar over the evaluation budget with the best value so far
+            (tqdm is optional: ImportError only when asked for); a dict is passed to tqdm as
+            keyword arguments (``{"file": sys.stdout, "mininterval": 1}``).
         options: keyword arguments of the optimiser class (lr, eps, a, c, num_queries, ...).
 
     Returns:
@@ -785,6 +1131,18 @@ def minimize(
     from scipy.optimize import OptimizeResult
 
     cls = _METHODS[check_choice(method, "method", tuple(_METHODS))]
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {type(callback).__name__}")
+    if not isinstance(progress, (bool, dict)):
+        raise TypeError(f"progress must be a bool or a dict of tqdm options, got {progress!r}")
+    bar = None
+    if progress is not False:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            raise ImportError("progress=True needs tqdm: pip install tqdm") from None
+        kwargs = {"desc": method, "unit": "fev", **(progress if isinstance(progress, dict) else {})}
+        bar = tqdm(total=maxfev, **kwargs)
     x = np.array(x0, dtype=np.float64).reshape(-1)
     lo = hi = None
     if bounds is not None:
@@ -809,14 +1167,21 @@ def minimize(
 
     nit, message = 0, "maximum number of function evaluations reached"
     per_step = opt.evaluations_per_step()
-    while nfev + per_step <= maxfev:
-        opt.step(evaluate)
-        if lo is not None:
-            np.clip(x, lo, hi, out=x)
-        nit += 1
-        if callback is not None and callback(x.copy()) is True:
-            message = "stopped by callback"
-            break
+    try:
+        while nfev + per_step <= maxfev:
+            opt.step(evaluate)
+            if lo is not None:
+                np.clip(x, lo, hi, out=x)
+            nit += 1
+            if bar is not None:
+                bar.update(nfev - bar.n)
+                bar.set_postfix(best=f"{best[0]:.6g}", refresh=False)
+            if callback is not None and callback(x.copy()) is True:
+                message = "stopped by callback"
+                break
+    finally:
+        if bar is not None:
+            bar.close()
     return OptimizeResult(
         x=best[1], fun=best[0], nfev=nfev, nit=nit, success=True, message=message, last_x=x.copy()
     )

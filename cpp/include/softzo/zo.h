@@ -26,11 +26,16 @@ struct ZoDirection {
   ZoDistribution dist = ZoDistribution::kGaussian;
 };
 
-// Sparse MeZO: only elements with |theta_i - c_cur z_i| <= threshold take part, i.e. the mask of
-// theta with the currently applied perturbation (coefficient c_cur) removed.
+// Sparse MeZO's mask, 1 bit per element: element i of a call takes part iff bit i & 31 of
+// bits[i >> 5] is set (ceil(n / 32) words). It is decided once per step from the unperturbed
+// theta and kept for the step's other passes: no rule on the moved values could recover it
+// (zo_kernels.h), so 1/32 of a float32 tensor is the price of a consistent mask.
 struct ZoMask {
+  uint32_t* bits = nullptr;
+  // zo_perturb only: first set the bits to |theta_i| <= threshold (NaN: 0), each block of theta
+  // just before it moves, so the mask costs no extra pass over theta.
+  bool build = false;
   double threshold = 0.0;
-  double c_cur = 0.0;
 };
 
 // z itself (tests, ask/tell interfaces).
@@ -41,9 +46,19 @@ template <typename T>
 void zo_perturb(const ZoDirection& d, uint64_t offset, T c, T* theta, int64_t n,
                 const ZoMask* mask = nullptr, int num_threads = 0);
 // theta = (theta + c_restore z)(1 - lr wd) - lr g z in one pass: MeZO's restore and update.
+// Throws std::invalid_argument if mask->build is set.
 template <typename T>
 void zo_restore_update(const ZoDirection& d, uint64_t offset, T c_restore, T lr, T g, T wd,
                        T* theta, int64_t n, const ZoMask* mask = nullptr, int num_threads = 0);
+// HiZOO (Zhao et al. 2024): theta += c z / sqrt(sigma), sigma > 0 the diagonal Hessian estimate.
+template <typename T>
+void zo_perturb_diag(const ZoDirection& d, uint64_t offset, T c, const T* sigma, T* theta,
+                     int64_t n, int num_threads = 0);
+// HiZOO's last pass: theta += c_restore z / sqrt(sigma); sigma <- sigma (keep + gain z^2);
+// theta <- theta (1 - lr wd) - lr g z / sqrt(sigma), with the new sigma.
+template <typename T>
+void zo_hizoo_update(const ZoDirection& d, uint64_t offset, T c_restore, T lr, T g, T wd, T keep,
+                     T gain, T* sigma, T* theta, int64_t n, int num_threads = 0);
 // sum z_i^2 and sum z_i v_i.
 template <typename T>
 double zo_sumsq(const ZoDirection& d, uint64_t offset, int64_t n, int num_threads = 0);

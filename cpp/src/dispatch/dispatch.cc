@@ -36,12 +36,13 @@ struct Table {
         softzo_##dt##_rstablesum_##sfx, softzo_##dt##_vstable_##sfx                      \
   }
 
-#define SOFTZO_ZO_SET(T, dt, sfx)                                                   \
-  ZoKernels<T> {                                                                    \
-    softzo_##dt##_zo_fill_##sfx, softzo_##dt##_zo_axpy_##sfx,                       \
-        softzo_##dt##_zo_restore_update_##sfx, softzo_##dt##_zo_axpy_masked_##sfx,  \
-        softzo_##dt##_zo_restore_update_masked_##sfx, softzo_##dt##_zo_sumsq_##sfx, \
-        softzo_##dt##_zo_dot_##sfx                                                  \
+#define SOFTZO_ZO_SET(T, dt, sfx)                                                     \
+  ZoKernels<T> {                                                                      \
+    softzo_##dt##_zo_fill_##sfx, softzo_##dt##_zo_axpy_##sfx,                         \
+        softzo_##dt##_zo_restore_update_##sfx, softzo_##dt##_zo_mask_build_##sfx,     \
+        softzo_##dt##_zo_axpy_mask_##sfx, softzo_##dt##_zo_restore_update_mask_##sfx, \
+        softzo_##dt##_zo_axpy_diag_##sfx, softzo_##dt##_zo_hizoo_update_##sfx,        \
+        softzo_##dt##_zo_sumsq_##sfx, softzo_##dt##_zo_dot_##sfx                      \
   }
 
 #define SOFTZO_KERNEL_SETS(sfx)                                                          \

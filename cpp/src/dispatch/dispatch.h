@@ -42,8 +42,12 @@ struct ZoKernels {
   void (*fill)(size_t, uint64_t, const softzo_zo_stream*, T*);
   void (*axpy)(size_t, uint64_t, const softzo_zo_stream*, T, T*);
   void (*restore_update)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T*);
-  void (*axpy_masked)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T*);
-  void (*restore_update_masked)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T, T, T*);
+  void (*mask_build)(size_t, T, const T*, uint32_t*);
+  void (*axpy_mask)(size_t, uint64_t, const softzo_zo_stream*, T, const uint32_t*, T*);
+  void (*restore_update_mask)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T,
+                              const uint32_t*, T*);
+  void (*axpy_diag)(size_t, uint64_t, const softzo_zo_stream*, T, const T*, T*);
+  void (*hizoo_update)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T, T, T*, T*);
   double (*sumsq)(size_t, uint64_t, const softzo_zo_stream*);
   double (*dot)(size_t, uint64_t, const softzo_zo_stream*, const T*);
 };

@@ -57,6 +57,12 @@ void zo_fill(const ZoDirection& d, uint64_t offset, T* z, int64_t n, int num_thr
   });
 }
 
+// Sparse MeZO's first pass builds each 8192-element block's mask bits just before moving the
+// block, so theta is read from L1/L2 the second time (32 KiB of float32) and the mask costs no
+// extra pass. Chunks and blocks start at multiples of 32 elements: whole mask words.
+constexpr int64_t kMaskBlock = 8192;
+static_assert(kChunk % kMaskBlock == 0 && kMaskBlock % 32 == 0, "mask words must not straddle");
+
 template <typename T>
 void zo_perturb(const ZoDirection& d, uint64_t offset, T c, T* theta, int64_t n, const ZoMask* mask,
                 int num_threads) {
@@ -64,11 +70,19 @@ void zo_perturb(const ZoDirection& d, uint64_t offset, T c, T* theta, int64_t n,
   const softzo_zo_stream s = stream_of(d);
   each_chunk(n, num_threads, [&](int64_t, int64_t off, int64_t len) {
     const uint64_t g = offset + static_cast<uint64_t>(off);
-    if (mask) {
-      k.axpy_masked(static_cast<size_t>(len), g, &s, c, static_cast<T>(mask->threshold),
-                    static_cast<T>(mask->c_cur), theta + off);
-    } else {
+    if (!mask) {
       k.axpy(static_cast<size_t>(len), g, &s, c, theta + off);
+      return;
+    }
+    uint32_t* bits = mask->bits + off / 32;
+    if (!mask->build) {
+      k.axpy_mask(static_cast<size_t>(len), g, &s, c, bits, theta + off);
+      return;
+    }
+    for (int64_t b = 0; b < len; b += kMaskBlock) {
+      const size_t m = static_cast<size_t>(len - b < kMaskBlock ? len - b : kMaskBlock);
+      k.mask_build(m, static_cast<T>(mask->threshold), theta + off + b, bits + b / 32);
+      k.axpy_mask(m, g + static_cast<uint64_t>(b), &s, c, bits + b / 32, theta + off + b);
     }
   });
 }
@@ -76,17 +90,41 @@ void zo_perturb(const ZoDirection& d, uint64_t offset, T c, T* theta, int64_t n,
 template <typename T>
 void zo_restore_update(const ZoDirection& d, uint64_t offset, T c_restore, T lr, T g, T wd,
                        T* theta, int64_t n, const ZoMask* mask, int num_threads) {
+  if (mask && mask->build) {
+    throw std::invalid_argument("softzo: zo_restore_update cannot build a mask; zo_perturb does");
+  }
   const ZoKernels<T>& k = zo_kernels<T>();
   const softzo_zo_stream s = stream_of(d);
   each_chunk(n, num_threads, [&](int64_t, int64_t off, int64_t len) {
     const uint64_t at = offset + static_cast<uint64_t>(off);
     if (mask) {
-      k.restore_update_masked(static_cast<size_t>(len), at, &s, c_restore, lr, g, wd,
-                              static_cast<T>(mask->threshold), static_cast<T>(mask->c_cur),
-                              theta + off);
+      k.restore_update_mask(static_cast<size_t>(len), at, &s, c_restore, lr, g, wd,
+                            mask->bits + off / 32, theta + off);
     } else {
       k.restore_update(static_cast<size_t>(len), at, &s, c_restore, lr, g, wd, theta + off);
     }
+  });
+}
+
+template <typename T>
+void zo_perturb_diag(const ZoDirection& d, uint64_t offset, T c, const T* sigma, T* theta,
+                     int64_t n, int num_threads) {
+  const ZoKernels<T>& k = zo_kernels<T>();
+  const softzo_zo_stream s = stream_of(d);
+  each_chunk(n, num_threads, [&](int64_t, int64_t off, int64_t len) {
+    k.axpy_diag(static_cast<size_t>(len), offset + static_cast<uint64_t>(off), &s, c, sigma + off,
+                theta + off);
+  });
+}
+
+template <typename T>
+void zo_hizoo_update(const ZoDirection& d, uint64_t offset, T c_restore, T lr, T g, T wd, T keep,
+                     T gain, T* sigma, T* theta, int64_t n, int num_threads) {
+  const ZoKernels<T>& k = zo_kernels<T>();
+  const softzo_zo_stream s = stream_of(d);
+  each_chunk(n, num_threads, [&](int64_t, int64_t off, int64_t len) {
+    k.hizoo_update(static_cast<size_t>(len), offset + static_cast<uint64_t>(off), &s, c_restore, lr,
+                   g, wd, keep, gain, sigma + off, theta + off);
   });
 }
 
@@ -113,6 +151,9 @@ double zo_dot(const ZoDirection& d, uint64_t offset, const T* v, int64_t n, int 
   template void zo_perturb<T>(const ZoDirection&, uint64_t, T, T*, int64_t, const ZoMask*, int); \
   template void zo_restore_update<T>(const ZoDirection&, uint64_t, T, T, T, T, T*, int64_t,      \
                                      const ZoMask*, int);                                        \
+  template void zo_perturb_diag<T>(const ZoDirection&, uint64_t, T, const T*, T*, int64_t, int); \
+  template void zo_hizoo_update<T>(const ZoDirection&, uint64_t, T, T, T, T, T, T, T*, T*,       \
+                                   int64_t, int);                                                \
   template double zo_sumsq<T>(const ZoDirection&, uint64_t, int64_t, int);                       \
   template double zo_dot<T>(const ZoDirection&, uint64_t, const T*, int64_t, int);
 

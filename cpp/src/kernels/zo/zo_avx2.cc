@@ -512,19 +512,119 @@ struct RestoreUpdateOp {
   }
 };
 
-// Masked-out lanes are stored back unchanged (bit for bit), so full vectors need no masked store.
+// Bits i .. i + 31 of a Sparse MeZO mask (bit k of word k >> 5), low bit first; the word after
+// i's is read only when lanes reach into it and it holds elements below n.
+inline uint32_t mask_bits(const uint32_t* mask, size_t n, size_t i, size_t lanes) {
+  const size_t w = i >> 5, sh = i & 31;
+  uint64_t v = mask[w];
+  if (sh + lanes > 32 && (w + 1) * 32 < n) v |= static_cast<uint64_t>(mask[w + 1]) << 32;
+  return static_cast<uint32_t>(v >> sh);
+}
+
+alignas(32) const int32_t kLaneBit32[8] = {1, 2, 4, 8, 16, 32, 64, 128};
+alignas(32) const int64_t kLaneBit64[4] = {1, 2, 4, 8};
+
+// All-ones lanes where the low bits of b are set.
+template <typename T>
+inline typename Ops<T>::V lanes_of(uint32_t b);
+template <>
+inline __m256 lanes_of<float>(uint32_t b) {
+  const __m256i bit = load_i(kLaneBit32);
+  const __m256i v = _mm256_and_si256(_mm256_set1_epi32(static_cast<int32_t>(b)), bit);
+  return _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, bit));
+}
+template <>
+inline __m256d lanes_of<double>(uint32_t b) {
+  const __m256i bit = load_i(kLaneBit64);
+  const __m256i v = _mm256_and_si256(_mm256_set1_epi64x(b), bit);
+  return _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, bit));
+}
+
+// Lanes outside the mask are stored back unchanged (bit for bit), so full vectors need no
+// masked store.
 template <typename T, class Inner>
 struct MaskedOp {
   using O = Ops<T>;
   using V = typename O::V;
   Inner inner;
-  V threshold, neg_c_cur;
+  const uint32_t* mask;
+  size_t n;
   void operator()(size_t i, V z, const __m256i* mk) {
     const V x = load_n<T>(inner.theta + i, mk);
-    const V base = O::andnot(O::set1(T(-0.0)), O::fma(neg_c_cur, z, x));
-    store_n<T>(inner.theta + i, mk, O::blend(x, inner.update(x, z), O::ge(threshold, base)));
+    const V in = lanes_of<T>(mask_bits(mask, n, i, O::kLanes));
+    store_n<T>(inner.theta + i, mk, O::blend(x, inner.update(x, z), in));
   }
 };
+
+inline int movemask(__m256 v) { return _mm256_movemask_ps(v); }
+inline int movemask(__m256d v) { return _mm256_movemask_pd(v); }
+inline __m256 vsqrt(__m256 v) { return _mm256_sqrt_ps(v); }
+inline __m256d vsqrt(__m256d v) { return _mm256_sqrt_pd(v); }
+
+// Partial vectors load sigma = 0 into the lanes past n: their inf / NaN is never stored.
+template <typename T>
+struct AxpyDiagOp {
+  using O = Ops<T>;
+  using V = typename O::V;
+  V c;
+  const T* sigma;
+  T* theta;
+  void operator()(size_t i, V z, const __m256i* mk) {
+    const V u = O::div(z, vsqrt(load_n<T>(sigma + i, mk)));
+    store_n<T>(theta + i, mk, O::fma(c, u, load_n<T>(theta + i, mk)));
+  }
+};
+
+template <typename T>
+struct HiZooOp {
+  using O = Ops<T>;
+  using V = typename O::V;
+  V c_restore, decay, neg_step, keep, gain;
+  T* sigma;
+  T* theta;
+  HiZooOp(T c_restore_, T lr, T g, T wd, T keep_, T gain_, T* sigma_, T* theta_)
+      : c_restore(O::set1(c_restore_)),
+        decay(O::set1(fma_s(-lr, wd, T(1)))),
+        neg_step(O::set1(-(lr * g))),
+        keep(O::set1(keep_)),
+        gain(O::set1(gain_)),
+        sigma(sigma_),
+        theta(theta_) {}
+  void operator()(size_t i, V z, const __m256i* mk) {
+    const V s = load_n<T>(sigma + i, mk);
+    const V t = O::fma(c_restore, O::div(z, vsqrt(s)), load_n<T>(theta + i, mk));
+    const V s2 = O::mul(s, O::fma(gain, O::mul(z, z), keep));
+    store_n<T>(sigma + i, mk, s2);
+    store_n<T>(theta + i, mk, O::fma(neg_step, O::div(z, vsqrt(s2)), O::mul(t, decay)));
+  }
+};
+
+// 32 elements per mask word: |theta| <= threshold per vector, movemask, shifted into place.
+template <typename T>
+void mask_build(size_t n, T threshold, const T* theta, uint32_t* mask) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  constexpr size_t L = O::kLanes;
+  const V thr = O::set1(threshold), sign = O::set1(T(-0.0));
+  size_t w = 0;
+  for (; 32 * w + 32 <= n; ++w) {
+    uint32_t bits = 0;
+    for (size_t v = 0; v < 32 / L; ++v) {
+      const V ax = O::andnot(sign, O::load(theta + 32 * w + v * L));
+      // Ordered compare: NaN takes no part.
+      bits |= static_cast<uint32_t>(movemask(O::ge(thr, ax))) << (v * L);
+    }
+    mask[w] = bits;
+  }
+  if (32 * w < n) {
+    uint32_t bits = 0;
+    for (size_t j = 0; 32 * w + j < n; ++j) {
+      const T x = theta[32 * w + j];
+      if ((x < T(0) ? -x : x) <= threshold) bits |= uint32_t{1} << j;
+    }
+    mask[w] = bits;
+  }
+}
 
 template <typename T>
 struct SumSqOp {
@@ -570,18 +670,30 @@ struct DotOp {
     zo::RestoreUpdateOp<T> op(c_restore, lr, g, wd, theta);                                       \
     zo::run<T>(n, offset, s, op);                                                                 \
   }                                                                                               \
-  void softzo_##dt##_zo_axpy_masked_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s,    \
-                                         T c, T threshold, T c_cur, T* theta) {                   \
-    zo::MaskedOp<T, zo::AxpyOp<T>> op{zo::AxpyOp<T>{Ops<T>::set1(c), theta},                      \
-                                      Ops<T>::set1(threshold), Ops<T>::set1(-c_cur)};             \
+  void softzo_##dt##_zo_mask_build_avx2(size_t n, T threshold, const T* theta, uint32_t* mask) {  \
+    zo::mask_build<T>(n, threshold, theta, mask);                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_axpy_mask_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s, T c, \
+                                       const uint32_t* mask, T* theta) {                          \
+    zo::MaskedOp<T, zo::AxpyOp<T>> op{zo::AxpyOp<T>{Ops<T>::set1(c), theta}, mask, n};            \
     zo::run<T>(n, offset, s, op);                                                                 \
   }                                                                                               \
-  void softzo_##dt##_zo_restore_update_masked_avx2(size_t n, uint64_t offset,                     \
-                                                   const softzo_zo_stream* s, T c_restore, T lr,  \
-                                                   T g, T wd, T threshold, T c_cur, T* theta) {   \
+  void softzo_##dt##_zo_restore_update_mask_avx2(size_t n, uint64_t offset,                       \
+                                                 const softzo_zo_stream* s, T c_restore, T lr,    \
+                                                 T g, T wd, const uint32_t* mask, T* theta) {     \
     zo::MaskedOp<T, zo::RestoreUpdateOp<T>> op{                                                   \
-        zo::RestoreUpdateOp<T>(c_restore, lr, g, wd, theta), Ops<T>::set1(threshold),             \
-        Ops<T>::set1(-c_cur)};                                                                    \
+        zo::RestoreUpdateOp<T>(c_restore, lr, g, wd, theta), mask, n};                            \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_axpy_diag_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s, T c, \
+                                       const T* sigma, T* theta) {                                \
+    zo::AxpyDiagOp<T> op{Ops<T>::set1(c), sigma, theta};                                          \
+    zo::run<T>(n, offset, s, op);                                                                 \
+  }                                                                                               \
+  void softzo_##dt##_zo_hizoo_update_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s,   \
+                                          T c_restore, T lr, T g, T wd, T keep, T gain, T* sigma, \
+                                          T* theta) {                                             \
+    zo::HiZooOp<T> op(c_restore, lr, g, wd, keep, gain, sigma, theta);                            \
     zo::run<T>(n, offset, s, op);                                                                 \
   }                                                                                               \
   double softzo_##dt##_zo_sumsq_avx2(size_t n, uint64_t offset, const softzo_zo_stream* s) {      \

@@ -382,6 +382,8 @@ struct F32x16 {
   static SOFTZO_INLINE V set1(T a) { return _mm512_set1_ps(a); }
   static SOFTZO_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_ps(a, b); }
+  static SOFTZO_INLINE V div(V a, V b) { return _mm512_div_ps(a, b); }
+  static SOFTZO_INLINE V sqrt(V a) { return _mm512_sqrt_ps(a); }
   static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_ps(k, a, b); }
   static SOFTZO_INLINE K abs_le(V x, V thr) {  // |x| <= thr, false for NaN
     const V ax =
@@ -416,6 +418,8 @@ struct F64x8 {
   static SOFTZO_INLINE V set1(T a) { return _mm512_set1_pd(a); }
   static SOFTZO_INLINE V fma(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static SOFTZO_INLINE V mul(V a, V b) { return _mm512_mul_pd(a, b); }
+  static SOFTZO_INLINE V div(V a, V b) { return _mm512_div_pd(a, b); }
+  static SOFTZO_INLINE V sqrt(V a) { return _mm512_sqrt_pd(a); }
   static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_pd(k, a, b); }
   static SOFTZO_INLINE K abs_le(V x, V thr) {
     const V ax =
@@ -577,19 +581,91 @@ struct RestoreUpdateOp {
   }
 };
 
-// Masked-out lanes are stored back unchanged (bit for bit), so full vectors need no masked store.
+// Bits i .. i + 31 of a Sparse MeZO mask (bit k of word k >> 5), low bit first; the word after
+// i's is read only when lanes reach into it and it holds elements below n.
+static SOFTZO_INLINE uint32_t mask_bits(const uint32_t* mask, size_t n, size_t i, size_t lanes) {
+  const size_t w = i >> 5, sh = i & 31;
+  uint64_t v = mask[w];
+  if (sh + lanes > 32 && (w + 1) * 32 < n) v |= static_cast<uint64_t>(mask[w + 1]) << 32;
+  return static_cast<uint32_t>(v >> sh);
+}
+
+// The mask bits are the blend's lane mask; lanes outside it are stored back unchanged.
 template <typename T, class Inner>
 struct MaskedOp {
   typedef typename Traits<T>::A A;
   typedef typename A::V V;
   Inner inner;
-  V threshold, neg_c_cur;
+  const uint32_t* mask;
+  size_t n;
   SOFTZO_INLINE void operator()(size_t i, V z, const typename A::K* k) {
     const V x = A::load_n(inner.theta + i, k);
-    const typename A::K in = A::abs_le(A::fma(neg_c_cur, z, x), threshold);
+    const typename A::K in = static_cast<typename A::K>(mask_bits(mask, n, i, A::kLanes));
     A::store_n(inner.theta + i, k, A::blend(in, x, inner.update(x, z)));
   }
 };
+
+// Partial vectors load sigma = 0 into the lanes past n: their inf / NaN is never stored.
+template <typename T>
+struct AxpyDiagOp {
+  typedef typename Traits<T>::A A;
+  typedef typename A::V V;
+  V c;
+  const T* sigma;
+  T* theta;
+  SOFTZO_INLINE void operator()(size_t i, V z, const typename A::K* k) {
+    const V u = A::div(z, A::sqrt(A::load_n(sigma + i, k)));
+    A::store_n(theta + i, k, A::fma(c, u, A::load_n(theta + i, k)));
+  }
+};
+
+template <typename T>
+struct HiZooOp {
+  typedef typename Traits<T>::A A;
+  typedef typename A::V V;
+  V c_restore, decay, neg_step, keep, gain;
+  T* sigma;
+  T* theta;
+  HiZooOp(T c_restore_, T lr, T g, T wd, T keep_, T gain_, T* sigma_, T* theta_)
+      : c_restore(A::set1(c_restore_)),
+        decay(A::set1(fma_s(-lr, wd, T(1)))),
+        neg_step(A::set1(-(lr * g))),
+        keep(A::set1(keep_)),
+        gain(A::set1(gain_)),
+        sigma(sigma_),
+        theta(theta_) {}
+  SOFTZO_INLINE void operator()(size_t i, V z, const typename A::K* k) {
+    const V s = A::load_n(sigma + i, k);
+    const V t = A::fma(c_restore, A::div(z, A::sqrt(s)), A::load_n(theta + i, k));
+    const V s2 = A::mul(s, A::fma(gain, A::mul(z, z), keep));
+    A::store_n(sigma + i, k, s2);
+    A::store_n(theta + i, k, A::fma(neg_step, A::div(z, A::sqrt(s2)), A::mul(t, decay)));
+  }
+};
+
+// 32 elements per mask word: the compare masks of 2 (float32) or 4 (float64) vectors.
+template <typename T>
+void mask_build(size_t n, T threshold, const T* theta, uint32_t* mask) {
+  typedef typename Traits<T>::A A;
+  constexpr size_t L = A::kLanes;
+  const typename A::V thr = A::set1(threshold);
+  size_t w = 0;
+  for (; 32 * w + 32 <= n; ++w) {
+    uint32_t bits = 0;
+    for (size_t v = 0; v < 32 / L; ++v) {
+      bits |= static_cast<uint32_t>(A::abs_le(A::load(theta + 32 * w + v * L), thr)) << (v * L);
+    }
+    mask[w] = bits;
+  }
+  if (32 * w < n) {
+    uint32_t bits = 0;
+    for (size_t j = 0; 32 * w + j < n; ++j) {
+      const T x = theta[32 * w + j];
+      if ((x < T(0) ? -x : x) <= threshold) bits |= uint32_t{1} << j;
+    }
+    mask[w] = bits;
+  }
+}
 
 template <typename T>
 struct SumSqOp {
@@ -641,19 +717,30 @@ double sumsq(size_t n, uint64_t offset, const softzo_zo_stream* s) {
     zo::RestoreUpdateOp<T> op(c_restore, lr, g, wd, theta);                                        \
     zo::run<T>(n, offset, s, op);                                                                  \
   }                                                                                                \
-  void SOFTZO_FN(dt, zo_axpy_masked)(size_t n, uint64_t offset, const softzo_zo_stream* s, T c,    \
-                                     T threshold, T c_cur, T* theta) {                             \
-    zo::MaskedOp<T, zo::AxpyOp<T>> op{zo::AxpyOp<T>{zo::Traits<T>::A::set1(c), theta},             \
-                                      zo::Traits<T>::A::set1(threshold),                           \
-                                      zo::Traits<T>::A::set1(-c_cur)};                             \
+  void SOFTZO_FN(dt, zo_mask_build)(size_t n, T threshold, const T* theta, uint32_t* mask) {       \
+    zo::mask_build<T>(n, threshold, theta, mask);                                                  \
+  }                                                                                                \
+  void SOFTZO_FN(dt, zo_axpy_mask)(size_t n, uint64_t offset, const softzo_zo_stream* s, T c,      \
+                                   const uint32_t* mask, T* theta) {                               \
+    zo::MaskedOp<T, zo::AxpyOp<T>> op{zo::AxpyOp<T>{zo::Traits<T>::A::set1(c), theta}, mask, n};   \
     zo::run<T>(n, offset, s, op);                                                                  \
   }                                                                                                \
-  void SOFTZO_FN(dt, zo_restore_update_masked)(size_t n, uint64_t offset,                          \
-                                               const softzo_zo_stream* s, T c_restore, T lr, T g,  \
-                                               T wd, T threshold, T c_cur, T* theta) {             \
+  void SOFTZO_FN(dt, zo_restore_update_mask)(size_t n, uint64_t offset, const softzo_zo_stream* s, \
+                                             T c_restore, T lr, T g, T wd, const uint32_t* mask,   \
+                                             T* theta) {                                           \
     zo::MaskedOp<T, zo::RestoreUpdateOp<T>> op{                                                    \
-        zo::RestoreUpdateOp<T>(c_restore, lr, g, wd, theta), zo::Traits<T>::A::set1(threshold),    \
-        zo::Traits<T>::A::set1(-c_cur)};                                                           \
+        zo::RestoreUpdateOp<T>(c_restore, lr, g, wd, theta), mask, n};                             \
+    zo::run<T>(n, offset, s, op);                                                                  \
+  }                                                                                                \
+  void SOFTZO_FN(dt, zo_axpy_diag)(size_t n, uint64_t offset, const softzo_zo_stream* s, T c,      \
+                                   const T* sigma, T* theta) {                                     \
+    zo::AxpyDiagOp<T> op{zo::Traits<T>::A::set1(c), sigma, theta};                                 \
+    zo::run<T>(n, offset, s, op);                                                                  \
+  }                                                                                                \
+  void SOFTZO_FN(dt, zo_hizoo_update)(size_t n, uint64_t offset, const softzo_zo_stream* s,        \
+                                      T c_restore, T lr, T g, T wd, T keep, T gain, T* sigma,      \
+                                      T* theta) {                                                  \
+    zo::HiZooOp<T> op(c_restore, lr, g, wd, keep, gain, sigma, theta);                             \
     zo::run<T>(n, offset, s, op);                                                                  \
   }                                                                                                \
   double SOFTZO_FN(dt, zo_sumsq)(size_t n, uint64_t offset, const softzo_zo_stream* s) {           \

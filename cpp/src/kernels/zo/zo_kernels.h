@@ -51,14 +51,19 @@
 //   zo_axpy:           theta_i = fma(c, z_i, theta_i)
 //   zo_restore_update: t = fma(c_restore, z_i, theta_i); theta_i = fma(-step, z_i, t * decay)
 //     i.e. theta_i = (theta_i + c_restore z_i)(1 - lr wd) - lr g z_i, restore applied first.
-//   _masked variants (Sparse MeZO, mask recomputed on the fly, never stored): element i takes
-//     part only if |fma(-c_cur, z_i, theta_i)| <= threshold (so the mask is that of theta with
-//     the perturbation currently applied, coefficient c_cur, removed; NaN takes no part);
-//     other elements are left as they are.
-//     Caveat: an entry outside the mask was never moved, so |theta - c_cur z| is evaluated at a
-//     displaced point for it and can fall inside when |theta| lies within |c_cur z| above the
-//     threshold: the three passes of a step then disagree on such entries. softzo.optim does not
-//     use these kernels until the mask gets a consistent definition (see the issue-5 note).
+//   _mask variants (Sparse MeZO): element i takes part only if bit i & 31 of mask word i >> 5 is
+//     set (i counted from the kernel's theta, not from offset); other elements are not written.
+//     zo_mask_build sets those bits to |theta_i| <= threshold (NaN: 0) and clears the bits of
+//     the last word past n - 1. The mask is decided once per step from the unperturbed theta
+//     and stored, 1 bit per element (1/32 of a float32 tensor). It cannot be recomputed later:
+//     entries outside the mask are never moved, entries inside are, and rounding makes
+//     theta -> fl(theta + c z) many-to-one, so values on both sides of the threshold can meet and
+//     no rule on (current value, z) tells them apart.
+//   zo_axpy_diag (HiZOO):  theta_i = fma(c, z_i / sqrt(sigma_i), theta_i)
+//   zo_hizoo_update: u = z_i / sqrt(sigma_i), t = fma(c_restore, u, theta_i),
+//     sigma_i' = sigma_i * fma(gain, z_i z_i, keep), theta_i = fma(-step, z_i / sqrt(sigma_i'),
+//     t * decay): the restore of the last move, the diagonal Hessian's moving average
+//     sigma' = keep sigma + gain sigma z^2, and the step scaled by the new sigma^(-1/2).
 #ifndef SOFTZO_KERNELS_ZO_ZO_KERNELS_H_
 #define SOFTZO_KERNELS_ZO_ZO_KERNELS_H_
 
@@ -92,13 +97,22 @@ typedef struct {
   /* one pass. */                                                                                  \
   void softzo_##dt##_zo_restore_update_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, \
                                              T c_restore, T lr, T g, T wd, T* theta);              \
-  /* zo_axpy on the elements with |theta_i - c_cur z_i| <= threshold only. */                      \
-  void softzo_##dt##_zo_axpy_masked_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s,    \
-                                          T c, T threshold, T c_cur, T* theta);                    \
-  /* zo_restore_update on the elements with |theta_i - c_cur z_i| <= threshold only. */            \
-  void softzo_##dt##_zo_restore_update_masked_##isa(size_t n, uint64_t offset,                     \
-                                                    const softzo_zo_stream* s, T c_restore, T lr,  \
-                                                    T g, T wd, T threshold, T c_cur, T* theta);    \
+  /* mask bits: bit i = |theta_i| <= threshold (NaN: 0), ceil(n / 32) words written. */            \
+  void softzo_##dt##_zo_mask_build_##isa(size_t n, T threshold, const T* theta, uint32_t* mask);   \
+  /* zo_axpy on the elements whose mask bit is set. */                                             \
+  void softzo_##dt##_zo_axpy_mask_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, T c, \
+                                        const uint32_t* mask, T* theta);                           \
+  /* zo_restore_update on the elements whose mask bit is set. */                                   \
+  void softzo_##dt##_zo_restore_update_mask_##isa(size_t n, uint64_t offset,                       \
+                                                  const softzo_zo_stream* s, T c_restore, T lr,    \
+                                                  T g, T wd, const uint32_t* mask, T* theta);      \
+  /* theta_i += c z_i / sqrt(sigma_i) (HiZOO's perturbation). */                                   \
+  void softzo_##dt##_zo_axpy_diag_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, T c, \
+                                        const T* sigma, T* theta);                                 \
+  /* HiZOO's restore, sigma update and step in one pass (see above). */                            \
+  void softzo_##dt##_zo_hizoo_update_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s,   \
+                                           T c_restore, T lr, T g, T wd, T keep, T gain, T* sigma, \
+                                           T* theta);                                              \
   /* sum_i z_i^2 (exactly n for rademacher), accumulated in double. */                             \
   double softzo_##dt##_zo_sumsq_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s);       \
   /* sum_i z_i v_i, accumulated in double (float32 terms are exact there). */                      \

@@ -319,18 +319,67 @@ struct RestoreUpdate {
   }
 };
 
-// Applies `inner` where |theta_i - c_cur z_i| <= threshold.
+// Applies `inner` where bit i of the mask is set.
 template <typename T, typename Inner>
 struct Masked {
   Inner inner;
-  T threshold, neg_c_cur;
+  const uint32_t* mask;
   template <bool kUnit>
   void at(size_t i, T z) {
-    if (fabs(mad<kUnit>(neg_c_cur, z, inner.theta[i])) <= threshold) {
-      inner.template at<kUnit>(i, z);
-    }
+    if (((mask[i >> 5] >> (i & 31)) & 1) != 0) inner.template at<kUnit>(i, z);
   }
 };
+
+inline float sqrt_t(float x) { return sqrtf(x); }
+inline double sqrt_t(double x) { return sqrt(x); }
+
+// HiZOO's perturbation z / sqrt(sigma): IEEE division and square root, so every ISA agrees.
+template <typename T>
+struct AxpyDiag {
+  T c;
+  const T* sigma;
+  T* theta;
+  template <bool kUnit>
+  void at(size_t i, T z) {
+    theta[i] = fma_t(c, z / sqrt_t(sigma[i]), theta[i]);
+  }
+};
+
+template <typename T>
+struct HiZooUpdate {
+  T c_restore, decay, neg_step, keep, gain;
+  T* sigma;
+  T* theta;
+  HiZooUpdate(T c_restore_, T lr, T g, T wd, T keep_, T gain_, T* sigma_, T* theta_)
+      : c_restore(c_restore_),
+        decay(fma_t(-lr, wd, T(1))),
+        neg_step(-(lr * g)),
+        keep(keep_),
+        gain(gain_),
+        sigma(sigma_),
+        theta(theta_) {}
+  template <bool kUnit>
+  void at(size_t i, T z) {
+    const T s = sigma[i];
+    const T t = fma_t(c_restore, z / sqrt_t(s), theta[i]);
+    const T s2 = s * fma_t(gain, z * z, keep);
+    sigma[i] = s2;
+    theta[i] = fma_t(neg_step, z / sqrt_t(s2), t * decay);
+  }
+};
+
+template <typename T>
+void mask_build(size_t n, T threshold, const T* theta, uint32_t* mask) {
+  for (size_t w = 0; w < (n + 31) / 32; ++w) {
+    uint32_t bits = 0;
+    const size_t end = n - 32 * w < 32 ? n - 32 * w : 32;
+    for (size_t j = 0; j < end; ++j) {
+      // fabs and an ordered compare: NaN takes no part.
+      if (fabs(theta[32 * w + j]) <= threshold) bits |= uint32_t{1} << j;
+    }
+    mask[w] = bits;
+  }
+}
 
 template <typename T>
 struct SumSq {
@@ -379,16 +428,29 @@ double sumsq(size_t n, uint64_t offset, const softzo_zo_stream* s) {
     RestoreUpdate<T> op(c_restore, lr, g, wd, theta);                                              \
     for_each_z<T>(n, offset, s, op);                                                               \
   }                                                                                                \
-  void softzo_##dt##_zo_axpy_masked_scalar(size_t n, uint64_t offset, const softzo_zo_stream* s,   \
-                                           T c, T threshold, T c_cur, T* theta) {                  \
-    Masked<T, Axpy<T>> op{Axpy<T>{c, theta}, threshold, -c_cur};                                   \
+  void softzo_##dt##_zo_mask_build_scalar(size_t n, T threshold, const T* theta, uint32_t* mask) { \
+    mask_build<T>(n, threshold, theta, mask);                                                      \
+  }                                                                                                \
+  void softzo_##dt##_zo_axpy_mask_scalar(size_t n, uint64_t offset, const softzo_zo_stream* s,     \
+                                         T c, const uint32_t* mask, T* theta) {                    \
+    Masked<T, Axpy<T>> op{Axpy<T>{c, theta}, mask};                                                \
     for_each_z<T>(n, offset, s, op);                                                               \
   }                                                                                                \
-  void softzo_##dt##_zo_restore_update_masked_scalar(size_t n, uint64_t offset,                    \
-                                                     const softzo_zo_stream* s, T c_restore, T lr, \
-                                                     T g, T wd, T threshold, T c_cur, T* theta) {  \
-    Masked<T, RestoreUpdate<T>> op{RestoreUpdate<T>(c_restore, lr, g, wd, theta), threshold,       \
-                                   -c_cur};                                                        \
+  void softzo_##dt##_zo_restore_update_mask_scalar(size_t n, uint64_t offset,                      \
+                                                   const softzo_zo_stream* s, T c_restore, T lr,   \
+                                                   T g, T wd, const uint32_t* mask, T* theta) {    \
+    Masked<T, RestoreUpdate<T>> op{RestoreUpdate<T>(c_restore, lr, g, wd, theta), mask};           \
+    for_each_z<T>(n, offset, s, op);                                                               \
+  }                                                                                                \
+  void softzo_##dt##_zo_axpy_diag_scalar(size_t n, uint64_t offset, const softzo_zo_stream* s,     \
+                                         T c, const T* sigma, T* theta) {                          \
+    AxpyDiag<T> op{c, sigma, theta};                                                               \
+    for_each_z<T>(n, offset, s, op);                                                               \
+  }                                                                                                \
+  void softzo_##dt##_zo_hizoo_update_scalar(size_t n, uint64_t offset, const softzo_zo_stream* s,  \
+                                            T c_restore, T lr, T g, T wd, T keep, T gain,          \
+                                            T* sigma, T* theta) {                                  \
+    HiZooUpdate<T> op(c_restore, lr, g, wd, keep, gain, sigma, theta);                             \
     for_each_z<T>(n, offset, s, op);                                                               \
   }                                                                                                \
   double softzo_##dt##_zo_sumsq_scalar(size_t n, uint64_t offset, const softzo_zo_stream* s) {     \
