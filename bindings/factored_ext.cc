@@ -1,6 +1,7 @@
 // nanobind module softzo._factored: the factored output layer (softzo/factored.h), a module of
 // its own because it links OpenBLAS. Arrays are C-contiguous (python/softzo/spherical.py makes
 // them so); each layer holds a mutex, since the GIL is released during compute.
+#include <cblas.h>
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/pair.h>
@@ -246,4 +247,10 @@ NB_MODULE(_factored, m) {
   m.doc() = "softzo's factored output layer; use softzo.spherical instead.";
   bind_layer<float>(m, "FactoredLayer32");
   bind_layer<double>(m, "FactoredLayer64");
+  // OpenBLAS's own pool is process-wide; on a loaded machine one thread is often faster.
+  m.def("set_blas_threads", [](int n) {
+    if (n < 1) throw std::invalid_argument("num_threads: must be >= 1");
+    scipy_openblas_set_num_threads(n);
+  });
+  m.def("blas_threads", [] { return scipy_openblas_get_num_threads(); });
 }

@@ -240,6 +240,32 @@ def test_bad_input_raises_and_leaves_the_state_unchanged():
     assert after["steps"] == before["steps"]
 
 
+def test_blas_threads_setting_keeps_steps_equal_to_dense():
+    rng = np.random.default_rng(8)
+    D, d = 300, 64
+    h, t = batch(rng, 96, d, D, 1, np.float64)
+    before = spherical.blas_threads()
+    try:
+        results = []
+        for n in (1, 2):
+            spherical.set_blas_threads(n)
+            assert spherical.blas_threads() == n
+            layer = spherical.FactoredOutputLayer(D, d, lr=0.1, dtype=np.float64, seed=0)
+            w = layer.weight()
+            loss, grad_h = layer.step(h, t)
+            dense_loss, dense_grad = spherical.dense_step(w, h, t, lr=0.1)
+            assert abs(loss - dense_loss) <= 1e-12 * abs(dense_loss)
+            assert rel(grad_h, dense_grad) < 1e-12 and rel(layer.weight(), w) < 1e-12
+            results.append(layer.weight())
+        assert rel(results[0], results[1]) < 1e-13
+    finally:
+        spherical.set_blas_threads(before)
+    with pytest.raises(ValueError, match="num_threads"):
+        spherical.set_blas_threads(0)
+    with pytest.raises(TypeError, match="num_threads"):
+        spherical.set_blas_threads(1.5)
+
+
 def test_constructor_arguments():
     with pytest.raises(ValueError, match="num_classes"):
         spherical.FactoredOutputLayer(0, 4, lr=0.1)

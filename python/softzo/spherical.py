@@ -33,11 +33,29 @@ def _load_openblas() -> None:
 _load_openblas()
 from . import _factored
 
-__all__ = ["LOSSES", "FactoredOutputLayer", "dense_step"]
+__all__ = ["LOSSES", "FactoredOutputLayer", "blas_threads", "dense_step", "set_blas_threads"]
 
 LOSSES = ("z_loss", "log_spherical", "log_taylor", "mse")
 _KIND = {"z_loss": 0, "log_spherical": 1, "log_taylor": 2, "mse": 3}
 _STATE_KEYS = ("V", "U", "U_inv", "Q", "w_bar", "omega")
+
+
+def set_blas_threads(num_threads: int) -> None:
+    """Sets the number of threads of the OpenBLAS that the factored layer uses (process-wide).
+
+    OpenBLAS starts with one thread per core (or ``OPENBLAS_NUM_THREADS``). On a machine whose
+    cores are busy with other work, 1 is often much faster: oversubscribed OpenBLAS threads spin.
+    """
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    _factored.set_blas_threads(int(num_threads))
+
+
+def blas_threads() -> int:
+    """The number of threads of the OpenBLAS that the factored layer uses."""
+    return _factored.blas_threads()
 
 
 def _dtype(dtype: Any) -> np.dtype:
