@@ -7,7 +7,8 @@ Philox4x32-10, the element index over the concatenated parameters being the coun
 same for any thread count or ISA and a run resumes bit-exactly from ``state_dict()``. A MeZO step
 perturbs theta by +eps z, evaluates, moves to -eps z, evaluates, then restores and updates in one
 pass; besides the optimiser's own state (momentum, Adam moments, HiZOO's Hessian, Sparse MeZO's
-1-bit mask) it allocates nothing of the parameters' size.
+1-bit mask, the opt-in ``subspace=`` history of ZOODiP's subspace gradient) it allocates nothing
+of the parameters' size.
 
 Restoring float32 / float64 parameters is in-place float arithmetic: theta + eps z - 2 eps z +
 eps z returns to theta within the rounding of those additions (about 3 ulp(|theta| + eps |z|) per
@@ -56,6 +57,9 @@ _SEED_MASK = (1 << 64) - 1
 # requested fraction is met to within sqrt(p (1 - p) / 16384) <= 0.004 (one standard deviation)
 # at O(1) cost and memory per tensor; smaller tensors use every entry.
 MASK_SAMPLE = 16384
+# SPSA's a="auto" probes use directions PROBE_DIRECTION + p of step 0: a step's queries count
+# from 0, so no step ever draws these streams.
+PROBE_DIRECTION = 1 << 31
 
 
 class _LowPrecision:
@@ -114,6 +118,92 @@ def _flat_view(p: Any, index: int) -> tuple[np.ndarray, _LowPrecision | None]:
     return arr.reshape(-1), None
 
 
+class _Subspace:
+    """ZOODiP's subspace gradient (Seo et al., CVPR 2025, arXiv 2503.14868): a ring buffer of the
+    last ``history`` parameter vectors (recorded after every step); every ``every`` steps, the
+    principal directions of the centred buffer (NumPy's SVD) are split into the leading ones,
+    which explain a fraction ``variance`` of its variance, and the minor rest. The estimate
+    then loses its components along the minor directions, ĝ <- (I - V V^T) ĝ with V the minor
+    directions (orthonormal): directions along which recent iterates barely moved (a
+    coordinate that has converged and only jitters) carry mostly the estimate's noise.
+    Directions the history never explored, and the leading ones, are kept: projecting onto the
+    leading directions alone would confine every later step, and so every later history, to
+    them, and the subspace could only shrink.
+
+    Memory: the buffer and the minor directions, at most 2 * history float64 vectors of the
+    parameters' size (plus two for the estimate while it is projected), which the caller opts
+    into."""
+
+    KEYS = ("history", "every", "variance")
+
+    def __init__(self, options: dict[str, Any], size: int) -> None:
+        if not isinstance(options, dict):
+            raise TypeError(f"subspace must be a dict like {{'history': 32}}, got {options!r}")
+        unknown = sorted(set(options) - set(self.KEYS))
+        if unknown:
+            raise ValueError(f"subspace has unknown keys {unknown}; it takes {list(self.KEYS)}")
+        self.history = _check_count("subspace['history']", options.get("history", 32))
+        if self.history < 2:
+            raise ValueError("subspace['history'] must be >= 2 (principal directions need two)")
+        self.every = _check_count("subspace['every']", options.get("every", self.history))
+        variance = options.get("variance", 0.99)
+        if isinstance(variance, bool) or not isinstance(variance, (int, float, np.floating)):
+            raise TypeError(f"subspace['variance'] must be a number in (0, 1], got {variance!r}")
+        if not 0.0 < float(variance) <= 1.0:
+            raise ValueError(f"subspace['variance'] must be in (0, 1], got {variance!r}")
+        self.variance = float(variance)
+        self.buffer = np.zeros((self.history, size), dtype=np.float64)
+        self.count = 0  # parameter vectors recorded so far
+        self.minor: np.ndarray | None = None  # (r, size), orthonormal rows
+
+    def record(self, views: list[tuple[np.ndarray, int, int]], step: int) -> None:
+        """Appends theta (after step ``step``); recomputes the directions every ``every`` steps."""
+        row = self.buffer[self.count % self.history]
+        for view, offset, _ in views:
+            row[offset : offset + view.size] = view
+        self.count += 1
+        if step % self.every == 0:
+            self.minor = self.minor_directions()
+
+    def minor_directions(self) -> np.ndarray | None:
+        """The centred history's principal directions past the leading ones that explain
+        ``variance`` of its variance, within its numerical rank (None when there are none)."""
+        rows = self.buffer[: min(self.count, self.history)]
+        centred = rows - rows.mean(axis=0)
+        _, s, vt = np.linalg.svd(centred, full_matrices=False)
+        energy = s * s
+        if energy.sum() == 0.0:
+            return None
+        # np.linalg.matrix_rank's tolerance: directions below it are arbitrary, not minor.
+        rank = int(np.sum(s > s[0] * max(centred.shape) * np.finfo(np.float64).eps))
+        leading = int(np.searchsorted(np.cumsum(energy) / energy.sum(), self.variance)) + 1
+        return vt[leading:rank].copy() if leading < rank else None
+
+    def project(self, g: np.ndarray) -> np.ndarray:
+        if self.minor is None:
+            return g
+        return g - self.minor.T @ (self.minor @ g)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "every": self.every,
+            "variance": self.variance,
+            "buffer": self.buffer.copy(),
+            "count": self.count,
+            "minor": None if self.minor is None else self.minor.copy(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        buffer = np.array(state["buffer"], dtype=np.float64)
+        if buffer.shape[1] != self.buffer.shape[1]:
+            raise ValueError("state_dict's subspace history does not match these parameters")
+        self.history, self.every = int(state["history"]), int(state["every"])
+        self.variance = float(state["variance"])
+        self.buffer, self.count = buffer, int(state["count"])
+        self.minor = None if state["minor"] is None else np.array(state["minor"], np.float64)
+
+
 class _ZerothOrder:
     """Shared machinery: parameter groups, directions, the two-point estimate and state."""
 
@@ -126,6 +216,7 @@ class _ZerothOrder:
         distribution: str,
         num_queries: int,
         num_threads: int | None,
+        subspace: dict[str, Any] | None = None,
     ) -> None:
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
         if not isinstance(num_queries, int) or num_queries < 1:
@@ -161,6 +252,7 @@ class _ZerothOrder:
         self.num_queries = num_queries
         self.threads = check_num_threads(num_threads)
         self.step_count = 0
+        self._subspace = None if subspace is None else _Subspace(subspace, offset)
 
     # -- the engine ------------------------------------------------------------------------------
 
@@ -273,6 +365,11 @@ class _ZerothOrder:
         Returns the mean of the evaluated losses (an estimate of the loss before the step)."""
         if not callable(closure):
             raise TypeError("step needs a closure that returns the loss")
+        loss = self._step(closure)
+        self._after_step()
+        return loss
+
+    def _step(self, closure: Callable[[], Any]) -> float:
         self._begin_step()
         self._prepare_mask()
         deltas, means = [], []
@@ -335,11 +432,39 @@ class _ZerothOrder:
         """Per-step schedules (SPSA's c_k) before the first evaluation."""
 
     def evaluations_per_step(self) -> int:
-        """Closure calls one ``step`` makes."""
+        """Closure calls one ``step`` makes (not counting ``calibration_evaluations()``)."""
         return 2 * self.num_queries
+
+    def calibration_evaluations(self) -> int:
+        """Closure calls the next ``step`` makes once, on top of ``evaluations_per_step()``:
+        SPSA's ``a="auto"`` probes before its first step; 0 otherwise."""
+        return 0
+
+    def _after_step(self) -> None:
+        """Bookkeeping once the parameters hold the step's result (the subspace history)."""
+        if self._subspace is not None:
+            self._subspace.record(self._views, self.step_count)
 
     def _update(self, deltas: list[float], restore_last: bool) -> None:
         raise NotImplementedError
+
+    def _estimate_one(self, i: int, deltas: list[float]) -> np.ndarray:
+        """ĝ of parameter i in float64: sum over the queries of the projected gradient times z."""
+        view, offset, gi = self._views[i]
+        grad = np.zeros(view.shape, dtype=np.float64)
+        z = np.empty(view.shape, dtype=view.dtype)
+        for q, delta in enumerate(deltas):
+            self._fill(q, view, offset, z)
+            grad += self._grad_coef(delta, gi) * z
+        return grad
+
+    def _projected_estimate(self, deltas: list[float]) -> list[np.ndarray]:
+        """ĝ of every parameter after the subspace projection (which couples them all)."""
+        flat = np.empty(self._subspace.buffer.shape[1], dtype=np.float64)
+        for i, (view, offset, _) in enumerate(self._views):
+            flat[offset : offset + view.size] = self._estimate_one(i, deltas)
+        flat = self._subspace.project(flat)
+        return [flat[offset : offset + view.size] for view, offset, _ in self._views]
 
     def _grad_coef(self, delta: float, gi: int) -> float:
         """Per-group projected gradient: delta / eps_g, averaged over the queries."""
@@ -370,6 +495,7 @@ class _ZerothOrder:
             "param_groups": groups,
             "sizes": [int(v.size) for v, _, _ in self._views],
             "sparsity": self.sparsity,
+            "subspace": None if self._subspace is None else self._subspace.state_dict(),
             "masters": [
                 None if w is None else v.copy() for (v, _, _), w in zip(self._views, self._lowp)
             ],
@@ -386,6 +512,10 @@ class _ZerothOrder:
             self.param_groups
         ):
             raise ValueError("state_dict does not match these parameters (sizes or groups differ)")
+        if (state.get("subspace") is None) != (self._subspace is None):
+            raise ValueError("state_dict and this optimiser differ in the subspace option")
+        if self._subspace is not None:
+            self._subspace.load_state_dict(state["subspace"])
         self._load_extra_state(state["state"])
         self.sparsity = state.get("sparsity")
         for (view, _, _), low, master in zip(self._views, self._lowp, state.get("masters", [])):
@@ -409,6 +539,12 @@ def _loss_value(value: Any) -> float:
         ) from None
 
 
+def _check_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return int(value)
+
+
 def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
     v = float(value)
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
@@ -430,6 +566,19 @@ class MeZO(_ZerothOrder):
     theta in the step's first pass (fused with the +eps z move) and kept as 1 bit per entry
     (1/32 of a float32 tensor) for the step's other passes: recomputing it from perturbed values
     cannot be made consistent (see cpp/src/kernels/zo/zo_kernels.h). ``mask(i)`` returns it.
+
+    ``subspace=dict(history=32, every=history, variance=0.99)`` is ZOODiP's subspace gradient
+    (Seo et al., CVPR 2025): the last ``history`` parameter vectors are kept (recorded after
+    each step); every ``every`` steps their centred principal directions are computed, and from
+    then on the estimate ĝ loses its components along the minor ones, those past the leading
+    directions that explain ``variance`` of the history's variance: ĝ <- (I - V V^T) ĝ, weight
+    decay unchanged. Memory: up to 2 * history + 2 float64 vectors of the parameters' size (the
+    history, V and the estimate), which the caller opts into; the restore is then not fused
+    with the update. The same option
+    exists on SPSA, SPSA_GC, ZOSGD and ZOAdam (every two-point method, AskTell included), not
+    on HiZOO (its step is preconditioned by its Hessian estimate), RGE or CGE. It cannot be
+    combined with ``sparsity``: the projection mixes entries, so entries outside the mask
+    would move.
     """
 
     def __init__(
@@ -440,6 +589,7 @@ class MeZO(_ZerothOrder):
         *,
         weight_decay: float = 0.0,
         sparsity: float | None = None,
+        subspace: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
         seed: int = 0,
@@ -455,6 +605,11 @@ class MeZO(_ZerothOrder):
                 raise TypeError(f"sparsity must be a number in (0, 1), got {sparsity!r}")
             if not 0.0 < float(sparsity) < 1.0:
                 raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
+            if subspace is not None:
+                raise ValueError(
+                    "sparsity and subspace cannot be combined: the subspace projection would "
+                    "move entries outside Sparse MeZO's mask"
+                )
         super().__init__(
             params,
             defaults,
@@ -462,11 +617,12 @@ class MeZO(_ZerothOrder):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            subspace=subspace,
         )
         self.sparsity = None if sparsity is None else float(sparsity)
 
     def _fused_restore(self) -> bool:
-        return self.num_queries == 1
+        return self.num_queries == 1 and self._subspace is None
 
     def _lr(self, gi: int) -> float:
         return self.param_groups[gi]["lr"]
@@ -475,6 +631,11 @@ class MeZO(_ZerothOrder):
         ng = len(self.param_groups)
         lr = [self._lr(gi) for gi in range(ng)]
         wd = [g["weight_decay"] for g in self.param_groups]
+        if self._subspace is not None:
+            for (view, _, gi), grad in zip(self._views, self._projected_estimate(deltas)):
+                view[...] = view.astype(np.float64) * (1.0 - lr[gi] * wd[gi]) - lr[gi] * grad
+            self._publish_all()
+            return
         for q, delta in enumerate(deltas):
             last = q == len(deltas) - 1
             coef = [g["eps"] for g in self.param_groups] if (last and restore_last) else [0.0] * ng
@@ -491,8 +652,18 @@ class MeZO(_ZerothOrder):
 class SPSA(MeZO):
     """SPSA (Spall 1992/1998) with Rademacher directions and Spall's gain sequences:
     a_k = a / (k + 1 + A)^alpha, c_k = c / (k + 1)^gamma (k from 0); ĝ = (f(θ+c_kΔ) −
-    f(θ−c_kΔ)) / (2 c_k) Δ. ``a="auto"`` calibrates a on the first step so that the first move
-    has about ``target_step`` per coordinate (Spall's rule of thumb), from the first estimate.
+    f(θ−c_kΔ)) / (2 c_k) Δ, averaged over ``num_queries`` directions. ``A=None`` is
+    0.1 * ``maxiter`` (Spall's advice; :func:`minimize` sets ``maxiter`` from its budget).
+
+    ``a="auto"`` calibrates a before the first step so that the first move is about
+    ``target_step`` per coordinate, a_0 |ĝ_i| = target_step (Spall 1998, section III), with
+    |ĝ_i| = |f(θ+c_0Δ_p) − f(θ−c_0Δ_p)| / (2 c_0) averaged over ``calibration_probes``
+    directions Δ_p, as Spall advises, so that one unluckily small or large probe does not set
+    the step size. The probes cost 2 * calibration_probes evaluations on the first step
+    (``calibration_evaluations()``), use their own Philox directions (direction numbers from
+    2^31, which no step uses), are deterministic given the seed, and leave θ where it was
+    (within the rounding of the in-place moves, as a step's evaluations do). If every probe
+    sees equal values (|ĝ| = 0), |ĝ_i| is taken as 1. ``subspace=``: see :class:`MeZO`.
     """
 
     def __init__(
@@ -505,25 +676,37 @@ class SPSA(MeZO):
         alpha: float = 0.602,
         gamma: float = 0.101,
         target_step: float = 0.1,
+        calibration_probes: int = 10,
         maxiter: int = 1000,
         num_queries: int = 1,
+        subspace: dict[str, Any] | None = None,
         seed: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        self.a = a if a == "auto" else _check_positive("a", a)
+        if a != "auto":
+            a = _check_positive("a", a)
+        self.a = a
         self.c = _check_positive("c", c)
-        self.A = 0.1 * maxiter if A is None else _check_positive("A", A, True)
+        self._A = None if A is None else _check_positive("A", A, True)
         self.alpha, self.gamma = float(alpha), float(gamma)
         self.target_step = _check_positive("target_step", target_step)
+        self.calibration_probes = _check_count("calibration_probes", calibration_probes)
+        self.maxiter = _check_count("maxiter", maxiter)
         super().__init__(
             params,
             lr=0.0,
             eps=c,
             distribution="rademacher",
             num_queries=num_queries,
+            subspace=subspace,
             seed=seed,
             num_threads=num_threads,
         )
+
+    @property
+    def A(self) -> float:
+        """The stability constant: as given, or 0.1 * maxiter."""
+        return 0.1 * self.maxiter if self._A is None else self._A
 
     def _begin_step(self) -> None:
         ck = self.c / (self.step_count + 1) ** self.gamma
@@ -536,12 +719,25 @@ class SPSA(MeZO):
     def _ak(self) -> float:
         return float(self.a) / (self.step_count + 1 + self.A) ** self.alpha
 
-    def _update(self, deltas: list[float], restore_last: bool) -> None:
+    def calibration_evaluations(self) -> int:
+        return 2 * self.calibration_probes if self.a == "auto" else 0
+
+    def _step(self, closure: Callable[[], Any]) -> float:
         if self.a == "auto":
-            # First |ĝ_i| = |delta| / c_k per coordinate (Rademacher): a_0 |ĝ| = target_step.
-            g0 = max(abs(np.mean(deltas)) / self.param_groups[0]["eps"], 1e-12)
-            self.a = self.target_step * (1 + self.A) ** self.alpha / g0
-        super()._update(deltas, restore_last)
+            self._begin_step()
+            eps = [g["eps"] for g in self.param_groups]
+            deltas = []
+            for p in range(self.calibration_probes):
+                delta, _ = self._two_point(closure, PROBE_DIRECTION + p)
+                self._move(PROBE_DIRECTION + p, eps)  # back to theta
+                deltas.append(delta)
+            self._calibrate(deltas)
+        return super()._step(closure)
+
+    def _calibrate(self, deltas: list[float]) -> None:
+        """a from the probes' (f+ - f-) / 2: a_0 mean |ĝ_i| = target_step."""
+        g0 = float(np.mean(np.abs(deltas))) / self.param_groups[0]["eps"]
+        self.a = self.target_step * (1 + self.A) ** self.alpha / (g0 if g0 > 0 else 1.0)
 
     def _extra_state(self) -> dict[str, Any]:
         return {"a": self.a}
@@ -666,12 +862,9 @@ class _Buffered(_ZerothOrder):
     def _update(self, deltas: list[float], restore_last: bool) -> None:
         if restore_last:
             raise AssertionError("buffered optimisers restore before updating")
-        for i, (view, offset, gi) in enumerate(self._views):
-            grad = np.zeros(view.shape, dtype=np.float64)
-            z = np.empty(view.shape, dtype=view.dtype)
-            for q, delta in enumerate(deltas):
-                self._fill(q, view, offset, z)
-                grad += self._grad_coef(delta, gi) * z
+        projected = None if self._subspace is None else self._projected_estimate(deltas)
+        for i, (view, _, gi) in enumerate(self._views):
+            grad = self._estimate_one(i, deltas) if projected is None else projected[i]
             self._apply(i, view, grad, self.param_groups[gi])
         self._publish_all()
 
@@ -687,6 +880,7 @@ class ZOSGD(_Buffered):
     above, theta moves to whichever of theta, theta - s and theta + s has the lowest loss (ties
     keep the earlier one, so theta stays unless a move is strictly better). That costs 3 more
     evaluations per step (2 q + 3) and a copy of theta and of s while the candidates are tried.
+    ``subspace=``: see :class:`MeZO`.
     """
 
     def __init__(
@@ -699,6 +893,7 @@ class ZOSGD(_Buffered):
         sign: bool = False,
         conservative: bool = False,
         weight_decay: float = 0.0,
+        subspace: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
         seed: int = 0,
@@ -717,6 +912,7 @@ class ZOSGD(_Buffered):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            subspace=subspace,
         )
         self.sign = bool(sign)
         self.conservative = bool(conservative)
@@ -726,18 +922,16 @@ class ZOSGD(_Buffered):
     def evaluations_per_step(self) -> int:
         return 2 * self.num_queries + (3 if self.conservative else 0)
 
-    def step(self, closure: Callable[[], Any]) -> float:
+    def _step(self, closure: Callable[[], Any]) -> float:
         if not self.conservative:
-            return super().step(closure)
-        if not callable(closure):
-            raise TypeError("step needs a closure that returns the loss")
+            return super()._step(closure)
         f0 = _loss_value(closure())
         if not math.isfinite(f0):
             raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
         start = [v.copy() for v, _, _ in self._views]
         self._steps = []
         try:
-            mean = super().step(closure)  # _apply records the steps s instead of moving
+            mean = super()._step(closure)  # _apply records the steps s instead of moving
             steps, self._steps = self._steps, None
             losses = [f0]
             for sgn in (-1.0, 1.0):
@@ -781,7 +975,8 @@ class ZOSGD(_Buffered):
 
 
 class ZOAdam(_Buffered):
-    """ZO-Adam (Chen et al. 2019, ZO-AdaMM): Adam's moments on the two-point estimate."""
+    """ZO-Adam (Chen et al. 2019, ZO-AdaMM): Adam's moments on the two-point estimate.
+    ``subspace=``: see :class:`MeZO`."""
 
     def __init__(
         self,
@@ -792,6 +987,7 @@ class ZOAdam(_Buffered):
         betas: tuple[float, float] = (0.9, 0.999),
         adam_eps: float = 1e-8,
         weight_decay: float = 0.0,
+        subspace: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
         seed: int = 0,
@@ -809,6 +1005,7 @@ class ZOAdam(_Buffered):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            subspace=subspace,
         )
         b1, b2 = betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):
@@ -842,7 +1039,8 @@ class SPSA_GC(_Buffered):
     """SPSA with gradient correction (BlackVIP, Oh et al. 2023): Nesterov-style momentum on the
     SPSA estimate, m_k = beta m_{k-1} + ĝ, theta <- theta - a_k (ĝ + beta m_k), with Spall's gains
     a_k = a / (k + 1 + A)^alpha and c_k = c / (k + 1)^gamma and ĝ averaged over ``num_queries``
-    directions (BlackVIP's defaults: a = c = 0.01, alpha = 0.4, gamma = 0.1, beta = 0.9, 5)."""
+    directions (BlackVIP's defaults: a = c = 0.01, alpha = 0.4, gamma = 0.1, beta = 0.9, 5).
+    ``subspace=``: see :class:`MeZO`."""
 
     def __init__(
         self,
@@ -855,6 +1053,7 @@ class SPSA_GC(_Buffered):
         gamma: float = 0.1,
         beta: float = 0.9,
         num_queries: int = 5,
+        subspace: dict[str, Any] | None = None,
         distribution: str = "rademacher",
         seed: int = 0,
         num_threads: int | None = None,
@@ -866,6 +1065,7 @@ class SPSA_GC(_Buffered):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            subspace=subspace,
         )
         self.a, self.c = _check_positive("a", a), float(c)
         self.A = _check_positive("A", A, True)
@@ -1056,43 +1256,74 @@ class AskTell:
         at.x                                  # the current point
 
     ``method``: "mezo", "spsa", "spsa_gc", "zo_sgd" or "zo_adam"; other keyword arguments go to
-    the optimiser class. Every update is the one ``step`` would make with the same values.
+    the optimiser class (``sparsity=`` and ``subspace=`` included). Every update is the one
+    ``step`` would make with the same values. With SPSA's ``a="auto"``, the first ``ask()``
+    starts with the 2 * calibration_probes probe points x ± c_0 Δ_p, as ``step`` evaluates them
+    first. With ``sparsity=`` (Sparse MeZO), z is zero outside the step's mask, decided by
+    ``ask()`` from |x| as ``step`` decides it from the unperturbed parameters.
     """
 
     _TWO_POINT = ("mezo", "spsa", "spsa_gc", "zo_sgd", "zo_adam")
 
     def __init__(self, x0: Any, *, method: str = "spsa", **options: Any) -> None:
         cls = _METHODS[check_choice(method, "method", self._TWO_POINT)]
-        if options.get("sparsity") is not None:
-            raise ValueError("sparsity is not supported by AskTell (its mask lives in step)")
         self.x = np.array(x0, dtype=np.float64).reshape(-1)
         self.opt = cls([self.x], **options)
         self._asked = False
+        self._probes = 0  # calibration probes among the rows of the last ask()
 
     def ask(self) -> np.ndarray:
-        """The candidates of the next step, rows [x + eps z_0, x - eps z_0, x + eps z_1, ...]."""
+        """The candidates of the next step: SPSA's calibration probes when due, then rows
+        [x + eps z_0, x - eps z_0, x + eps z_1, ...]."""
         opt = self.opt
         opt._begin_step()
         eps = opt.param_groups[0]["eps"]
+        keep = self._mask()
+        self._probes = opt.calibration_evaluations() // 2
+        directions = [PROBE_DIRECTION + p for p in range(self._probes)]
+        directions += list(range(opt.num_queries))
         z = np.empty_like(self.x)
         rows = []
-        for q in range(opt.num_queries):
-            opt._fill(q, self.x, 0, z)
+        for direction in directions:
+            opt._fill(direction, self.x, 0, z)
+            if keep is not None:
+                z *= keep
             rows += [self.x + eps * z, self.x - eps * z]
         self._asked = True
         return np.stack(rows)
+
+    def _mask(self) -> np.ndarray | None:
+        """Sparse MeZO: this step's mask |x| <= t (NaN excluded), also stored as the bits the
+        update kernel reads; None without ``sparsity``."""
+        opt = self.opt
+        if opt.sparsity is None:
+            return None
+        threshold = opt._mask_threshold(0, self.x)
+        keep = np.abs(self.x) <= threshold
+        words = np.zeros(4 * ((keep.size + 31) // 32), dtype=np.uint8)
+        packed = np.packbits(keep, bitorder="little")
+        words[: packed.size] = packed
+        opt._bits[0] = words.view(np.uint32)
+        opt._thresholds[0] = threshold
+        return keep
 
     def tell(self, values: Any) -> None:
         """Objective values of the points of the last ``ask()``, in order."""
         if not self._asked:
             raise ValueError("tell() needs the values of an ask() first")
+        opt = self.opt
         v = np.asarray(values, dtype=np.float64).reshape(-1)
-        if v.size != 2 * self.opt.num_queries:
-            raise ValueError(f"values must hold {2 * self.opt.num_queries} numbers, got {v.size}")
+        expected = 2 * (self._probes + opt.num_queries)
+        if v.size != expected:
+            raise ValueError(f"values must hold {expected} numbers, got {v.size}")
         if not np.all(np.isfinite(v)):
             raise ValueError("values must be finite; x was not updated")
-        self.opt._update([float(v[2 * q] - v[2 * q + 1]) / 2 for q in range(v.size // 2)], False)
-        self.opt.step_count += 1
+        deltas = [float(v[2 * j] - v[2 * j + 1]) / 2 for j in range(v.size // 2)]
+        if self._probes:
+            opt._calibrate(deltas[: self._probes])
+        opt._update(deltas[self._probes :], False)
+        opt.step_count += 1
+        opt._after_step()
         self._asked = False
 
 
@@ -1114,19 +1345,35 @@ def minimize(
         fun: objective of a 1-D float64 array.
         x0: starting point (copied).
         method: "spsa", "spsa_gc", "mezo", "hizoo", "zo_sgd", "zo_adam", "rge" or "cge".
-        maxfev: budget of function evaluations (each step costs 2 per query).
-        bounds: optional (lo, hi) arrays or a sequence of (lo, hi) pairs; x is clipped after
-            each step and every evaluation happens inside them (x + eps z is clipped too).
+        maxfev: budget of function evaluations, never exceeded: the run takes as many steps
+            as fit, (maxfev - calibration) // evaluations_per_step() (each two-point step
+            costs 2 per query; SPSA's ``a="auto"`` spends 2 * calibration_probes once, first),
+            and SPSA's ``maxiter`` (hence A = 0.1 maxiter) is that number unless given.
+        bounds: optional ``(lo, hi)`` arrays, a sequence of ``(lo, hi)`` pairs (a (2, 2) array
+            is read as pairs) or a ``scipy.optimize.Bounds``; lo <= hi, infinite allowed. The
+            iterate is kept at least eps (SPSA's c_k, RGE's and CGE's mu) inside every wall (at
+            the middle where the box is narrower than 2 eps), so that a perturbation of at most
+            eps per coordinate lands inside the box and the difference quotient is the
+            unconstrained one: Rademacher and segmented directions (SPSA, SPSA-GC, and the
+            others with ``distribution="rademacher"``), RGE's unit vectors, CGE's coordinates.
+            Gaussian directions (MeZO's, ZO-SGD's, ZO-Adam's default, HiZOO) can reach further;
+            their coordinates beyond a wall are evaluated at the wall (clipped), which biases
+            the estimate in those coordinates only. ``fun`` is never called outside the box.
         seed: seed of the directions (0 if None).
         callback: called with x (a copy) after each step; returning True stops.
         progress: True shows a tqdm bar over the evaluation budget with the best value so far
             (tqdm is optional: ImportError only when asked for); a dict is passed to tqdm as
             keyword arguments (``{"file": sys.stdout, "mininterval": 1}``).
-        options: keyword arguments of the optimiser class (lr, eps, a, c, num_queries, ...).
+        options: keyword arguments of the optimiser class (lr, eps, a, c, num_queries,
+            ``subspace=dict(history=..., every=..., variance=...)``, ...).
 
     Returns:
-        scipy.optimize.OptimizeResult with x, fun (the best evaluated value's point is x),
-        nfev, nit, success and message.
+        scipy.optimize.OptimizeResult with x (the best evaluated point), fun (its value; inf
+        when no finite value was seen), nfev, nit, success, message and last_x (the final
+        iterate). If ``fun`` returns a non-finite value (NaN, ±inf), the run stops there:
+        success is False, the message names the value and the evaluation, x and fun are the
+        best finite point so far, and last_x is the iterate of the interrupted step, restored
+        (the step is not applied). The torch.optim-style ``step`` raises ValueError instead.
     """
     from scipy.optimize import OptimizeResult
 
@@ -1135,6 +1382,38 @@ def minimize(
         raise TypeError(f"callback must be callable, got {type(callback).__name__}")
     if not isinstance(progress, (bool, dict)):
         raise TypeError(f"progress must be a bool or a dict of tqdm options, got {progress!r}")
+    maxfev = _check_count("maxfev", maxfev)
+    x = np.array(x0, dtype=np.float64).reshape(-1)
+    lo, hi = _bounds(bounds, x.size)
+    opts = dict(options or {})
+    opt = cls([x], seed=0 if seed is None else seed, **opts)
+    per_step = opt.evaluations_per_step()
+    if isinstance(opt, SPSA) and "maxiter" not in opts:
+        opt.maxiter = max(1, (maxfev - opt.calibration_evaluations()) // per_step)
+
+    def keep_inside() -> None:
+        """x <- x clipped to the box shrunk by the perturbation size eps on every side."""
+        margin = np.minimum(opt.param_groups[0]["eps"], (hi - lo) / 2)
+        np.clip(x, lo + margin, hi - margin, out=x)
+
+    if lo is not None:
+        keep_inside()
+    nfev = 0
+    best = (math.inf, x.copy())
+    nonfinite = None  # (value, evaluation number) that stopped the run
+
+    def evaluate() -> float:
+        nonlocal nfev, best, nonfinite
+        point = x if lo is None else np.clip(x, lo, hi)  # a no-op beyond rounding, mostly
+        value = float(fun(point.copy()))
+        nfev += 1
+        if not math.isfinite(value):
+            nonfinite = (value, nfev)
+            raise _NonFiniteValue
+        if value < best[0]:
+            best = (value, point.copy())
+        return value
+
     bar = None
     if progress is not False:
         try:
@@ -1143,35 +1422,20 @@ def minimize(
             raise ImportError("progress=True needs tqdm: pip install tqdm") from None
         kwargs = {"desc": method, "unit": "fev", **(progress if isinstance(progress, dict) else {})}
         bar = tqdm(total=maxfev, **kwargs)
-    x = np.array(x0, dtype=np.float64).reshape(-1)
-    lo = hi = None
-    if bounds is not None:
-        b = np.asarray(bounds, dtype=np.float64)
-        lo, hi = (b[:, 0], b[:, 1]) if b.ndim == 2 and b.shape[1] == 2 else (b[0], b[1])
-        x = np.clip(x, lo, hi)
-    opts = dict(options or {})
-    if cls is SPSA:
-        opts.setdefault("maxiter", max(1, maxfev // 2))
-    opt = cls([x], seed=0 if seed is None else seed, **opts)
-    nfev = 0
-    best = (math.inf, x.copy())
-
-    def evaluate() -> float:
-        nonlocal nfev, best
-        point = np.clip(x, lo, hi) if lo is not None else x
-        value = float(fun(point.copy()))
-        nfev += 1
-        if value < best[0]:
-            best = (value, point.copy())
-        return value
-
     nit, message = 0, "maximum number of function evaluations reached"
-    per_step = opt.evaluations_per_step()
     try:
-        while nfev + per_step <= maxfev:
-            opt.step(evaluate)
+        while nfev + opt.calibration_evaluations() + per_step <= maxfev:
+            try:
+                opt.step(evaluate)
+            except _NonFiniteValue:
+                value, at = nonfinite
+                message = (
+                    f"fun returned a non-finite value ({value}) at evaluation {at}; stopped "
+                    "there, x is the best finite point"
+                )
+                break
             if lo is not None:
-                np.clip(x, lo, hi, out=x)
+                keep_inside()
             nit += 1
             if bar is not None:
                 bar.update(nfev - bar.n)
@@ -1183,5 +1447,35 @@ def minimize(
         if bar is not None:
             bar.close()
     return OptimizeResult(
-        x=best[1], fun=best[0], nfev=nfev, nit=nit, success=True, message=message, last_x=x.copy()
+        x=best[1],
+        fun=best[0],
+        nfev=nfev,
+        nit=nit,
+        success=nonfinite is None,
+        message=message,
+        last_x=x.copy(),
     )
+
+
+class _NonFiniteValue(Exception):
+    """Raised through the optimiser's step (which restores theta) when fun is not finite."""
+
+
+def _bounds(bounds: Any, d: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(lo, hi) as float64 arrays of size d, or (None, None)."""
+    if bounds is None:
+        return None, None
+    try:
+        if hasattr(bounds, "lb") and hasattr(bounds, "ub"):  # scipy.optimize.Bounds
+            pair = (bounds.lb, bounds.ub)
+        else:
+            b = np.asarray(bounds, dtype=np.float64)
+            pair = (b[:, 0], b[:, 1]) if b.ndim == 2 and b.shape[1] == 2 else tuple(b)
+        lo, hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), (d,)).copy() for v in pair)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"bounds must be (lo, hi) or {d} (lo, hi) pairs for x0 of size {d}"
+        ) from None
+    if not np.all(lo <= hi) or np.any(lo == np.inf) or np.any(hi == -np.inf):
+        raise ValueError("bounds must satisfy lo <= hi, lo < inf and hi > -inf (no NaN)")
+    return lo, hi
