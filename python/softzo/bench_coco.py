@@ -25,8 +25,9 @@ centre of the search domain [-5, 5]^d) and is given that box; the run's seed is
 
 - softzo: ``optim.minimize(problem, x0, method="spsa", maxfev=budget, bounds=(lower, upper),
   seed=seed, options=SPSA_OPTIONS)`` with ``SPSA_OPTIONS`` (below) the same for every problem;
-  they are SPSA's documented defaults (``a="auto"`` with ``target_step=0.1``, ``c=0.1``,
-  ``A = 0.1 * maxiter``, alpha 0.602, gamma 0.101, one direction per step), one thread.
+  they are SPSA's documented defaults (``a="auto"`` from 10 probes with ``target_step=0.1``,
+  ``c=0.1``, ``A = 0.1 * maxiter`` with maxiter = (budget - 20) / 2, the steps the budget
+  holds after the probes, alpha 0.602, gamma 0.101, one direction per step), one thread.
 - nevergrad: ``ng.optimizers.SPSA(parametrization=ng.p.Array(init=x0).set_bounds(lower,
   upper), budget=budget)`` driven by ask/tell, its defaults, seeded through the
   parametrization's ``random_state``.
