@@ -195,6 +195,20 @@ def test_minimize_stops_on_a_non_finite_value(method, bad, at, rng):
     assert len(iterates) == res.nit + 1
 
 
+def test_small_budgets_still_step_or_report_x0(rng):
+    f = quadratic(rng.uniform(0.5, 2, D), rng.standard_normal(D))
+    x0 = rng.standard_normal(D)
+    res = optim.minimize(f, x0, method="spsa", maxfev=6, seed=1)
+    assert res.nit == 1 and res.nfev == 6  # 2 probes instead of 10, then one step
+    for maxfev in (1, 3):  # no room for a probe and a step: f(x0), once
+        res = optim.minimize(f, x0, method="spsa", maxfev=maxfev, seed=1)
+        assert res.nit == 0 and res.nfev == 1 and res.success
+        assert res.fun == f(x0)
+        np.testing.assert_array_equal(res.x, x0)
+    res = optim.minimize(f, x0, method="spsa", maxfev=6, options={"calibration_probes": 10})
+    assert res.nit == 0 and res.nfev == 1  # the probes were asked for: no step fits
+
+
 def test_step_still_raises_on_a_non_finite_loss():
     theta = np.ones(4)
     with pytest.raises(ValueError, match="non-finite"):

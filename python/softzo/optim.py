@@ -1348,7 +1348,9 @@ def minimize(
         maxfev: budget of function evaluations, never exceeded: the run takes as many steps
             as fit, (maxfev - calibration) // evaluations_per_step() (each two-point step
             costs 2 per query; SPSA's ``a="auto"`` spends 2 * calibration_probes once, first),
-            and SPSA's ``maxiter`` (hence A = 0.1 maxiter) is that number unless given.
+            and SPSA's ``maxiter`` (hence A = 0.1 maxiter) is that number unless given. When
+            the probes would leave no room for a step, SPSA uses fewer (at least 1) unless
+            ``calibration_probes`` is given; a budget that fits no step evaluates x0 once.
         bounds: optional ``(lo, hi)`` arrays, a sequence of ``(lo, hi)`` pairs (a (2, 2) array
             is read as pairs) or a ``scipy.optimize.Bounds``; lo <= hi, infinite allowed. The
             iterate is kept at least eps (SPSA's c_k, RGE's and CGE's mu) inside every wall (at
@@ -1388,6 +1390,10 @@ def minimize(
     opts = dict(options or {})
     opt = cls([x], seed=0 if seed is None else seed, **opts)
     per_step = opt.evaluations_per_step()
+    if isinstance(opt, SPSA) and "calibration_probes" not in opts:
+        # A small budget still takes steps: fewer probes (at least 1) rather than none at all.
+        room = (maxfev - per_step) // 2
+        opt.calibration_probes = max(1, min(opt.calibration_probes, room))
     if isinstance(opt, SPSA) and "maxiter" not in opts:
         opt.maxiter = max(1, (maxfev - opt.calibration_evaluations()) // per_step)
 
@@ -1443,6 +1449,11 @@ def minimize(
             if callback is not None and callback(x.copy()) is True:
                 message = "stopped by callback"
                 break
+        if nfev == 0:  # a budget too small for one step still reports f(x0)
+            try:
+                evaluate()
+            except _NonFiniteValue:
+                message = f"fun returned a non-finite value ({nonfinite[0]}) at x0"
     finally:
         if bar is not None:
             bar.close()
