@@ -4,7 +4,10 @@ float32, 1 thread, parameters of ``--n`` elements (default 1e8, 400 MB). In one 
 interleaved, minimum over repetitions:
 
 - perturb theta += c z (Rademacher, Gaussian) against the streaming read+write roofline of the
-  same buffer (``_stream_scale``: one read and one write pass);
+  same buffer (``_stream_scale``: one read and one write pass), and with the segmented
+  distribution, whose transform of a Philox word is a few integer operations: the rate of
+  Philox4x32-10 itself at one 32-bit word per element, the ceiling of any draw (Box-Muller's
+  included) that spends a word per element;
 - one MeZO step's own work (the three in-place passes: +eps z, -2 eps z, restore and update),
   its closure doing nothing, in streaming passes, with Gaussian (MeZO's) and Rademacher z;
 - a Sparse MeZO step (sparsity 0.8: the mask built from |theta| in the first pass, 1 bit per
@@ -12,7 +15,8 @@ interleaved, minimum over repetitions:
   third evaluation, f(theta), is the closure's and excluded like the others);
 - the MeZO reference loop written with PyTorch: per tensor, ``torch.normal`` for z and
   ``add_`` for each of the three moves, regenerating z from a reseeded generator each time, as
-  in Malladi et al.'s code (when torch is installed);
+  in Malladi et al.'s code (when torch is installed); then both again with 2 threads (torch's
+  set to 2 as well);
 - peak extra memory of a MeZO step (VmHWM growth; the direction is never stored).
 
 Prints a Markdown table; ``--out FILE`` also writes it.
@@ -69,10 +73,12 @@ def run(n: int, reps: int) -> str:
     mezo_r = optim.MeZO([theta], lr=1e-9, eps=1e-3, distribution="rademacher", num_threads=1)
     sparse = optim.MeZO([theta], lr=1e-9, eps=1e-3, sparsity=0.8, num_threads=1)
     hizoo = optim.HiZOO([theta], lr=1e-9, eps=1e-3, num_threads=1)
+    mezo2 = optim.MeZO([theta], lr=1e-9, eps=1e-3, num_threads=2)
     cands = {
         "stream read+write (roofline)": lambda: _core._stream_scale(theta, out, 1),
         "perturb, rademacher": perturb(0),
         "perturb, gaussian": perturb(1),
+        "perturb, segmented (the Philox word rate)": perturb(2),
         "MeZO step (closure excluded)": lambda: mezo.step(lambda: 0.0),
         "MeZO step, rademacher (closure excluded)": lambda: mezo_r.step(lambda: 0.0),
         "Sparse MeZO step, sparsity 0.8 (closure excluded)": lambda: sparse.step(lambda: 0.0),
@@ -101,7 +107,14 @@ def run(n: int, reps: int) -> str:
                 z = torch.normal(0.0, 1.0, size=p.shape, generator=gen)
                 p.add_(z, alpha=-1e-9)
 
+        def torch_mezo_2_threads() -> None:
+            torch.set_num_threads(2)
+            torch_mezo()
+            torch.set_num_threads(1)
+
         cands["MeZO reference loop, torch.normal"] = torch_mezo
+        cands["MeZO step, 2 threads (closure excluded)"] = lambda: mezo2.step(lambda: 0.0)
+        cands["MeZO reference loop, torch.normal, 2 threads"] = torch_mezo_2_threads
     times = {k: float("inf") for k in cands}
     for fn in cands.values():
         fn()  # warm-up: first touch, thread start
@@ -118,7 +131,7 @@ def run(n: int, reps: int) -> str:
         hwm = f"{(_vm_hwm_kib() - base) / 1024:.2f} MiB"
     lines = [
         (
-            f"float32, 1 thread, {n:.3g} parameters ({n * 4 / 2**20:.0f} MiB), "
+            f"float32, 1 thread unless stated, {n:.3g} parameters ({n * 4 / 2**20:.0f} MiB), "
             f"min of {reps} interleaved repetitions"
         ),
         "",
@@ -131,6 +144,11 @@ def run(n: int, reps: int) -> str:
         ratio = times["MeZO reference loop, torch.normal"] / times["MeZO step (closure excluded)"]
         lines.append("")
         lines.append(f"MeZO step vs the torch.normal reference loop: {ratio:.1f}x faster")
+        ratio2 = (
+            times["MeZO reference loop, torch.normal, 2 threads"]
+            / times["MeZO step, 2 threads (closure excluded)"]
+        )
+        lines.append(f"The same with 2 threads each: {ratio2:.1f}x faster")
     lines.append(f"Peak extra memory of a MeZO step (VmHWM growth): {hwm}")
     mask_mib = sum(b.nbytes for b in sparse._bits if b is not None) / 2**20
     lines.append(

@@ -1,0 +1,41 @@
+"""python -m softzo.bench_zo at a tiny size: every case runs and the table is self-consistent."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from softzo import bench_zo
+
+
+def test_bench_zo_table_is_consistent():
+    pytest.importorskip("torch")
+    n = 1 << 20
+    table = bench_zo.run(n, reps=1)
+    rows = {}
+    for line in table.splitlines():
+        m = re.match(r"\| (.+?) \| ([\d.]+) ms \| ([\d.]+) \| (\d+)% \| ([\d.]+) \|$", line)
+        if m:
+            rows[m[1]] = tuple(float(v) for v in m.groups()[1:])
+    cases = (
+        "stream read+write (roofline)",
+        "perturb, rademacher",
+        "perturb, gaussian",
+        "perturb, segmented (the Philox word rate)",
+        "MeZO step (closure excluded)",
+        "MeZO step, rademacher (closure excluded)",
+        "Sparse MeZO step, sparsity 0.8 (closure excluded)",
+        "HiZOO step (closure excluded)",
+        "MeZO reference loop, torch.normal",
+        "MeZO step, 2 threads (closure excluded)",
+        "MeZO reference loop, torch.normal, 2 threads",
+    )
+    assert set(rows) == set(cases)
+    roof_ms = rows["stream read+write (roofline)"][0]
+    for ms, gps, _, passes in rows.values():
+        # Columns are rounded: compare loosely, but they must describe the same time.
+        assert gps == pytest.approx(n / (ms * 1e-3) / 1e9, rel=0.2, abs=0.02) or ms < 0.1
+        assert passes == pytest.approx(ms / roof_ms, rel=0.2, abs=0.05) or roof_ms < 0.1
+    assert re.search(r"reference loop: [\d.]+x faster", table)
+    assert re.search(r"2 threads each: [\d.]+x faster", table)
+    assert re.search(r"Peak extra memory of a MeZO step \(VmHWM growth\): ", table)
