@@ -27,15 +27,16 @@ _F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
     # The common call (a NumPy float array, out None or a NumPy array of x's dtype and shape,
-    # valid options, default threads) skips the general argument handling, ~2 us of a 1K-row
-    # call. Anything else, or anything _core refuses (a read-only out), takes the general path,
-    # which raises the clear errors; _core's own checks (overlap) name the argument either way.
+    # valid options, num_threads None or a positive int) skips the general argument handling,
+    # ~2 us of a 1K-row call. Anything else, or anything _core refuses (a read-only out), takes
+    # the general path, which raises the clear errors; _core's own checks (overlap) name the
+    # argument either way.
     if (
         type(x) is np.ndarray
         and type(axis) is int
         and type(algorithm) is str
         and type(all_masked) is str
-        and num_threads is None
+        and (num_threads is None or (type(num_threads) is int and num_threads >= 1))
     ):
         dt, shape = x.dtype, x.shape
         code = _ALGORITHM_CODES.get(algorithm)
@@ -51,7 +52,8 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
         ):
             target = np.empty(shape, dt) if out is None else out
             try:
-                _core._softmax(x, target, axis % ndim, code, all_masked == "zero", 0, log)
+                zero = all_masked == "zero"
+                _core._softmax(x, target, axis % ndim, code, zero, num_threads or 0, log)
             except TypeError:
                 pass
             else:
