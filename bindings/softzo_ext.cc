@@ -23,16 +23,13 @@ using In = nb::ndarray<const T, nb::device::cpu>;
 template <typename T>
 using Out = nb::ndarray<T, nb::device::cpu>;
 
-softzo::SoftmaxAlgorithm parse_algorithm(const std::string& name) {
-  if (name == "auto") return softzo::SoftmaxAlgorithm::kAuto;
-  if (name == "two_pass") return softzo::SoftmaxAlgorithm::kTwoPass;
-  if (name == "three_pass_reload") return softzo::SoftmaxAlgorithm::kThreePassReload;
-  if (name == "three_pass_recompute") return softzo::SoftmaxAlgorithm::kThreePassRecompute;
-  if (name == "online") return softzo::SoftmaxAlgorithm::kOnline;
-  throw nb::value_error(("algorithm must be one of 'auto', 'two_pass', 'three_pass_reload', "
-                         "'three_pass_recompute', 'online'; got '" +
-                         name + "'")
-                            .c_str());
+// algorithm is an index into python/softzo's ALGORITHMS, which lists SoftmaxAlgorithm's values
+// in order: an int crosses the binding faster than a string (this matters for 1K rows).
+softzo::SoftmaxAlgorithm algorithm_from_code(int code) {
+  if (code < 0 || code > static_cast<int>(softzo::SoftmaxAlgorithm::kOnline)) {
+    throw nb::value_error(("algorithm code out of range: " + std::to_string(code)).c_str());
+  }
+  return static_cast<softzo::SoftmaxAlgorithm>(code);
 }
 
 // [first, last] byte addresses an array touches; false when it has no elements.
@@ -75,54 +72,49 @@ void check_out(const In<T>& x, const Out<T>& out, const char* name = "out",
   }
 }
 
-struct Layout {
-  std::vector<int64_t> shape, xs, ys;
-  softzo::StridedLayout view;
-  template <typename A, typename B>
-  Layout(const A& x, const B* y, int axis) {
-    for (size_t d = 0; d < x.ndim(); ++d) {
-      shape.push_back(static_cast<int64_t>(x.shape(d)));
-      xs.push_back(x.stride(d));
-      ys.push_back(y ? y->stride(d) : 0);
-    }
-    view.ndim = static_cast<int>(x.ndim());
-    view.shape = shape.data();
-    view.x_strides = xs.data();
-    view.y_strides = ys.data();
-    view.axis = axis;
-  }
-};
+// x's shape and strides, and out's strides (or none), viewed in place: no copies, so a call
+// allocates nothing here.
+template <typename A, typename B>
+softzo::StridedLayout layout(const A& x, const B* y, int axis) {
+  softzo::StridedLayout l;
+  l.ndim = static_cast<int>(x.ndim());
+  l.shape = x.shape_ptr();
+  l.x_strides = x.stride_ptr();
+  l.y_strides = y ? y->stride_ptr() : nullptr;
+  l.axis = axis;
+  return l;
+}
 
-softzo::SoftmaxOptions options(const std::string& algorithm, bool zero_masked, int num_threads) {
+softzo::SoftmaxOptions options(int algorithm, bool zero_masked, int num_threads) {
   softzo::SoftmaxOptions opt;
-  opt.algorithm = parse_algorithm(algorithm);
+  opt.algorithm = algorithm_from_code(algorithm);
   opt.all_masked = zero_masked ? softzo::AllMasked::kZero : softzo::AllMasked::kNan;
   opt.num_threads = num_threads;
   return opt;
 }
 
 template <typename T>
-void softmax_into(In<T> x, Out<T> out, int axis, const std::string& algorithm, bool zero_masked,
-                  int num_threads, bool log) {
+void softmax_into(In<T> x, Out<T> out, int axis, int algorithm, bool zero_masked, int num_threads,
+                  bool log) {
   check_out(x, out);
   const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
-  const Layout l(x, &out, axis);
+  const softzo::StridedLayout l = layout(x, &out, axis);
   nb::gil_scoped_release release;
   if (log) {
-    softzo::log_softmax(x.data(), out.data(), l.view, opt);
+    softzo::log_softmax(x.data(), out.data(), l, opt);
   } else {
-    softzo::softmax(x.data(), out.data(), l.view, opt);
+    softzo::softmax(x.data(), out.data(), l, opt);
   }
 }
 
 // out is a fresh C-contiguous array of x's shape without the axis.
 template <typename T>
-void logsumexp_into(In<T> x, Out<T> out, int axis, const std::string& algorithm, int num_threads) {
+void logsumexp_into(In<T> x, Out<T> out, int axis, int algorithm, int num_threads) {
   check_out(x, out);
   const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
-  const Layout l(x, static_cast<const Out<T>*>(nullptr), axis);
+  const softzo::StridedLayout l = layout(x, static_cast<const Out<T>*>(nullptr), axis);
   nb::gil_scoped_release release;
-  softzo::logsumexp(x.data(), out.data(), l.view, opt);
+  softzo::logsumexp(x.data(), out.data(), l, opt);
 }
 
 template <typename T>

@@ -50,6 +50,26 @@ def test_non_contiguous_inputs_and_outputs(isa, algorithm, rng):
         np.testing.assert_array_equal(x, before)  # inputs are never modified
 
 
+def test_outer_dimensions_merged_or_not(rng):
+    # The row map merges outer dimensions that nest in both x and out and drops size-1 ones:
+    # views where some merge and some do not, size-1 and broadcast (stride 0) dimensions.
+    base = rng.standard_normal((4, 1, 6, 5, 33)).astype(np.float32) * 4
+    views = (
+        base,
+        base[:, :, ::2],
+        base[::-1, :, 1:5, ::2],
+        base.transpose(2, 1, 0, 3, 4),
+        np.broadcast_to(base[:1, :, :1], (3, 1, 6, 5, 33)),
+    )
+    for x in views:
+        for axis in range(x.ndim):
+            check_softmax(softzo.softmax(x, axis), x, axis)
+            check_logsumexp(softzo.logsumexp(x, axis), x, axis)
+            out = np.empty(x.shape[::-1], x.dtype).T  # Fortran order: nothing merges
+            assert softzo.log_softmax(x, axis, out=out) is out
+            check_log_softmax(out, x, axis)
+
+
 @pytest.mark.parametrize("func", FUNCS)
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
 def test_in_place(isa, func, algorithm, rng):

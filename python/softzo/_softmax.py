@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _core
 from ._arrays import (
     as_input,
@@ -18,9 +20,44 @@ from ._arrays import (
 
 ALGORITHMS = ("auto", "two_pass", "three_pass_reload", "three_pass_recompute", "online")
 ALL_MASKED = ("nan", "zero")
+# What _core takes for an algorithm: its index here, the order of softzo::SoftmaxAlgorithm.
+_ALGORITHM_CODES = {name: code for code, name in enumerate(ALGORITHMS)}
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
+    # The common call (a NumPy float array, out None or a NumPy array of x's dtype and shape,
+    # valid options, num_threads None or a positive int) skips the general argument handling,
+    # ~2 us of a 1K-row call. Anything else, or anything _core refuses (a read-only out), takes
+    # the general path, which raises the clear errors; _core's own checks (overlap) name the
+    # argument either way.
+    if (
+        type(x) is np.ndarray
+        and type(axis) is int
+        and type(algorithm) is str
+        and type(all_masked) is str
+        and (num_threads is None or (type(num_threads) is int and num_threads >= 1))
+    ):
+        dt, shape = x.dtype, x.shape
+        code = _ALGORITHM_CODES.get(algorithm)
+        ndim = len(shape)
+        if (
+            (dt is _F32 or dt is _F64)
+            and -ndim <= axis < ndim
+            and code is not None
+            and (all_masked == "nan" or all_masked == "zero")
+            and (
+                out is None or (type(out) is np.ndarray and out.dtype is dt and out.shape == shape)
+            )
+        ):
+            target = np.empty(shape, dt) if out is None else out
+            try:
+                zero = all_masked == "zero"
+                _core._softmax(x, target, axis % ndim, code, zero, num_threads or 0, log)
+            except TypeError:
+                pass
+            else:
+                return target
     xv, framework = as_input(x, "x")
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)
@@ -33,7 +70,8 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
     else:
         target = check_out(out, xv, shape)
         result = out
-    _core._softmax(xv, target, ax, algorithm, all_masked == "zero", threads, log)
+    code = _ALGORITHM_CODES[algorithm]
+    _core._softmax(xv, target, ax, code, all_masked == "zero", threads, log)
     return finish(result, framework) if out is None else result
 
 
@@ -110,7 +148,7 @@ def logsumexp(
     threads = check_num_threads(num_threads)
     shape = tuple(s for d, s in enumerate(xv.shape) if d != ax)
     result = empty_like_framework(shape, dtype_name(xv), framework)
-    _core._logsumexp(xv, result, ax, algorithm, threads)
+    _core._logsumexp(xv, result, ax, _ALGORITHM_CODES[algorithm], threads)
     if framework == "numpy" and result.ndim == 0:
         return result[()]
     return finish(result, framework)

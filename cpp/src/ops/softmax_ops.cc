@@ -56,16 +56,20 @@ void each_chunk(int64_t n, int threads, F&& f) {
   });
 }
 
-// Per-chunk partial results; rows that are not split (nearly all) need no heap allocation.
+// A fixed-size array kept inline up to 4 elements: per-chunk partial results (rows that are
+// not split, nearly all, have one chunk) and a layout's outer dimensions never touch the heap.
 template <typename V>
-class ChunkArray {
+class SmallArray {
  public:
-  explicit ChunkArray(int64_t size, V init = V()) {
+  explicit SmallArray(int64_t size, V init = V()) {
     if (size > kInline) heap_.resize(static_cast<size_t>(size));
     data_ = size > kInline ? heap_.data() : inline_;
     for (int64_t i = 0; i < size; ++i) data_[i] = init;
   }
+  SmallArray(const SmallArray&) = delete;  // data_ may point into this object
+  SmallArray& operator=(const SmallArray&) = delete;
   V& operator[](int64_t i) { return data_[i]; }
+  const V& operator[](int64_t i) const { return data_[i]; }
 
  private:
   static constexpr int64_t kInline = 4;
@@ -98,7 +102,7 @@ class RowSolver {
   // max is outside the scaled kernels' range the exact scalar one.
   T three_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
-    ChunkArray<T> maxima(chunks);
+    SmallArray<T> maxima(chunks);
     each_chunk(n, threads_,
                [&](int64_t c, int64_t off, int64_t len) { maxima[c] = k_.rmax(len, x + off); });
     T m = maxima[0];
@@ -108,7 +112,7 @@ class RowSolver {
 
     const double e = std::nearbyint(static_cast<double>(m) * kLog2e);
     const bool reload = op_ == Op::kSoftmax && algo_ == SoftmaxAlgorithm::kThreePassReload;
-    ChunkArray<double> sums(chunks);
+    SmallArray<double> sums(chunks);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
       sums[c] = reload ? k_.raddstoreexp(len, x + off, y + off, e) : k_.raddexp(len, x + off, e);
     });
@@ -123,8 +127,8 @@ class RowSolver {
 
   T two_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
-    ChunkArray<softzo_extexp> pairs(chunks);
-    ChunkArray<int> unsafe(chunks, 0);
+    SmallArray<softzo_extexp> pairs(chunks);
+    SmallArray<int> unsafe(chunks, 0);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
       pairs[c] = k_.raddextexp(len, x + off, &unsafe[c]);
     });
@@ -146,7 +150,7 @@ class RowSolver {
 
   T online(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
-    ChunkArray<softzo_online> parts(chunks);
+    SmallArray<softzo_online> parts(chunks);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
       parts[c] = k_.ronlinesumexp(len, x + off);
     });
@@ -239,25 +243,35 @@ class RowSolver {
   int threads_;
 };
 
-// Row r of a strided layout, as element offsets of x and y.
+// Row r of a strided layout, as element offsets of x and y. Outer dimensions of size 1 are
+// dropped and neighbours that nest in both x and y merged, so C-order arrays have one.
 struct RowMap {
+  struct Dim {
+    int64_t size = 1, x = 0, y = 0;
+  };
   int64_t rows = 1, n = 0, x_step = 1, y_step = 1;
-  std::vector<int64_t> outer_shape, outer_x, outer_y;
+  int64_t outer = 0;  // entries of dims in use, outermost first
+  SmallArray<Dim> dims;
 
-  RowMap(const StridedLayout& l, bool has_y) {
+  RowMap(const StridedLayout& l, bool has_y) : dims(l.ndim) {
     if (l.ndim < 1 || l.axis < 0 || l.axis >= l.ndim)
       throw std::invalid_argument("softzo: axis out of range");
     for (int d = 0; d < l.ndim; ++d) {
       if (l.shape[d] < 0) throw std::invalid_argument("softzo: negative dimension");
+      const int64_t ys = has_y ? l.y_strides[d] : 0;
       if (d == l.axis) {
         n = l.shape[d];
         x_step = l.x_strides[d];
-        y_step = has_y ? l.y_strides[d] : 1;
+        y_step = has_y ? ys : 1;
+        continue;
+      }
+      rows *= l.shape[d];
+      if (l.shape[d] == 1) continue;
+      Dim& last = dims[outer > 0 ? outer - 1 : 0];
+      if (outer > 0 && last.x == l.x_strides[d] * l.shape[d] && last.y == ys * l.shape[d]) {
+        last = {last.size * l.shape[d], l.x_strides[d], ys};
       } else {
-        rows *= l.shape[d];
-        outer_shape.push_back(l.shape[d]);
-        outer_x.push_back(l.x_strides[d]);
-        outer_y.push_back(has_y ? l.y_strides[d] : 0);
+        dims[outer++] = {l.shape[d], l.x_strides[d], ys};
       }
     }
   }
@@ -265,11 +279,15 @@ struct RowMap {
   void offsets(int64_t r, int64_t* ox, int64_t* oy) const {
     *ox = 0;
     *oy = 0;
-    for (int64_t d = static_cast<int64_t>(outer_shape.size()) - 1; d >= 0; --d) {
-      const int64_t i = r % outer_shape[d];
-      r /= outer_shape[d];
-      *ox += i * outer_x[d];
-      *oy += i * outer_y[d];
+    for (int64_t d = outer - 1; d > 0; --d) {
+      const int64_t i = r % dims[d].size;
+      r /= dims[d].size;
+      *ox += i * dims[d].x;
+      *oy += i * dims[d].y;
+    }
+    if (outer > 0) {  // r < dims[0].size here
+      *ox += r * dims[0].x;
+      *oy += r * dims[0].y;
     }
   }
 };
@@ -314,12 +332,17 @@ void run_rows(Op op, const T* x, T* y, T* lse_out, const RowMap& map, const Soft
   }
   const int64_t rows_per_task = n >= kTaskElements ? 1 : kTaskElements / (n > 0 ? n : 1);
   const int64_t tasks = (map.rows + rows_per_task - 1) / rows_per_task;
-  parallel_for(tasks, threads, [&](int64_t t) {
+  auto task = [&](int64_t t) {
     RowSolver<T> solver(op, algo, opt.all_masked, 1);
     thread_local std::vector<T> buf;
     const int64_t end = (t + 1) * rows_per_task < map.rows ? (t + 1) * rows_per_task : map.rows;
     for (int64_t r = t * rows_per_task; r < end; ++r) solve(solver, r, buf);
-  });
+  };
+  if (tasks == 1 || threads == 1) {  // small problems never touch the pool (no lock, no wake-up)
+    for (int64_t t = 0; t < tasks; ++t) task(t);
+    return;
+  }
+  parallel_for(tasks, threads, task);
 }
 
 StridedLayout contiguous_layout(int64_t rows, int64_t n, int64_t* shape, int64_t* strides) {

@@ -66,11 +66,13 @@ struct Ops<float> {
   struct Split {
     V p;            // p(r), |r| <= ln2/2
     V n;            // round(x log2 e)
-    __m256i ebits;  // n << 23
+    __m256i ebits;  // (n - e) << 23 for magic(e)
   };
-  // Needs |x log2 e| < 2^22 for the magic-number rounding.
-  static Split reduce(V x) {
-    const V magic = set1(0x1.8p23f);
+  // The rounding constant for exp(x) * 2^-e: x log2 e + (1.5 * 2^23 - e) rounds to an integer
+  // whose low bits are n - e, so the exponent offset comes out of the rounding for free.
+  static V magic(double e = 0.0) { return set1(static_cast<float>(0x1.8p23 - e)); }
+  // Needs |x log2 e - e| < 2^22 (and |e| < 2^22) for the magic-number rounding.
+  static Split reduce(V x, V magic) {
     V vn = _mm256_fmadd_ps(x, set1(0x1.715476p+0f), magic);
     const __m256i ebits = _mm256_slli_epi32(_mm256_castps_si256(vn), 23);
     vn = _mm256_sub_ps(vn, magic);
@@ -87,9 +89,6 @@ struct Ops<float> {
   static V scale_bits(V p, __m256i ebits) {
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), ebits));
   }
-  // e << 23 and its subtraction from ebits: 2^(n - e) as an exponent-field offset.
-  static __m256i ebias(double e) { return _mm256_set1_epi32(static_cast<int32_t>(e) << 23); }
-  static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi32(a, b); }
   static constexpr double kMinScaled = -124.0;  // 2^(n - e) >= 2^-125 keeps p * 2^(n - e) normal
   static void to_double(V v, __m256d* out) {
     out[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
@@ -141,10 +140,10 @@ struct Ops<double> {
   struct Split {
     V p;
     V n;
-    __m256i ebits;  // n << 52
+    __m256i ebits;  // (n - e) << 52 for magic(e)
   };
-  static Split reduce(V x) {
-    const V magic = set1(0x1.8p52);
+  static V magic(double e = 0.0) { return set1(0x1.8p52 - e); }
+  static Split reduce(V x, V magic) {
     V vn = _mm256_fmadd_pd(x, set1(1.4426950408889634), magic);
     const __m256i ebits = _mm256_slli_epi64(_mm256_castpd_si256(vn), 52);
     vn = _mm256_sub_pd(vn, magic);
@@ -169,8 +168,6 @@ struct Ops<double> {
   static V scale_bits(V p, __m256i ebits) {
     return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), ebits));
   }
-  static __m256i ebias(double e) { return _mm256_set1_epi64x(static_cast<int64_t>(e) << 52); }
-  static __m256i esub(__m256i a, __m256i b) { return _mm256_sub_epi64(a, b); }
   static constexpr double kMinScaled = -1020.0;
   static void to_double(V v, __m256d* out) { out[0] = v; }
 };
