@@ -142,6 +142,20 @@ def logsumexp(
     gives -inf (PyTorch's convention). 1-D NumPy input gives a NumPy scalar; torch gives a 0-d
     tensor. Errors as :func:`softmax`.
     """
+    # The common call skips the general argument handling, as in _softmax_family.
+    if (
+        type(x) is np.ndarray
+        and (x.dtype is _F32 or x.dtype is _F64)
+        and type(axis) is int
+        and -x.ndim <= axis < x.ndim
+        and type(algorithm) is str
+        and algorithm in _ALGORITHM_CODES
+        and (num_threads is None or (type(num_threads) is int and num_threads >= 1))
+    ):
+        ax = axis % x.ndim
+        result = np.empty(x.shape[:ax] + x.shape[ax + 1 :], x.dtype)
+        _core._logsumexp(x, result, ax, _ALGORITHM_CODES[algorithm], num_threads or 0)
+        return result[()] if result.ndim == 0 else result
     xv, framework = as_input(x, "x")
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)
