@@ -139,7 +139,7 @@ def run(n: int, reps: int) -> str:
         "|---|---|---|---|---|",
     ]
     for k, t, gps, frac, passes in rows:
-        lines.append(f"| {k} | {t * 1e3:.1f} ms | {gps:.2f} | {100 * frac:.0f}% | {passes:.2f} |")
+        lines.append(f"| {k} | {t * 1e3:.4g} ms | {gps:.2f} | {100 * frac:.0f}% | {passes:.2f} |")
     if torch is not None:
         ratio = times["MeZO reference loop, torch.normal"] / times["MeZO step (closure excluded)"]
         lines.append("")
