@@ -375,10 +375,15 @@ void contiguous(Op op, const T* x, T* y, int64_t rows, int64_t n, const SoftmaxO
 
 SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size, SoftmaxOp op) {
   // log_softmax and logsumexp have no exp in their last pass, and two-pass's blocked first pass
-  // costs what max + sum cost in cache while reading memory once: two-pass at every size.
+  // costs what max + sum cost while reading memory once: two-pass, except on rows of at most
+  // 4 KiB, where max + sum on a row already in L1 is up to 16% faster than the blocked pass
+  // (measured on batches of 4M floats; the two are within 5% at 8 KiB).
   // Softmax: in cache it is compute-bound and reload's one exp per element wins; out of cache it
   // is bandwidth-bound and two-pass moves 12 instead of 20 bytes per float (bench/results).
-  if (op != SoftmaxOp::kSoftmax) return SoftmaxAlgorithm::kTwoPass;
+  if (op != SoftmaxOp::kSoftmax) {
+    return n * element_size <= 4096 ? SoftmaxAlgorithm::kThreePassReload
+                                    : SoftmaxAlgorithm::kTwoPass;
+  }
   return n * element_size <= (int64_t{1} << 20) ? SoftmaxAlgorithm::kThreePassReload
                                                 : SoftmaxAlgorithm::kTwoPass;
 }
