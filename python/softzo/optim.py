@@ -204,6 +204,83 @@ class _Subspace:
         self.minor = None if state["minor"] is None else np.array(state["minor"], np.float64)
 
 
+class _Subset:
+    """Random-subset perturbations: the flat index space (all parameters concatenated, the
+    Philox element index) is cut into blocks of ``block`` elements from index 0, so a block may
+    span two tensors and the last one may be shorter; ``block="tensor"`` makes every parameter
+    one block. Each step draws k = max(1, round(fraction * num_blocks)) distinct blocks,
+    uniformly, from a generator keyed by (seed, step) alone: the choice is recomputed, never
+    stored, and the same after a resume."""
+
+    KEYS = ("fraction", "block")
+
+    def __init__(self, options: dict[str, Any], views: list[tuple[np.ndarray, int, int]]) -> None:
+        if not isinstance(options, dict):
+            raise TypeError(f"subset must be a dict like {{'fraction': 0.25}}, got {options!r}")
+        unknown = sorted(set(options) - set(self.KEYS))
+        if unknown:
+            raise ValueError(f"subset has unknown keys {unknown}; it takes {list(self.KEYS)}")
+        if "fraction" not in options:
+            raise ValueError("subset needs 'fraction', the share of blocks perturbed per step")
+        fraction = options["fraction"]
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)):
+            raise TypeError(f"subset['fraction'] must be a number in (0, 1], got {fraction!r}")
+        if not 0.0 < float(fraction) <= 1.0:
+            raise ValueError(f"subset['fraction'] must be in (0, 1], got {fraction!r}")
+        block = options.get("block", 65536)
+        if isinstance(block, str):
+            if block != "tensor":
+                raise ValueError(f"subset['block'] must be an int >= 1 or 'tensor', got {block!r}")
+        elif isinstance(block, bool) or not isinstance(block, (int, np.integer)):
+            raise TypeError(f"subset['block'] must be an int >= 1 or 'tensor', got {block!r}")
+        elif block < 1:
+            raise ValueError(f"subset['block'] must be an int >= 1 or 'tensor', got {block!r}")
+        self.fraction = float(fraction)
+        self.block = block if block == "tensor" else int(block)
+        size = sum(v.size for v, _, _ in views)
+        if self.block == "tensor":
+            starts = np.array([offset for _, offset, _ in views], dtype=np.int64)
+        else:
+            starts = np.arange(0, size, self.block, dtype=np.int64)
+        self.bounds = np.append(starts, size)  # block b is [bounds[b], bounds[b + 1])
+        self.num_blocks = len(starts)
+        self.k = max(1, round(self.fraction * self.num_blocks))
+        self._runs: tuple[tuple[int, int], np.ndarray, np.ndarray] | None = None
+
+    def blocks(self, seed: int, step: int) -> np.ndarray:
+        """The sorted indices of the blocks chosen at ``step``. Counter word 1 is 1: Sparse
+        MeZO's threshold sample uses [0, 0, step, i]."""
+        gen = np.random.Generator(np.random.Philox(key=seed, counter=[0, 1, step, 0]))
+        return np.sort(gen.choice(self.num_blocks, self.k, replace=False))
+
+    def ranges(self, seed: int, step: int) -> np.ndarray:
+        """(k, 2) flat [start, stop) ranges of the blocks chosen at ``step``, in order."""
+        b = self.blocks(seed, step)
+        return np.stack([self.bounds[b], self.bounds[b + 1]], axis=1)
+
+    def pieces(self, seed: int, step: int, offset: int, n: int) -> list[tuple[int, int]]:
+        """The parts of the parameter at flat [offset, offset + n) inside the step's blocks,
+        as [start, stop) relative to the parameter, adjacent blocks merged (fewer calls)."""
+        if self._runs is None or self._runs[0] != (seed, step):
+            r = self.ranges(seed, step)
+            new = np.ones(len(r), dtype=bool)
+            new[1:] = r[1:, 0] != r[:-1, 1]  # a run starts where a block does not continue one
+            ends = np.append(new[1:], True)
+            self._runs = ((seed, step), r[new, 0], r[ends, 1])
+        _, starts, stops = self._runs
+        first = int(np.searchsorted(stops, offset, side="right"))
+        last = int(np.searchsorted(starts, offset + n, side="left"))
+        out = []
+        for start, stop in zip(starts[first:last], stops[first:last]):
+            lo, hi = max(int(start), offset) - offset, min(int(stop), offset + n) - offset
+            if hi > lo:
+                out.append((lo, hi))
+        return out
+
+    def options(self) -> dict[str, Any]:
+        return {"fraction": self.fraction, "block": self.block}
+
+
 class _ZerothOrder:
     """Shared machinery: parameter groups, directions, the two-point estimate and state."""
 
@@ -253,6 +330,7 @@ class _ZerothOrder:
         self.threads = check_num_threads(num_threads)
         self.step_count = 0
         self._subspace = None if subspace is None else _Subspace(subspace, offset)
+        self._subset: _Subset | None = None  # MeZO's random-subset perturbations
 
     # -- the engine ------------------------------------------------------------------------------
 
@@ -265,30 +343,48 @@ class _ZerothOrder:
         wd: list[float] | None = None,
     ) -> None:
         """theta_g = (theta_g + coef_g z)(1 - lr_g wd_g) - lr_g g_g z for every parameter (on the
-        elements of Sparse MeZO's mask only, when there is one)."""
+        elements of Sparse MeZO's mask, or of the step's random subset, only, when there is one)."""
         building, self._building = self._building, False
         for i, (view, offset, gi) in enumerate(self._views):
             c = coef[gi]
             lr_i, g_i, wd_i = lr[gi] if lr else 0.0, g[gi] if g else 0.0, wd[gi] if wd else 0.0
             bits = self._bits[i]
             thr = self._thresholds[i] if building and bits is not None else -1.0
+            pieces = [(0, view.size)]
+            if self._subset is not None:
+                pieces = self._subset.pieces(self.seed, self.step_count, offset, view.size)
+                if not pieces:
+                    continue  # z is 0 on the whole tensor: every move of the step skips it
 
-            def kernel(theta, c, lr_i=lr_i, g_i=g_i, wd_i=wd_i, bits=bits, thr=thr, offset=offset):
-                _core._zo_restore_update(
-                    self.seed,
-                    self.step_count & 0xFFFFFFFF,
-                    direction,
-                    self.dist,
-                    offset,
-                    theta,
-                    c,
-                    lr_i,
-                    g_i,
-                    wd_i,
-                    bits,
-                    thr,
-                    self.threads,
-                )
+            def kernel(
+                theta,
+                c,
+                lr_i=lr_i,
+                g_i=g_i,
+                wd_i=wd_i,
+                bits=bits,
+                thr=thr,
+                offset=offset,
+                pieces=pieces,
+            ):
+                # A piece starting at element s of the tensor draws z_{offset + s} onwards: the
+                # values the whole-tensor call would use there.
+                for start, stop in pieces:
+                    _core._zo_restore_update(
+                        self.seed,
+                        self.step_count & 0xFFFFFFFF,
+                        direction,
+                        self.dist,
+                        offset + start,
+                        theta[start:stop],
+                        c,
+                        lr_i,
+                        g_i,
+                        wd_i,
+                        bits,
+                        thr,
+                        self.threads,
+                    )
 
             self._apply_move(i, c, lr_i != 0.0 or wd_i != 0.0, kernel)
 
@@ -428,6 +524,21 @@ class _ZerothOrder:
         n = self._views[index][0].size
         return np.unpackbits(bits.view(np.uint8), bitorder="little")[:n].astype(bool)
 
+    def subset_ranges(self, step: int | None = None) -> np.ndarray | None:
+        """MeZO's ``subset=``: the (k, 2) int64 array of the flat [start, stop) index ranges (over
+        the parameters concatenated in order) of the blocks chosen at ``step``, sorted; by
+        default the last step taken. None without ``subset``. The choice depends only on
+        (seed, step), so any step, past or future, can be asked for."""
+        if self._subset is None:
+            return None
+        if step is None:
+            if self.step_count == 0:
+                raise ValueError("no step taken yet: pass step= (the next one is step 0)")
+            step = self.step_count - 1
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+            raise ValueError(f"step must be an int >= 0, got {step!r}")
+        return self._subset.ranges(self.seed, int(step))
+
     def _begin_step(self) -> None:
         """Per-step schedules (SPSA's c_k) before the first evaluation."""
 
@@ -496,6 +607,7 @@ class _ZerothOrder:
             "sizes": [int(v.size) for v, _, _ in self._views],
             "sparsity": self.sparsity,
             "subspace": None if self._subspace is None else self._subspace.state_dict(),
+            "subset": None if self._subset is None else self._subset.options(),
             "masters": [
                 None if w is None else v.copy() for (v, _, _), w in zip(self._views, self._lowp)
             ],
@@ -514,6 +626,12 @@ class _ZerothOrder:
             raise ValueError("state_dict does not match these parameters (sizes or groups differ)")
         if (state.get("subspace") is None) != (self._subspace is None):
             raise ValueError("state_dict and this optimiser differ in the subspace option")
+        subset = None if self._subset is None else self._subset.options()
+        if state.get("subset") != subset:
+            raise ValueError(
+                f"state_dict's subset option {state.get('subset')!r} differs from this "
+                f"optimiser's {subset!r}"
+            )
         if self._subspace is not None:
             self._subspace.load_state_dict(state["subspace"])
         self._load_extra_state(state["state"])
@@ -579,6 +697,20 @@ class MeZO(_ZerothOrder):
     on HiZOO (its step is preconditioned by its Hessian estimate), RGE or CGE. It cannot be
     combined with ``sparsity``: the projection mixes entries, so entries outside the mask
     would move.
+
+    ``subset=dict(fraction=f, block=65536)`` (also on SPSA) perturbs and updates random
+    subsets: the flat index space of all parameters concatenated is cut into blocks of
+    ``block`` elements from index 0 (a block may span two tensors; the last may be shorter),
+    or ``block="tensor"`` makes each parameter one block (LeZO-style). Each step chooses
+    k = max(1, round(f * num_blocks)) distinct blocks uniformly, with NumPy's Philox keyed by
+    (seed, step) only, so the choice is recomputed rather than stored and is the same after
+    ``load_state_dict``. z is zero outside the chosen blocks and every pass of the step
+    (each query's ±eps z, the restore and update, SPSA's calibration probes) runs on those
+    blocks only, so a step costs about f of a full one; inside them z is the value the full
+    vector would have there. Weight decay is part of the update, so it too applies to the
+    chosen blocks only. ``subset_ranges(step)`` returns the chosen [start, stop) ranges.
+    float16 / bfloat16 parameters work, but a tensor the subset touches at all is copied and
+    re-rounded whole in each pass. Not combinable with ``sparsity`` or ``subspace``.
     """
 
     def __init__(
@@ -590,6 +722,7 @@ class MeZO(_ZerothOrder):
         weight_decay: float = 0.0,
         sparsity: float | None = None,
         subspace: dict[str, Any] | None = None,
+        subset: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
         seed: int = 0,
@@ -610,6 +743,12 @@ class MeZO(_ZerothOrder):
                     "sparsity and subspace cannot be combined: the subspace projection would "
                     "move entries outside Sparse MeZO's mask"
                 )
+        if subset is not None:
+            # Both would zero z outside their own selection; the mask bits are per tensor and
+            # the subspace projection moves every entry.
+            for name, value in (("sparsity", sparsity), ("subspace", subspace)):
+                if value is not None:
+                    raise ValueError(f"subset and {name} cannot be combined")
         super().__init__(
             params,
             defaults,
@@ -620,6 +759,7 @@ class MeZO(_ZerothOrder):
             subspace=subspace,
         )
         self.sparsity = None if sparsity is None else float(sparsity)
+        self._subset = None if subset is None else _Subset(subset, self._views)
 
     def _fused_restore(self) -> bool:
         return self.num_queries == 1 and self._subspace is None
@@ -663,7 +803,8 @@ class SPSA(MeZO):
     (``calibration_evaluations()``), use their own Philox directions (direction numbers from
     2^31, which no step uses), are deterministic given the seed, and leave θ where it was
     (within the rounding of the in-place moves, as a step's evaluations do). If every probe
-    sees equal values (|ĝ| = 0), |ĝ_i| is taken as 1. ``subspace=``: see :class:`MeZO`.
+    sees equal values (|ĝ| = 0), |ĝ_i| is taken as 1. ``subspace=``, ``subset=``: see
+    :class:`MeZO`.
     """
 
     def __init__(
@@ -680,6 +821,7 @@ class SPSA(MeZO):
         maxiter: int = 1000,
         num_queries: int = 1,
         subspace: dict[str, Any] | None = None,
+        subset: dict[str, Any] | None = None,
         seed: int = 0,
         num_threads: int | None = None,
     ) -> None:
@@ -699,6 +841,7 @@ class SPSA(MeZO):
             distribution="rademacher",
             num_queries=num_queries,
             subspace=subspace,
+            subset=subset,
             seed=seed,
             num_threads=num_threads,
         )
@@ -1260,7 +1403,8 @@ class AskTell:
     ``step`` would make with the same values. With SPSA's ``a="auto"``, the first ``ask()``
     starts with the 2 * calibration_probes probe points x ± c_0 Δ_p, as ``step`` evaluates them
     first. With ``sparsity=`` (Sparse MeZO), z is zero outside the step's mask, decided by
-    ``ask()`` from |x| as ``step`` decides it from the unperturbed parameters.
+    ``ask()`` from |x| as ``step`` decides it from the unperturbed parameters; with ``subset=``
+    (MeZO, SPSA), outside the step's blocks.
     """
 
     _TWO_POINT = ("mezo", "spsa", "spsa_gc", "zo_sgd", "zo_adam")
@@ -1294,8 +1438,13 @@ class AskTell:
 
     def _mask(self) -> np.ndarray | None:
         """Sparse MeZO: this step's mask |x| <= t (NaN excluded), also stored as the bits the
-        update kernel reads; None without ``sparsity``."""
+        update kernel reads; MeZO's ``subset=``: the step's blocks; None without either."""
         opt = self.opt
+        if opt._subset is not None:
+            keep = np.zeros(self.x.size, dtype=bool)
+            for start, stop in opt._subset.ranges(opt.seed, opt.step_count):
+                keep[start:stop] = True
+            return keep
         if opt.sparsity is None:
             return None
         threshold = opt._mask_threshold(0, self.x)
