@@ -25,6 +25,7 @@ def test_bench_zo_table_is_consistent():
         "MeZO step (closure excluded)",
         "MeZO step, rademacher (closure excluded)",
         "Sparse MeZO step, sparsity 0.8 (closure excluded)",
+        "MeZO step, subset fraction 0.1 (closure excluded)",
         "HiZOO step (closure excluded)",
         "MeZO reference loop, torch.normal",
         "MeZO step, 2 threads (closure excluded)",
