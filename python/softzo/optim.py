@@ -708,7 +708,8 @@ class MeZO(_ZerothOrder):
     (each query's ±eps z, the restore and update, SPSA's calibration probes) runs on those
     blocks only, so a step costs about f of a full one; inside them z is the value the full
     vector would have there. Weight decay is part of the update, so it too applies to the
-    chosen blocks only. ``subset_ranges(step)`` returns the chosen [start, stop) ranges.
+    chosen blocks only (k is at least 1, so parameters smaller than one block always take
+    the full step). ``subset_ranges(step)`` returns the chosen [start, stop) ranges.
     float16 / bfloat16 parameters work, but a tensor the subset touches at all is copied and
     re-rounded whole in each pass. Not combinable with ``sparsity`` or ``subspace``.
     """
