@@ -39,4 +39,5 @@ def test_bench_zo_table_is_consistent():
         assert passes == pytest.approx(ms / roof_ms, rel=0.002, abs=0.006)
     assert re.search(r"reference loop: [\d.]+x faster", table)
     assert re.search(r"2 threads each: [\d.]+x faster", table)
+    assert re.search(r"with Rademacher z: [\d.]+x faster", table)
     assert re.search(r"Peak extra memory of a MeZO step \(VmHWM growth\): ", table)
