@@ -313,10 +313,8 @@ void def_zo(nb::module_& m) {
           zm.threshold = build_threshold;
           mp = &zm;
         }
-        const bool move_only = lr == 0.0 && wd == 0.0;
-        if (zm.build && !move_only) throw nb::value_error("mask is built by a move (lr = wd = 0)");
         nb::gil_scoped_release release;
-        if (move_only) {
+        if (lr == 0.0 && wd == 0.0) {  // zo_restore_update refuses to build a mask
           softzo::zo_perturb<T>(d, offset, static_cast<T>(c_restore), theta.data(), n, mp, threads);
         } else {
           softzo::zo_restore_update<T>(d, offset, static_cast<T>(c_restore), static_cast<T>(lr),

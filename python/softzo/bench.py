@@ -380,6 +380,19 @@ def _load() -> float:
         return math.nan
 
 
+def _provenance(module: str, argv: Sequence[str] | None, t0: float, load0: float) -> str:
+    """A report's heading lines: the machine, the date, the exact command with its wall time
+    since ``t0``, and the load average before (``load0``) and now."""
+    argv_used = sys.argv[1:] if argv is None else list(argv)
+    command = " ".join([f"python -m {module}", *map(shlex.quote, argv_used)])
+    return (
+        f"{_machine()}\n"
+        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
+        f"- command: `{command}` ({time.perf_counter() - t0:.0f} s)\n"
+        f"- 1-minute load average before / after: {load0:.2f} / {_load():.2f}"
+    )
+
+
 def _plot(res: Results, ops: Sequence[str], threads: Sequence[int], path: Path) -> None:
     """G elements/s against row length: single rows above, batched shapes below."""
     try:
@@ -468,15 +481,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     res = run(FULL_SHAPES, args.threads, OPS, args.reps)
     tables = report(res, OPS)
     print(tables)
-    argv_used = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python -m softzo.bench", *map(shlex.quote, argv_used)])
     args.out.mkdir(parents=True, exist_ok=True)
     heading = (
         "# softzo softmax benchmark\n\n"
-        f"{_machine()}\n"
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
-        f"- command: `{command}` ({time.perf_counter() - t0:.0f} s)\n"
-        f"- 1-minute load average before / after: {load0:.2f} / {_load():.2f} (other processes "
+        f"{_provenance('softzo.bench', argv, t0, load0)} (other processes "
         "competing for the cores make every number here slower and noisier)\n\n"
         "float32. Times per call are the minimum over interleaved repetitions, outputs preallocated "
         "(out=) and first-touched. NumPy and SciPy are single-threaded: their 2-thread rows run the "

@@ -33,10 +33,8 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import math
-import shlex
 import subprocess
 import sys
 import time
@@ -57,7 +55,7 @@ from .bench import (
     _fmt_time,
     _label,
     _load,
-    _machine,
+    _provenance,
     _table,
     _touched,
 )
@@ -488,14 +486,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if bad:
             sys.exit(1)
         return
-    argv_used = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python -m softzo.bench_losses", *map(shlex.quote, argv_used)])
     heading = (
         "# softzo losses benchmark\n\n"
-        f"{_machine()}\n"
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
-        f"- command: `{command}` ({time.perf_counter() - t0:.0f} s)\n"
-        f"- 1-minute load average before / after: {load0:.2f} / {_load():.2f}\n\n"
+        f"{_provenance('softzo.bench_losses', argv, t0, load0)}\n\n"
         "float32, 1 thread (torch.set_num_threads(1)). Times are the minimum over interleaved "
         "repetitions; each call is timed alone, so the in-place modes' fresh copy of the logits "
         f"is not counted. {PINNED_NOTE[pinned]} 'x torch' is torch's time over the "

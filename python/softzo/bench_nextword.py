@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
-import datetime
 import hashlib
 import io
 import itertools
@@ -59,7 +58,6 @@ import math
 import os
 import platform
 import re
-import shlex
 import sys
 import sysconfig
 import time
@@ -621,7 +619,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         values[f.name] = v
     cfg = Config(**values)
     t_start = time.perf_counter()
-    from .bench import _load, _machine
+    from .bench import _load, _provenance
 
     load0 = _load()
     limiter = _limit_blas_threads(cfg.blas_threads)
@@ -642,14 +640,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print("\n".join(summary_table(runs, cfg)))
     if args.quick:
         return
-    argv_used = sys.argv[1:] if argv is None else list(argv)
-    command = " ".join(["python -m softzo.bench_nextword", *map(shlex.quote, argv_used)])
     header = (
         "# Next-word prediction on the Python standard library: factored Z-loss vs dense softmax\n"
-        f"\n{_machine()}\n"
-        f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}\n"
-        f"- command: `{command}` ({time.perf_counter() - t_start:.0f} s in all)\n"
-        f"- 1-minute load average before / after: {load0:.2f} / {_load():.2f} (other processes "
+        f"\n{_provenance('softzo.bench_nextword', argv, t_start, load0)} (other processes "
         "on the machine's 2 cores slow every number here)\n"
     )
     args.out.mkdir(parents=True, exist_ok=True)

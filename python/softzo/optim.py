@@ -137,21 +137,12 @@ class _Subspace:
     KEYS = ("history", "every", "variance")
 
     def __init__(self, options: dict[str, Any], size: int) -> None:
-        if not isinstance(options, dict):
-            raise TypeError(f"subspace must be a dict like {{'history': 32}}, got {options!r}")
-        unknown = sorted(set(options) - set(self.KEYS))
-        if unknown:
-            raise ValueError(f"subspace has unknown keys {unknown}; it takes {list(self.KEYS)}")
+        _check_options("subspace", options, self.KEYS, "{'history': 32}")
         self.history = _check_count("subspace['history']", options.get("history", 32))
         if self.history < 2:
             raise ValueError("subspace['history'] must be >= 2 (principal directions need two)")
         self.every = _check_count("subspace['every']", options.get("every", self.history))
-        variance = options.get("variance", 0.99)
-        if isinstance(variance, bool) or not isinstance(variance, (int, float, np.floating)):
-            raise TypeError(f"subspace['variance'] must be a number in (0, 1], got {variance!r}")
-        if not 0.0 < float(variance) <= 1.0:
-            raise ValueError(f"subspace['variance'] must be in (0, 1], got {variance!r}")
-        self.variance = float(variance)
+        self.variance = _check_fraction("subspace['variance']", options.get("variance", 0.99), True)
         self.buffer = np.zeros((self.history, size), dtype=np.float64)
         self.count = 0  # parameter vectors recorded so far
         self.minor: np.ndarray | None = None  # (r, size), orthonormal rows
@@ -215,18 +206,10 @@ class _Subset:
     KEYS = ("fraction", "block")
 
     def __init__(self, options: dict[str, Any], views: list[tuple[np.ndarray, int, int]]) -> None:
-        if not isinstance(options, dict):
-            raise TypeError(f"subset must be a dict like {{'fraction': 0.25}}, got {options!r}")
-        unknown = sorted(set(options) - set(self.KEYS))
-        if unknown:
-            raise ValueError(f"subset has unknown keys {unknown}; it takes {list(self.KEYS)}")
+        _check_options("subset", options, self.KEYS, "{'fraction': 0.25}")
         if "fraction" not in options:
             raise ValueError("subset needs 'fraction', the share of blocks perturbed per step")
-        fraction = options["fraction"]
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating)):
-            raise TypeError(f"subset['fraction'] must be a number in (0, 1], got {fraction!r}")
-        if not 0.0 < float(fraction) <= 1.0:
-            raise ValueError(f"subset['fraction'] must be in (0, 1], got {fraction!r}")
+        self.fraction = _check_fraction("subset['fraction']", options["fraction"], True)
         block = options.get("block", 65536)
         if isinstance(block, str):
             if block != "tensor":
@@ -235,7 +218,6 @@ class _Subset:
             raise TypeError(f"subset['block'] must be an int >= 1 or 'tensor', got {block!r}")
         elif block < 1:
             raise ValueError(f"subset['block'] must be an int >= 1 or 'tensor', got {block!r}")
-        self.fraction = float(fraction)
         self.block = block if block == "tensor" else int(block)
         size = sum(v.size for v, _, _ in views)
         if self.block == "tensor":
@@ -431,8 +413,9 @@ class _ZerothOrder:
     def _two_point(
         self, closure: Callable[[], Any], direction: int, move: Callable | None = None
     ) -> tuple[float, float]:
-        """(f(theta + eps z) - f(theta - eps z)) / 2 and their mean; theta is back on return,
-        also when the closure raises or returns a non-finite value. ``move`` (default
+        """(f(theta + eps z) - f(theta - eps z)) / 2 and their mean. theta is left at
+        theta - eps z for the caller to restore (MeZO fuses that with its update), and restored
+        here when the closure raises or returns a non-finite value. ``move`` (default
         ``_move``) applies a multiple of the direction."""
         move = move or self._move
         eps = [g["eps"] for g in self.param_groups]
@@ -657,6 +640,35 @@ def _loss_value(value: Any) -> float:
         ) from None
 
 
+def _check_options(name: str, options: Any, keys: tuple[str, ...], example: str) -> None:
+    """A dict of options with known keys only (``subspace=``, ``subset=``)."""
+    if not isinstance(options, dict):
+        raise TypeError(f"{name} must be a dict like {example}, got {options!r}")
+    unknown = sorted(set(options) - set(keys))
+    if unknown:
+        raise ValueError(f"{name} has unknown keys {unknown}; it takes {list(keys)}")
+
+
+def _check_fraction(name: str, value: Any, one_allowed: bool) -> float:
+    """A number in (0, 1], or in (0, 1) without ``one_allowed``."""
+    interval = "(0, 1]" if one_allowed else "(0, 1)"
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{name} must be a number in {interval}, got {value!r}")
+    if not (0.0 < float(value) < 1.0 or (one_allowed and float(value) == 1.0)):
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return float(value)
+
+
+def _group_defaults(lr: Any, eps: Any, weight_decay: Any, **extra: float) -> dict[str, float]:
+    """The per-group hyperparameters every two-point optimiser takes, checked."""
+    return {
+        "lr": _check_positive("lr", lr, True),
+        "eps": _check_positive("eps", eps),
+        "weight_decay": _check_positive("weight_decay", weight_decay, True),
+        **extra,
+    }
+
+
 def _check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")
@@ -729,24 +741,17 @@ class MeZO(_ZerothOrder):
         seed: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        defaults = {
-            "lr": _check_positive("lr", lr, True),
-            "eps": _check_positive("eps", eps),
-            "weight_decay": _check_positive("weight_decay", weight_decay, True),
-        }
+        defaults = _group_defaults(lr, eps, weight_decay)
         if sparsity is not None:
-            if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float, np.floating)):
-                raise TypeError(f"sparsity must be a number in (0, 1), got {sparsity!r}")
-            if not 0.0 < float(sparsity) < 1.0:
-                raise ValueError(f"sparsity must be in (0, 1), got {sparsity!r}")
-            if subspace is not None:
-                raise ValueError(
-                    "sparsity and subspace cannot be combined: the subspace projection would "
-                    "move entries outside Sparse MeZO's mask"
-                )
+            sparsity = _check_fraction("sparsity", sparsity, False)
+        # Each pair selects differently: the subspace projection moves entries outside Sparse
+        # MeZO's mask and outside the subset's blocks; the mask bits are indexed per whole tensor.
+        if sparsity is not None and subspace is not None:
+            raise ValueError(
+                "sparsity and subspace cannot be combined: the subspace projection would "
+                "move entries outside Sparse MeZO's mask"
+            )
         if subset is not None:
-            # Both would zero z outside their own selection; the mask bits are per tensor and
-            # the subspace projection moves every entry.
             for name, value in (("sparsity", sparsity), ("subspace", subspace)):
                 if value is not None:
                     raise ValueError(f"subset and {name} cannot be combined")
@@ -759,7 +764,7 @@ class MeZO(_ZerothOrder):
             num_threads=num_threads,
             subspace=subspace,
         )
-        self.sparsity = None if sparsity is None else float(sparsity)
+        self.sparsity = sparsity
         self._subset = None if subset is None else _Subset(subset, self._views)
 
     def _fused_restore(self) -> bool:
@@ -915,11 +920,7 @@ class HiZOO(_ZerothOrder):
         seed: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        defaults = {
-            "lr": _check_positive("lr", lr, True),
-            "eps": _check_positive("eps", eps),
-            "weight_decay": _check_positive("weight_decay", weight_decay, True),
-        }
+        defaults = _group_defaults(lr, eps, weight_decay)
         alpha = float(hessian_smooth)
         if not 0.0 <= alpha < 1.0:
             raise ValueError(f"hessian_smooth must be in [0, 1), got {hessian_smooth!r}")
@@ -1043,12 +1044,9 @@ class ZOSGD(_Buffered):
         seed: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        defaults = {
-            "lr": _check_positive("lr", lr, True),
-            "eps": _check_positive("eps", eps),
-            "momentum": _check_positive("momentum", momentum, True),
-            "weight_decay": _check_positive("weight_decay", weight_decay, True),
-        }
+        defaults = _group_defaults(
+            lr, eps, weight_decay, momentum=_check_positive("momentum", momentum, True)
+        )
         super().__init__(
             params,
             defaults,
@@ -1137,11 +1135,7 @@ class ZOAdam(_Buffered):
         seed: int = 0,
         num_threads: int | None = None,
     ) -> None:
-        defaults = {
-            "lr": _check_positive("lr", lr, True),
-            "eps": _check_positive("eps", eps),
-            "weight_decay": _check_positive("weight_decay", weight_decay, True),
-        }
+        defaults = _group_defaults(lr, eps, weight_decay)
         super().__init__(
             params,
             defaults,
