@@ -59,6 +59,23 @@ def test_wide_ranges(isa, algorithm, dtype, rng):
         check_all(x, algorithm)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_minimum_around_flush_point(isa, algorithm, dtype, rng):
+    """The AVX2 reload kernels skip the underflow flush when the row minimum is above the flush
+    point (about (round(max log2 e) - 124) ln2): rows whose minimum sits just above, at and just
+    below it, for several maxima, so both branches and the boundary are checked."""
+    for top in (0.0, 3.3, -40.0, 60.0):
+        e = np.rint(top * np.log2(np.e))
+        cut = (e - 124.0) * np.log(2.0)
+        for d in (-np.inf, -1e4, -30.0, -3.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 2.0):
+            x = rng.uniform(cut + 1.0, top, (2, 300)).astype(dtype)
+            x[:, 17] = top
+            x[:, 150] = cut + d
+            x[1, 299] = cut + d  # in the tail as well
+            check_all(x, algorithm)
+
+
 def adversarial_rows(dtype):
     f = FMAX[dtype]
     inf, nan = np.inf, np.nan

@@ -15,9 +15,9 @@ constexpr int kNumIsas = 3;
 
 template <typename T>
 struct SoftmaxKernels {
-  T (*rmax)(size_t, const T*);
-  double (*raddexp)(size_t, const T*, double);
-  double (*raddstoreexp)(size_t, const T*, T*, double);
+  T (*rmax)(size_t, const T*, T*);
+  double (*raddexp)(size_t, const T*, double, T);
+  double (*raddstoreexp)(size_t, const T*, T*, double, T);
   void (*vscale)(size_t, const T*, T*, T);
   softzo_extexp (*raddextexp)(size_t, const T*, int*);
   void (*vscaleextexp)(size_t, const T*, T*, double, double);

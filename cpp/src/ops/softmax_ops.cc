@@ -102,11 +102,15 @@ class RowSolver {
   // max is outside the scaled kernels' range the exact scalar one.
   T three_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
-    SmallArray<T> maxima(chunks);
-    each_chunk(n, threads_,
-               [&](int64_t c, int64_t off, int64_t len) { maxima[c] = k_.rmax(len, x + off); });
-    T m = maxima[0];
-    for (int64_t c = 1; c < chunks; ++c) m = maxima[c] > m || std::isnan(maxima[c]) ? maxima[c] : m;
+    SmallArray<T> maxima(chunks), minima(chunks);
+    each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
+      maxima[c] = k_.rmax(len, x + off, &minima[c]);
+    });
+    T m = maxima[0], lo = minima[0];
+    for (int64_t c = 1; c < chunks; ++c) {
+      m = maxima[c] > m || std::isnan(maxima[c]) ? maxima[c] : m;
+      lo = minima[c] < lo ? minima[c] : lo;
+    }
     if (!std::isfinite(m)) return special(x, y, n);
     if (!in_scaled_range(m)) return far_range(x, y, n, m);
 
@@ -114,7 +118,8 @@ class RowSolver {
     const bool reload = op_ == Op::kSoftmax && algo_ == SoftmaxAlgorithm::kThreePassReload;
     SmallArray<double> sums(chunks);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      sums[c] = reload ? k_.raddstoreexp(len, x + off, y + off, e) : k_.raddexp(len, x + off, e);
+      sums[c] =
+          reload ? k_.raddstoreexp(len, x + off, y + off, e, lo) : k_.raddexp(len, x + off, e, lo);
     });
     double s = 0.0;
     for (int64_t c = 0; c < chunks; ++c) s += sums[c];

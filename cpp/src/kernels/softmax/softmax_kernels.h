@@ -50,12 +50,13 @@ typedef struct {
 #define SOFTZO_EXTEXP_LIMIT 65536.0
 
 #define SOFTZO_DECLARE_SOFTMAX_KERNELS(T, dt, isa)                                                 \
-  /* max_i x_i, or NaN if any x_i is NaN; n >= 1. */                                               \
-  T softzo_##dt##_rmax_##isa(size_t n, const T* x);                                                \
-  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). */             \
-  double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e);                              \
-  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). */                      \
-  double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e);                   \
+  /* max_i x_i, or NaN if any x_i is NaN (then *lo is undefined), else *lo = min_i x_i; n >= 1 */  \
+  T softzo_##dt##_rmax_##isa(size_t n, const T* x, T* lo);                                         \
+  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1) ln2 (e from the row max, see above). lo <= every */ \
+  /* x_i (-inf if unknown): where lo is above the flush point a kernel may skip the flush. */      \
+  double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e, T lo);                        \
+  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). lo as raddexp. */       \
+  double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e, T lo);             \
   /* y_i = x_i * s. */                                                                             \
   void softzo_##dt##_vscale_##isa(size_t n, const T* x, T* y, T s);                                \
   /* sum_i exp(max(x_i, -LIMIT)) as an extexp pair; sets *unsafe = 1 if any x_i > LIMIT or */      \

@@ -101,13 +101,16 @@ inline T exp_minus(T x, T m) {
 }
 
 template <typename T>
-T rmax(size_t n, const T* x) {
-  T m = x[0];
-  for (size_t i = 1; i < n; ++i) {
-    if (isnan(x[i])) return x[i];
+T rmax(size_t n, const T* x, T* lo) {
+  T m = -INFINITY, mn = INFINITY;
+  bool nan = false;
+  for (size_t i = 0; i < n; ++i) {
+    nan = nan || isnan(x[i]);
     m = x[i] > m ? x[i] : m;
+    mn = x[i] < mn ? x[i] : mn;
   }
-  return m;
+  *lo = mn;
+  return nan ? static_cast<T>(NAN) : m;
 }
 
 // A double sum with Neumaier's compensation: the scalar code has no lanes to spread the
@@ -134,6 +137,7 @@ inline double double_sum(size_t n, F f) {
 }
 
 // exp(x) * 2^-e; 0 where that falls below 2^-125 (-inf included). Needs x <= (e + 1) ln2.
+// The test is one branch per element, so raddexp ignores the row minimum the AVX2 code uses.
 template <typename T>
 inline T exp_scaled(T x, double e) {
   if (!(static_cast<double>(x) >= (e - 125.0) * kLn2)) return T(0);
@@ -251,11 +255,11 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
 }  // namespace
 
 #define SOFTZO_DEFINE_SCALAR(T, dt)                                                             \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x) { return rmax<T>(n, x); }                   \
-  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e) {                         \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo) { return rmax<T>(n, x, lo); }        \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                      \
     return raddexp<T>(n, x, e);                                                                 \
   }                                                                                             \
-  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e) {              \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {           \
     return raddstoreexp<T>(n, x, y, e);                                                         \
   }                                                                                             \
   void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }  \
