@@ -249,7 +249,7 @@ NB_MODULE(_factored, m) {
   bind_layer<double>(m, "FactoredLayer64");
   // OpenBLAS's own pool is process-wide; on a loaded machine one thread is often faster.
   m.def("set_blas_threads", [](int n) {
-    if (n < 1) throw std::invalid_argument("num_threads: must be >= 1");
+    if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));
     scipy_openblas_set_num_threads(n);
   });
   m.def("blas_threads", [] { return scipy_openblas_get_num_threads(); });

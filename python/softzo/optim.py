@@ -1534,12 +1534,13 @@ def minimize(
     opts = dict(options or {})
     opt = cls([x], seed=0 if seed is None else seed, **opts)
     per_step = opt.evaluations_per_step()
-    if isinstance(opt, SPSA) and "calibration_probes" not in opts:
-        # A small budget still takes steps: fewer probes (at least 1) rather than none at all.
-        room = (maxfev - per_step) // 2
-        opt.calibration_probes = max(1, min(opt.calibration_probes, room))
-    if isinstance(opt, SPSA) and "maxiter" not in opts:
-        opt.maxiter = max(1, (maxfev - opt.calibration_evaluations()) // per_step)
+    if isinstance(opt, SPSA):
+        if "calibration_probes" not in opts:
+            # A small budget still takes steps: fewer probes (at least 1) rather than none at all.
+            room = (maxfev - per_step) // 2
+            opt.calibration_probes = max(1, min(opt.calibration_probes, room))
+        if "maxiter" not in opts:
+            opt.maxiter = max(1, (maxfev - opt.calibration_evaluations()) // per_step)
 
     def keep_inside() -> None:
         """x <- x clipped to the box shrunk by the perturbation size eps on every side."""

@@ -48,9 +48,7 @@ def set_blas_threads(num_threads: int) -> None:
     """
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
-    if num_threads < 1:
-        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
-    _factored.set_blas_threads(int(num_threads))
+    _factored.set_blas_threads(int(num_threads))  # ValueError below 1
 
 
 def blas_threads() -> int:
