@@ -454,6 +454,11 @@ NB_MODULE(_core, m) {
       "Max ULP error of the ISA's float32 exp over every float in [lo, hi]: "
       "(max_ulp, worst input, floats checked).");
 
+  // The calling thread's floating-point status flags, and FTZ/DAZ (see testing/kernel_testing.h).
+  m.def("_fp_flags", &softzo::testing::fp_flags);
+  m.def("_clear_fp_flags", &softzo::testing::clear_fp_flags);
+  m.def("_set_flush_denormals", &softzo::testing::set_flush_denormals, nb::arg("on"));
+
   // Roofline references for the benchmarks (float32, contiguous).
   m.def(
       "_stream_read",

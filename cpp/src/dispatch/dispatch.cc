@@ -21,13 +21,12 @@ struct Table {
   }
 };
 
-#define SOFTZO_KERNEL_SET(T, dt, sfx)                                                          \
-  SoftmaxKernels<T> {                                                                          \
-    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx,   \
-        softzo_##dt##_vscale_##sfx, softzo_##dt##_raddextexp_##sfx,                            \
-        softzo_##dt##_vscaleextexp_##sfx, softzo_##dt##_ronlinesumexp_##sfx,                   \
-        softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx, softzo_##dt##_vsoftmaxgrad_##sfx, \
-        softzo_##dt##_rklgrad_##sfx                                                            \
+#define SOFTZO_KERNEL_SET(T, dt, sfx)                                                           \
+  SoftmaxKernels<T> {                                                                           \
+    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx,    \
+        softzo_##dt##_vscale_##sfx, softzo_##dt##_vscaleextexp_##sfx,                           \
+        softzo_##dt##_ronlinesumexp_##sfx, softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx, \
+        softzo_##dt##_vsoftmaxgrad_##sfx, softzo_##dt##_rklgrad_##sfx                           \
   }
 
 #define SOFTZO_LOSS_SET(T, dt, sfx)                                                      \
@@ -97,7 +96,10 @@ struct Registry {
     }
 #endif
 #if SOFTZO_HAVE_AVX512
-    if (cpu_has_avx512()) {
+    // SOFTZO_EMULATE_AVX512=1 keeps the SIMDe build in the avx512 slot even on AVX-512 hardware,
+    // so its emulation-only code paths can be tested there too.
+    const char* emulate = std::getenv("SOFTZO_EMULATE_AVX512");
+    if (cpu_has_avx512() && !(emulate && std::strcmp(emulate, "1") == 0)) {
       f32.set(2, &k_f32_avx512, &l_f32_avx512, &z_f32_avx512);
       f64.set(2, &k_f64_avx512, &l_f64_avx512, &z_f64_avx512);
       info[2].available = true;

@@ -15,16 +15,15 @@ constexpr int kNumIsas = 3;
 
 template <typename T>
 struct SoftmaxKernels {
-  T (*rmax)(size_t, const T*, T*);
+  T (*rmax)(size_t, const T*, T*, size_t*);
   double (*raddexp)(size_t, const T*, double, T);
   double (*raddstoreexp)(size_t, const T*, T*, double, T);
   void (*vscale)(size_t, const T*, T*, T);
-  softzo_extexp (*raddextexp)(size_t, const T*, int*);
   void (*vscaleextexp)(size_t, const T*, T*, double, double);
   softzo_online (*ronlinesumexp)(size_t, const T*);
   void (*vsubc)(size_t, const T*, T*, T, T);
   void (*vexp)(size_t, const T*, T*);
-  double (*vsoftmaxgrad)(size_t, const T*, T*, double, double, T, const T*, const T*, T, T);
+  double (*vsoftmaxgrad)(size_t, const T*, T*, double, double, T, const T*, const T*, T, T, T);
   double (*rklgrad)(size_t, const T*, const T*, T*, double, double, double, double, T, T);
 };
 

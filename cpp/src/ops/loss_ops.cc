@@ -2,11 +2,13 @@
 // far-range logits) that the vector kernels leave to exact scalar code.
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "dispatch/dispatch.h"
+#include "ops/exp_sums.h"
 #include "ops/spherical_terms.h"
 #include "ops/thread_pool.h"
 #include "softzo/losses.h"
@@ -14,9 +16,6 @@
 namespace softzo {
 namespace {
 
-constexpr double kLn2Hi = 0x1.62e42feep-1;  // as in softmax_ops.cc: e * kLn2Hi is exact
-constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
-constexpr double kLog2e = 1.44269504088896340736;
 // One task covers about this many elements, as in the softmax ops.
 constexpr int64_t kTaskElements = int64_t{1} << 16;
 
@@ -40,47 +39,54 @@ double ordered_sum(const std::vector<double>& v) {
   return s;
 }
 
-// A row's sum of exps as m * 2^e from the two-pass kernel, with lse = hi + lo in double.
-// ok is false for rows the kernel leaves to the exact path: a NaN or +inf, all -inf, or a max
-// beyond the scaled kernels' range.
+// A row's lse as max + l with l = log1p(rest) (exp_sums.h), from the blocked two-pass sum, and
+// the sum itself for the gradient passes. ok is false for rows the kernels leave to the exact
+// path: a NaN or +inf, all -inf, or a max beyond the scaled kernels' range.
+inline double exact_rest(int64_t n, const float* x, float m, int64_t skip) {
+  return softzo_f32_raddexpminusmax_exact(static_cast<size_t>(n), x, m, static_cast<size_t>(skip));
+}
+inline double exact_rest(int64_t n, const double* x, double m, int64_t skip) {
+  return softzo_f64_raddexpminusmax_exact(static_cast<size_t>(n), x, m, static_cast<size_t>(skip));
+}
+
 struct RowLse {
-  double m = 0, e = 0, hi = 0, lo = 0;
+  ExpSum sum;
+  double max = 0, l = 0;
   bool ok = false;
-  double value() const { return hi + lo; }
+  double value() const { return max + l; }
 };
 
 template <typename T>
 RowLse row_lse(const SoftmaxKernels<T>& k, const T* x, int64_t n) {
   RowLse r;
-  int unsafe = 0;
-  const softzo_extexp p = k.raddextexp(static_cast<size_t>(n), x, &unsafe);
-  if (unsafe || !(p.m > 0.0) || p.e * 0.6931471805599453 < -SOFTZO_EXTEXP_LIMIT + 110.0) return r;
-  r.m = p.m;
-  r.e = p.e;
-  r.hi = p.e * kLn2Hi;
-  r.lo = std::log(p.m) + p.e * kLn2Lo;
+  bool unsafe = false;
+  r.sum = blocked_exp_sum(k, x, static_cast<size_t>(n), &unsafe);
+  if (unsafe || !in_scaled_range(r.sum.max)) return r;
+  r.max = r.sum.max;
+  r.l = r.sum.log1p_rest();
   r.ok = true;
   return r;
 }
 
-// The exact path: max M, then sum exp(x - M) with x - M carried exactly (scalar kernels).
-// Returns NaN for rows with a NaN or +inf (PyTorch's NaN loss), -inf for all -inf rows.
-inline double exact_sum(int64_t n, const float* x, float m) {
-  return softzo_f32_raddexpminusmax_exact(static_cast<size_t>(n), x, m);
-}
-inline double exact_sum(int64_t n, const double* x, double m) {
-  return softzo_f64_raddexpminusmax_exact(static_cast<size_t>(n), x, m);
-}
+// The exact path: max M, then lse = M + log1p(sum over the others of exp(x - M)), x - M carried
+// exactly (scalar kernels). NaN for rows with a NaN, +inf for a +inf (PyTorch's NaN loss is
+// decided by the caller), -inf for all -inf rows; *max_out and *l_out hold M and the log1p.
 template <typename T>
-double slow_lse(const T* x, int64_t n, T* max_out) {
+double slow_lse(const T* x, int64_t n, T* max_out, double* l_out) {
   T m = -INFINITY;
+  int64_t at = 0;
   for (int64_t i = 0; i < n; ++i) {
     if (std::isnan(x[i])) return NAN;
-    m = x[i] > m ? x[i] : m;
+    if (x[i] > m) {
+      m = x[i];
+      at = i;
+    }
   }
   *max_out = m;
+  *l_out = 0.0;
   if (std::isinf(m)) return m;  // +inf, or -inf for an all -inf row
-  return static_cast<double>(m) + std::log(exact_sum(n, x, m));
+  *l_out = std::log1p(exact_rest(n, x, m, at));
+  return static_cast<double>(m) + *l_out;
 }
 
 template <typename T>
@@ -183,7 +189,12 @@ class CrossEntropy {
     const int64_t t = hard ? a_.target[r] : -1;
     const RowLse lse = row_lse(k_, x, n_);
     T xmax = 0;
-    const double lse_v = lse.ok ? lse.value() : slow_lse(x, n_, &xmax);
+    double l = 0.0;  // lse - max = log1p(rest)
+    const double lse_v = lse.ok ? lse.value() : slow_lse(x, n_, &xmax, &l);
+    if (lse.ok) {
+      xmax = static_cast<T>(lse.max);
+      l = lse.l;
+    }
     if (a_.lse) a_.lse[r] = static_cast<T>(lse_v);
     if (hard && t == a_.ignore_index) {
       if (y) fill(y, n_, T(0));
@@ -206,50 +217,66 @@ class CrossEntropy {
     const bool has_q = !hard || eps != 0.0;
     if (!std::isfinite(lse_v)) return nan_row(y);
 
-    // Row loss: coef (lse - x_t) + (mass - coef) lse - sum_j q_j x_j, the first difference
-    // taken against lse's hi + lo parts.
-    const double ce_target = coef * (lse.ok ? (lse.hi - xt) + lse.lo : lse_v - xt);
+    // Row loss, as a sum of terms that are >= 0 for non-negative weights and targets (so it is
+    // never negative, and relatively accurate near 0): with lse = M + l,
+    //   coef (lse - x_t) + sum_j q_j (lse - x_j) = coef (M - x_t) + mass l - sum_j q_j (x_j - M).
+    const double m = static_cast<double>(xmax);
+    const double ce_target = coef * ((m - xt) + l);
     double tau_coef = 1.0;  // comp-sum: d loss / d ce = p_t^(tau - 1)
     if (a_.tau != 1.0) tau_coef = std::exp((1.0 - a_.tau) * ce_target);
     const bool none = a_.reduction == Reduction::kNone;
     const double g = none ? 1.0 : ce_scale_, zg = none ? 1.0 : z_scale_;
-    double dot = 0.0;
+    const double z = zg * 2.0 * a_.lse_square_scale * lse_v;  // d (lambda lse^2) / d lse
+    double dot = 0.0;                                         // sum_j q_j (x_j - M)
     if (y) {
-      // Gradient: g (mass p - q - coef e_t) tau_coef + zg 2 lambda lse p.
-      const double pa = g * mass * tau_coef + zg * 2.0 * a_.lse_square_scale * lse_v;
+      // Gradient: g (mass p - q - coef e_t) tau_coef + z p.
+      const double pa = g * mass * tau_coef + z;
       if (lse.ok) {
-        const double ret =
-            k_.vsoftmaxgrad(static_cast<size_t>(n_), x, y, lse.m, lse.e, static_cast<T>(pa),
-                            a_.weight, tw, static_cast<T>(g * b), static_cast<T>(g * c));
-        if (has_q) dot = g != 0.0 && std::isfinite(g) ? ret / g : q_dot(x, tw, b, c);
+        const double ret = k_.vsoftmaxgrad(static_cast<size_t>(n_), x, y, lse.sum.normalizer(),
+                                           lse.sum.e, static_cast<T>(pa), a_.weight, tw,
+                                           static_cast<T>(g * b), static_cast<T>(g * c), xmax);
+        if (has_q) dot = g != 0.0 && std::isfinite(g) ? ret / g : q_dot(x, tw, b, c, xmax);
       } else {
-        if (has_q) dot = q_dot(x, tw, b, c);  // before an in-place gradient overwrites x
-        slow_grad(x, y, xmax, lse_v, pa, tw, g * b, g * c);
+        if (has_q) dot = q_dot(x, tw, b, c, xmax);  // before an in-place gradient overwrites x
+        slow_grad(x, y, xmax, l, pa, tw, g * b, g * c);
       }
-      if (hard) y[t] = static_cast<T>(static_cast<double>(y[t]) - g * coef * tau_coef);
+      if (hard) {
+        if (xt == m) {
+          // The target holds the max: p_t = 1 / (1 + rest), and p_t - 1 = -rest / (1 + rest)
+          // is formed from the rest, not as a difference that cancels to 0 when p_t rounds to 1.
+          const double rest = std::expm1(l), p_t = 1.0 / (1.0 + rest), rho = rest * p_t;
+          const double q_t = g * c * (a_.weight ? static_cast<double>(a_.weight[t]) : 1.0);
+          y[t] = static_cast<T>(g * tau_coef * ((mass - coef) * p_t - coef * rho) + z * p_t - q_t);
+        } else {
+          y[t] = static_cast<T>(static_cast<double>(y[t]) - g * coef * tau_coef);
+        }
+      }
     } else if (has_q) {
-      dot = q_dot(x, tw, b, c);
+      dot = q_dot(x, tw, b, c, xmax);
     }
-    double ce = ce_target + (has_q ? (mass - coef) * lse_v - dot : 0.0);
+    double ce = ce_target + (has_q ? (mass - coef) * l - dot : 0.0);
     if (a_.tau != 1.0) ce = std::expm1((1.0 - a_.tau) * ce) / (1.0 - a_.tau);
     return ce * g + a_.lse_square_scale * lse_v * lse_v * zg;
   }
 
-  // sum_j q_j x_j without writing anything (the kernel with y = null).
-  double q_dot(const T* x, const T* tw, double b, double c) const {
+  // sum_j q_j (x_j - s) without writing anything (the kernel with y = null).
+  double q_dot(const T* x, const T* tw, double b, double c, T s) const {
     return k_.vsoftmaxgrad(static_cast<size_t>(n_), x, nullptr, 1.0, 0.0, T(0), a_.weight, tw,
-                           static_cast<T>(b), static_cast<T>(c));
+                           static_cast<T>(b), static_cast<T>(c), s);
   }
 
-  // Far-range rows: p_j = exp(x_j - M) / s with x_j - M exact, then the same affine update.
-  void slow_grad(const T* x, T* y, T xmax, double lse_v, double pa, const T* tw, double b,
+  // Far-range rows: p_j = exp(x_j - M) / (1 + rest) with x_j - M exact, then the same affine
+  // update.
+  void slow_grad(const T* x, T* y, T xmax, double l, double pa, const T* tw, double b,
                  double c) const {
-    const double s = std::exp(lse_v - static_cast<double>(xmax));
+    const double s = std::exp(l);
     for (int64_t j = 0; j < n_; ++j) {
       const double p = std::exp(static_cast<double>(x[j]) - static_cast<double>(xmax)) / s;
       double q = (tw ? b * static_cast<double>(tw[j]) : 0.0) + c;
       if (a_.weight) q *= static_cast<double>(a_.weight[j]);
-      y[j] = static_cast<T>(pa * p - q);
+      const double v = pa * p - q;  // 0 rather than a subnormal, as in the kernels
+      y[j] = std::fabs(v) >= static_cast<double>(std::numeric_limits<T>::min()) ? static_cast<T>(v)
+                                                                                : T(0);
     }
   }
 
@@ -351,7 +378,8 @@ void normalize_row(Normalizer kind, const LossKernels<T>& k, const T* x, T* y, i
 template <typename T>
 double slow_kl_row(const T* s, const T* t, int64_t n, double g, T* y) {
   T ms, mt;
-  const double ls = slow_lse(s, n, &ms), lt = slow_lse(t, n, &mt);
+  double ms_l, mt_l;
+  const double ls = slow_lse(s, n, &ms, &ms_l), lt = slow_lse(t, n, &mt, &mt_l);
   if (!std::isfinite(ls) || !std::isfinite(lt)) {
     if (y) fill(y, n, static_cast<T>(NAN));
     return NAN;
@@ -418,17 +446,22 @@ double stablemax_cross_entropy(const T* logits, int64_t rows, int64_t classes, i
     const T* x = logits + r * stride;
     const int64_t t = target[r];
     const size_t n = static_cast<size_t>(classes);
-    const double sum = k.rstablesum(n, x);
+    // The target's own s(x_t) kept apart, as for cross-entropy (exp_sums.h): the loss
+    // log(sum / s_t) = log1p(rest / s_t) and the target's gradient stay relatively accurate
+    // when x_t dominates, and the loss is never negative.
+    const double rest = k.rstablesum(static_cast<size_t>(t), x) +
+                        k.rstablesum(n - static_cast<size_t>(t) - 1, x + t + 1);
     T st, dst;  // s(x_t) and s'(x_t), from the kernels so every ISA agrees
     k.vstable(1, x + t, &st, T(1), 0);
     k.vstable(1, x + t, &dst, T(1), 1);
-    losses[r] = std::log(sum) - std::log(static_cast<double>(st));
+    const double s_t = static_cast<double>(st), sum = s_t + rest;
+    losses[r] = std::isfinite(s_t) ? std::log1p(rest / s_t) : NAN;  // inf / inf
     if (grad) {
-      // d / d x_k [log sum s - log s(x_t)] = s'(x_k) / sum - delta_kt s'(x_t) / s(x_t).
+      // d / d x_k [log sum s - log s(x_t)] = s'(x_k) / sum - delta_kt s'(x_t) / s(x_t), at t
+      // -s'(x_t) rest / (sum s(x_t)).
       T* y = grad + r * grad_stride;
       k.vstable(n, x, y, static_cast<T>(g / sum), 1);
-      y[t] = static_cast<T>(static_cast<double>(y[t]) -
-                            g * static_cast<double>(dst) / static_cast<double>(st));
+      y[t] = static_cast<T>(-g * static_cast<double>(dst) * rest / (sum * s_t));
     }
   });
   return reduce_rows(losses, reduction, row_loss);
@@ -467,9 +500,9 @@ double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_
       losses[r] = slow_kl_row(s, t, classes, gy, y);
       return;
     }
-    const double c = (lt.hi - ls.hi) + (lt.lo - ls.lo);
-    losses[r] = k.rklgrad(static_cast<size_t>(classes), s, t, y, ls.m, ls.e, lt.m, lt.e,
-                          static_cast<T>(gy), static_cast<T>(c));
+    const double c = (lt.max - ls.max) + (lt.l - ls.l);
+    losses[r] = k.rklgrad(static_cast<size_t>(classes), s, t, y, ls.sum.normalizer(), ls.sum.e,
+                          lt.sum.normalizer(), lt.sum.e, static_cast<T>(gy), static_cast<T>(c));
   });
   if (divisor == 0.0) {
     for (int64_t r = 0; r < rows; ++r) row_loss[r] = static_cast<T>(losses[r]);

@@ -10,15 +10,54 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/softmax/softmax_kernels.h"
+
 namespace {
 
-// Fold period for the T-precision accumulators: each accumulator vector absorbs at most 512
-// elements (64 per float32 lane) before it is folded into double, so the float32 rounding of a
-// block stays ~sqrt(64) * 2^-24 and the total error does not grow with n.
-constexpr size_t kElemsPerAccumulator = 512;
+// Fold period for the T-precision accumulators: each accumulator vector absorbs at most this
+// many elements before it is folded into the double total, so the rounding of a block stays
+// ~sqrt(per lane) * 2^-p and the total error does not grow with n. float: 512 (64 per lane),
+// folded into plain double lanes, far more precise than float. double: 32 (8 per lane) into a
+// compensated total, since a lane that holds one large term drops every later term below half
+// its ulp, a bias that cost float64 log-probabilities up to ~5 ulp on 64K-element rows.
+template <typename T>
+constexpr size_t kElemsPerAccumulator = sizeof(T) == 4 ? 512 : 32;
+
+// The double-lane running total of a sum: plain for float rows, compensated (2Sum: the rounding
+// error of each fold is kept in lo) for double rows.
+template <typename T>
+struct LaneTotal {
+  __m256d hi = _mm256_setzero_pd(), lo = _mm256_setzero_pd();
+  void add(__m256d v) {
+    if (sizeof(T) == 4) {
+      hi = _mm256_add_pd(hi, v);
+      return;
+    }
+    // The error is taken only where both operands are >= 2^-969 (elsewhere it could be
+    // subnormal, and is 2^-53 relative to values that small): the others enter it as 0.
+    const __m256d abs_mask = _mm256_castsi256_pd(_mm256_set1_epi64x(INT64_MAX));
+    const __m256d floor = _mm256_set1_pd(0x1p-969);
+    const __m256d big = _mm256_and_pd(_mm256_cmp_pd(_mm256_and_pd(hi, abs_mask), floor, _CMP_GE_OQ),
+                                      _mm256_cmp_pd(_mm256_and_pd(v, abs_mask), floor, _CMP_GE_OQ));
+    const __m256d h = _mm256_and_pd(hi, big), w = _mm256_and_pd(v, big);
+    const __m256d t = _mm256_add_pd(h, w), bb = _mm256_sub_pd(t, h);
+    const __m256d err = _mm256_add_pd(_mm256_sub_pd(h, _mm256_sub_pd(t, bb)), _mm256_sub_pd(w, bb));
+    hi = _mm256_add_pd(hi, v);
+    lo = _mm256_add_pd(lo, err);
+  }
+  double value() const;
+};
 
 alignas(32) const int32_t kMask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
 alignas(32) const int64_t kMask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+
+// exp(r) ~ sum_k c_k r^k on |r| <= ln2/2, degree 6 with c_0 = c_1 = 1 (so exp(0) is exactly 1):
+// float coefficients searched for the least maximum error with float Horner and FMA rounding,
+// 0.73 ulp on p(r) and ~1 ulp on exp over float32's whole normal range (see test_exp_kernels).
+// Degree 5 (XNNPACK's) reaches 1.98 ulp, which added up to 5 ulp in softmax gradients; the
+// sixth FMA costs ~10% of an exp-bound loop in cache and nothing out of cache.
+constexpr float kExpF32Coef[7] = {1.0f,           1.0f,           0x1.fffffcp-2f, 0x1.55542ap-3f,
+                                  0x1.555788p-5f, 0x1.126cc0p-7f, 0x1.6b500cp-10f};
 
 template <typename T>
 struct Ops;
@@ -58,10 +97,12 @@ struct Ops<float> {
   static V gt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
   static V ge(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GE_OQ); }
   static V ne(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_NEQ_UQ); }  // NaN counts as unequal
+  static V eq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
   static V div(V a, V b) { return _mm256_div_ps(a, b); }
   static V nle_uq(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_NLE_UQ); }  // a > b or NaN
   static V unord(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
   static bool any(V m) { return _mm256_movemask_ps(m) != 0; }
+  static int movemask(V m) { return _mm256_movemask_ps(m); }
 
   struct Split {
     V p;            // p(r), |r| <= ln2/2
@@ -72,24 +113,26 @@ struct Ops<float> {
   // whose low bits are n - e, so the exponent offset comes out of the rounding for free.
   static V magic(double e = 0.0) { return set1(static_cast<float>(0x1.8p23 - e)); }
   // Needs |x log2 e - e| < 2^22 (and |e| < 2^22) for the magic-number rounding.
-  static Split reduce(V x, V magic) {
+  static Split reduce(V x, V magic) { return reduce_impl<false>(x, x, magic); }
+  // exp(x + xlo) for a small correction xlo (|xlo| <= ulp(x)): xlo joins the reduced argument.
+  static Split reduce_lo(V x, V xlo, V magic) { return reduce_impl<true>(x, xlo, magic); }
+  template <bool kLo>
+  static Split reduce_impl(V x, V xlo, V magic) {
     V vn = _mm256_fmadd_ps(x, set1(0x1.715476p+0f), magic);
     const __m256i ebits = _mm256_slli_epi32(_mm256_castps_si256(vn), 23);
     vn = _mm256_sub_ps(vn, magic);
     V r = _mm256_fnmadd_ps(vn, set1(0x1.62E43p-1f), x);
     r = _mm256_fnmadd_ps(vn, set1(-0x1.05C61p-29f), r);
-    V p = set1(0x1.0F9F9Cp-7f);
-    p = _mm256_fmadd_ps(p, r, set1(0x1.573A1Ap-5f));
-    p = _mm256_fmadd_ps(p, r, set1(0x1.555A80p-3f));
-    p = _mm256_fmadd_ps(p, r, set1(0x1.FFFDC6p-2f));
-    p = _mm256_fmadd_ps(p, r, set1(0x1.FFFFF6p-1f));
-    p = _mm256_fmadd_ps(p, r, set1(1.0f));
+    if (kLo) r = _mm256_add_ps(r, xlo);
+    V p = set1(kExpF32Coef[6]);
+    for (int k = 5; k >= 0; --k) p = _mm256_fmadd_ps(p, r, set1(kExpF32Coef[k]));
     return Split{p, vn, ebits};
   }
   static V scale_bits(V p, __m256i ebits) {
     return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), ebits));
   }
-  static constexpr double kMinScaled = -124.0;  // 2^(n - e) >= 2^-125 keeps p * 2^(n - e) normal
+  static constexpr double kMinScaled = SOFTZO_MIN_SCALED_F32;  // p * 2^(n - e) stays normal
+  static constexpr float kMinNormal = 0x1p-126f;
   static void to_double(V v, __m256d* out) {
     out[0] = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
     out[1] = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
@@ -129,10 +172,12 @@ struct Ops<double> {
   static V gt(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
   static V ge(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_GE_OQ); }
   static V ne(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_NEQ_UQ); }
+  static V eq(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_EQ_OQ); }
   static V div(V a, V b) { return _mm256_div_pd(a, b); }
   static V nle_uq(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_NLE_UQ); }
   static V unord(V a, V b) { return _mm256_cmp_pd(a, b, _CMP_UNORD_Q); }
   static bool any(V m) { return _mm256_movemask_pd(m) != 0; }
+  static int movemask(V m) { return _mm256_movemask_pd(m); }
 
   // Cody-Waite: ln2_hi has 21 trailing zero bits, so n * ln2_hi and x - n * ln2_hi are exact
   // for |n| < 2^21 even without the FMA; ln2_lo carries the rest. Degree-13 Taylor: the
@@ -143,12 +188,16 @@ struct Ops<double> {
     __m256i ebits;  // (n - e) << 52 for magic(e)
   };
   static V magic(double e = 0.0) { return set1(0x1.8p52 - e); }
-  static Split reduce(V x, V magic) {
+  static Split reduce(V x, V magic) { return reduce_impl<false>(x, x, magic); }
+  static Split reduce_lo(V x, V xlo, V magic) { return reduce_impl<true>(x, xlo, magic); }
+  template <bool kLo>
+  static Split reduce_impl(V x, V xlo, V magic) {
     V vn = _mm256_fmadd_pd(x, set1(1.4426950408889634), magic);
     const __m256i ebits = _mm256_slli_epi64(_mm256_castpd_si256(vn), 52);
     vn = _mm256_sub_pd(vn, magic);
     V r = _mm256_fnmadd_pd(vn, set1(0x1.62e42feep-1), x);
     r = _mm256_fnmadd_pd(vn, set1(0x1.a39ef35793c76p-33), r);
+    if (kLo) r = _mm256_add_pd(r, xlo);
     V p = set1(1.0 / 6227020800.0);  // 1/13!
     p = _mm256_fmadd_pd(p, r, set1(1.0 / 479001600.0));
     p = _mm256_fmadd_pd(p, r, set1(1.0 / 39916800.0));
@@ -168,7 +217,8 @@ struct Ops<double> {
   static V scale_bits(V p, __m256i ebits) {
     return _mm256_castsi256_pd(_mm256_add_epi64(_mm256_castpd_si256(p), ebits));
   }
-  static constexpr double kMinScaled = -1020.0;
+  static constexpr double kMinScaled = SOFTZO_MIN_SCALED_F64;
+  static constexpr double kMinNormal = 0x1p-1022;
   static void to_double(V v, __m256d* out) { out[0] = v; }
 };
 
@@ -176,6 +226,22 @@ inline double hsum(__m256d v) {
   alignas(32) double a[4];
   _mm256_store_pd(a, v);
   return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+template <typename T>
+double LaneTotal<T>::value() const {
+  if (sizeof(T) == 4) return hsum(hi);
+  // Eight doubles summed with one more compensation pass (Neumaier), in scalar.
+  alignas(32) double a[8];
+  _mm256_store_pd(a, hi);
+  _mm256_store_pd(a + 4, lo);
+  double sum = 0.0, carry = 0.0;
+  for (double v : a) {
+    const double t = sum + v, x = fabs(sum), y = fabs(v);
+    if ((x < y ? x : y) >= 0x1p-969) carry += x >= y ? (sum - t) + v : (v - t) + sum;
+    sum = t;
+  }
+  return sum + carry;
 }
 
 // Elementwise y = f(x) with the usual 4-vector unroll and a masked tail; in place is fine
@@ -234,8 +300,8 @@ inline double sum_loop(size_t n, Body body) {
   using O = Ops<T>;
   using V = typename O::V;
   constexpr size_t L = O::kLanes;
-  constexpr size_t kBlock = 2 * kElemsPerAccumulator;
-  __m256d total = _mm256_setzero_pd();
+  constexpr size_t kBlock = 2 * kElemsPerAccumulator<T>;
+  LaneTotal<T> total;
   for (size_t start = 0; start < n; start += kBlock) {
     const size_t end = n - start < kBlock ? n : start + kBlock;
     V a0 = O::zero(), a1 = O::zero();
@@ -251,9 +317,9 @@ inline double sum_loop(size_t n, Body body) {
     }
     __m256d d[O::kHalves];
     O::to_double(O::add(a0, a1), d);
-    for (int h = 0; h < O::kHalves; ++h) total = _mm256_add_pd(total, d[h]);
+    for (int h = 0; h < O::kHalves; ++h) total.add(d[h]);
   }
-  return hsum(total);
+  return total.value();
 }
 
 }  // namespace

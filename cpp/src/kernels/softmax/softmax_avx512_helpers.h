@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/softmax/softmax_kernels.h"
+
 // Emulate when asked to, and also whenever the compiler was not given AVX-512: SIMDe would then
 // fall back silently anyway, and the emulation-only fixes below must be in effect.
 #if !defined(SOFTZO_AVX512_EMULATED)
@@ -167,20 +169,32 @@ static SOFTZO_INLINE double softzo_hadd_pd(__m512d v) {
 // (every step scales by 2), and 2^(n-1) stays finite at n = 128 / 1024, where SIMDe's
 // emulated scalef (a * exp2(b) with exp2 built in the element type) would overflow early.
 
+// 2 p(r) ~ 2 exp(r) on |r| <= ln2/2 + tiny: the degree-6 polynomial of avx2_ops.h doubled
+// (exact), ~1 ulp where degree 5 reached 1.98.
+static SOFTZO_INLINE __m512 softzo_exp2poly_ps(__m512 r) {
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6b500cp-9f), r, _mm512_set1_ps(0x1.126cc0p-6f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555788p-4f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.55542ap-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.fffffcp-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.0f));
+  return _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.0f));
+}
+
 // x must already be clamped to <= 89 (or be NaN); *n = round(x log2 e). |r| <= ln2/2 + tiny.
-static SOFTZO_INLINE __m512 softzo_exp2p_ps(__m512 x, __m512* n_out) {
+// xlo (kLo) is a small correction to x (|xlo| <= ulp(x)), which joins the reduced argument.
+template <bool kLo>
+static SOFTZO_INLINE __m512 softzo_exp2p_lo_ps(__m512 x, __m512 xlo, __m512* n_out) {
   const __m512 n =
       _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(0x1.715476p+0f)), SOFTZO_ROUND_NEAREST);
   // ln2_hi has 21 significant bits, so x - n*ln2_hi is exact for |n| <= 2^8 (Cody-Waite).
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62E43p-1f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-0x1.05C61p-29f), r);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.0F9F9Cp-6f), r, _mm512_set1_ps(0x1.573A1Ap-4f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.555A80p-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.FFFDC6p-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0x1.FFFFF6p+0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(2.0f));
+  if (kLo) r = _mm512_add_ps(r, xlo);
   *n_out = n;
-  return p;
+  return softzo_exp2poly_ps(r);
+}
+static SOFTZO_INLINE __m512 softzo_exp2p_ps(__m512 x, __m512* n_out) {
+  return softzo_exp2p_lo_ps<false>(x, x, n_out);
 }
 
 // Smallest float >= ln(2^-126): below it exp(x) would be denormal and is flushed to 0.
@@ -199,11 +213,13 @@ static SOFTZO_INLINE __m512 softzo_exp_ps(__m512 x) {
 }
 
 // Same contract in double: Taylor to degree 13 (|r|^14/14! < 4e-18 on |r| <= ln2/2).
-static SOFTZO_INLINE __m512d softzo_exp2p_pd(__m512d x, __m512d* n_out) {
+template <bool kLo>
+static SOFTZO_INLINE __m512d softzo_exp2p_lo_pd(__m512d x, __m512d xlo, __m512d* n_out) {
   const __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(0x1.71547652b82fep+0)),
                                          SOFTZO_ROUND_NEAREST);
   __m512d r = _mm512_fnmadd_pd(n, _mm512_set1_pd(0x1.62e42fefa39efp-1), x);
   r = _mm512_fnmadd_pd(n, _mm512_set1_pd(0x1.abc9e3b39803fp-56), r);
+  if (kLo) r = _mm512_add_pd(r, xlo);
   __m512d p = _mm512_set1_pd(2.0 / 6227020800.0);  // 2/13!
   p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(2.0 / 479001600.0));
   p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(2.0 / 39916800.0));
@@ -220,6 +236,9 @@ static SOFTZO_INLINE __m512d softzo_exp2p_pd(__m512d x, __m512d* n_out) {
   p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(2.0));
   *n_out = n;
   return p;
+}
+static SOFTZO_INLINE __m512d softzo_exp2p_pd(__m512d x, __m512d* n_out) {
+  return softzo_exp2p_lo_pd<false>(x, x, n_out);
 }
 
 // ln(2^-1022); below it exp(x) would be denormal and is flushed to 0.
@@ -251,6 +270,9 @@ struct F32 {
   typedef __mmask16 K;
   static constexpr size_t kLanes = 16;
   static constexpr int kHalves = 2;  // __m512d per V once widened to double
+  static constexpr double kMinScaled = SOFTZO_MIN_SCALED_F32;
+  static constexpr double kMinNormal = FLT_MIN;
+  static constexpr double kMinArg = SOFTZO_EXP_MIN_F32;
   static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_ps(p); }
   static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_ps(src, k, p); }
   static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_ps(p, v); }
@@ -265,6 +287,7 @@ struct F32 {
   static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
   static SOFTZO_INLINE V fmsub(V a, V b, V c) { return _mm512_fmsub_ps(a, b, c); }
   static SOFTZO_INLINE V mask_mul(V src, K k, V a, V b) { return _mm512_mask_mul_ps(src, k, a, b); }
+  static SOFTZO_INLINE V maskz_mul(K k, V a, V b) { return _mm512_maskz_mul_ps(k, a, b); }
   static SOFTZO_INLINE V mask_div(V src, K k, V a, V b) { return _mm512_mask_div_ps(src, k, a, b); }
   static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_ps(a, b); }
   static SOFTZO_INLINE V min(V a, V b) { return _mm512_min_ps(a, b); }
@@ -274,17 +297,19 @@ struct F32 {
   static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_ps(k, a); }
   static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_ps(k, a, b); }
   static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K cmp_eq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
   static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_ps_mask(a, a, _CMP_UNORD_Q); }
   static SOFTZO_INLINE K cmp_neq_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NEQ_UQ); }
   static SOFTZO_INLINE K cmp_nge_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NGE_UQ); }
   static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLE_UQ); }
   static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_NLT_UQ); }
-  static SOFTZO_INLINE V neg_abs(V a) {  // -|a|, NaN stays NaN
+  static SOFTZO_INLINE V abs(V a) {
     return _mm512_castsi512_ps(
-        _mm512_or_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)));
+        _mm512_and_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MAX)));
   }
   static SOFTZO_INLINE V exp(V x) { return softzo_exp_ps(x); }
   static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_ps(x, n); }
+  static SOFTZO_INLINE V exp2p_lo(V x, V lo, V* n) { return softzo_exp2p_lo_ps<true>(x, lo, n); }
   static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_ps(v); }
   static SOFTZO_INLINE T hmin(V v) { return _mm512_reduce_min_ps(v); }
   static SOFTZO_INLINE __m512d half(V v, int h) {
@@ -306,6 +331,9 @@ struct F64 {
   typedef __mmask8 K;
   static constexpr size_t kLanes = 8;
   static constexpr int kHalves = 1;
+  static constexpr double kMinScaled = SOFTZO_MIN_SCALED_F64;
+  static constexpr double kMinNormal = DBL_MIN;
+  static constexpr double kMinArg = SOFTZO_EXP_MIN_F64;
   static SOFTZO_INLINE V load(const T* p) { return _mm512_loadu_pd(p); }
   static SOFTZO_INLINE V load_or(V src, K k, const T* p) { return softzo_mask_loadu_pd(src, k, p); }
   static SOFTZO_INLINE void store(T* p, V v) { _mm512_storeu_pd(p, v); }
@@ -320,6 +348,7 @@ struct F64 {
   static SOFTZO_INLINE V fmadd(V a, V b, V c) { return _mm512_fmadd_pd(a, b, c); }
   static SOFTZO_INLINE V fmsub(V a, V b, V c) { return _mm512_fmsub_pd(a, b, c); }
   static SOFTZO_INLINE V mask_mul(V src, K k, V a, V b) { return _mm512_mask_mul_pd(src, k, a, b); }
+  static SOFTZO_INLINE V maskz_mul(K k, V a, V b) { return _mm512_maskz_mul_pd(k, a, b); }
   static SOFTZO_INLINE V mask_div(V src, K k, V a, V b) { return _mm512_mask_div_pd(src, k, a, b); }
   static SOFTZO_INLINE V max(V a, V b) { return _mm512_max_pd(a, b); }
   static SOFTZO_INLINE V min(V a, V b) { return _mm512_min_pd(a, b); }
@@ -329,23 +358,64 @@ struct F64 {
   static SOFTZO_INLINE V maskz_mov(K k, V a) { return _mm512_maskz_mov_pd(k, a); }
   static SOFTZO_INLINE V blend(K k, V a, V b) { return _mm512_mask_blend_pd(k, a, b); }
   static SOFTZO_INLINE K cmp_gt(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+  static SOFTZO_INLINE K cmp_eq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_EQ_OQ); }
   static SOFTZO_INLINE K is_nan(V a) { return _mm512_cmp_pd_mask(a, a, _CMP_UNORD_Q); }
   static SOFTZO_INLINE K cmp_neq_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NEQ_UQ); }
   static SOFTZO_INLINE K cmp_nge_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NGE_UQ); }
   static SOFTZO_INLINE K cmp_nle_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLE_UQ); }
   static SOFTZO_INLINE K cmp_nlt_uq(V a, V b) { return _mm512_cmp_pd_mask(a, b, _CMP_NLT_UQ); }
-  static SOFTZO_INLINE V neg_abs(V a) {
+  static SOFTZO_INLINE V abs(V a) {
     return _mm512_castsi512_pd(
-        _mm512_or_si512(_mm512_castpd_si512(a), _mm512_set1_epi64(INT64_MIN)));
+        _mm512_and_si512(_mm512_castpd_si512(a), _mm512_set1_epi64(INT64_MAX)));
   }
   static SOFTZO_INLINE V exp(V x) { return softzo_exp_pd(x); }
   static SOFTZO_INLINE V exp2p(V x, V* n) { return softzo_exp2p_pd(x, n); }
+  static SOFTZO_INLINE V exp2p_lo(V x, V lo, V* n) { return softzo_exp2p_lo_pd<true>(x, lo, n); }
   static SOFTZO_INLINE T hmax(V v) { return softzo_hmax_pd(v); }
   static SOFTZO_INLINE T hmin(V v) { return _mm512_reduce_min_pd(v); }
   static SOFTZO_INLINE __m512d half(V v, int) { return v; }
   static SOFTZO_INLINE __m512d fold(__m512d acc, V v) { return _mm512_add_pd(acc, v); }
   static SOFTZO_INLINE T lowest() { return -DBL_MAX; }
   static SOFTZO_INLINE T above(double v) { return v; }
+};
+
+// The double-lane running total of a sum. float rows fold into plain double lanes (far more
+// precise than float); double rows into a compensated total (2Sum: each fold's rounding error
+// is kept in lo), since a lane that holds one large term drops every later term below half its
+// ulp, a bias that cost float64 log-probabilities up to ~5 ulp on 64K-element rows.
+template <class A>
+struct Total {
+  __m512d hi = _mm512_setzero_pd(), lo = _mm512_setzero_pd();
+  SOFTZO_INLINE void fold(typename A::V v) {
+    if (A::kHalves == 2) {
+      hi = A::fold(hi, v);
+      return;
+    }
+    const __m512d d = A::half(v, 0);
+    // The error is taken only where both operands are >= 2^-969 (elsewhere it could be
+    // subnormal, and is 2^-53 relative to values that small): the others enter it as 0.
+    const __m512d floor = _mm512_set1_pd(0x1p-969);
+    const __mmask8 big = _mm512_cmp_pd_mask(F64::abs(hi), floor, _CMP_GE_OQ) &
+                         _mm512_cmp_pd_mask(F64::abs(d), floor, _CMP_GE_OQ);
+    const __m512d h = _mm512_maskz_mov_pd(big, hi), w = _mm512_maskz_mov_pd(big, d);
+    const __m512d t = _mm512_add_pd(h, w), bb = _mm512_sub_pd(t, h);
+    lo = _mm512_add_pd(lo,
+                       _mm512_add_pd(_mm512_sub_pd(h, _mm512_sub_pd(t, bb)), _mm512_sub_pd(w, bb)));
+    hi = _mm512_add_pd(hi, d);
+  }
+  double value() const {
+    if (A::kHalves == 2) return softzo_hadd_pd(hi);
+    double a[16];
+    _mm512_storeu_pd(a, hi);
+    _mm512_storeu_pd(a + 8, lo);
+    double sum = 0.0, carry = 0.0;  // Neumaier over the 16 lanes
+    for (double v : a) {
+      const double t = sum + v, x = fabs(sum), y = fabs(v);
+      if ((x < y ? x : y) >= 0x1p-969) carry += x >= y ? (sum - t) + v : (v - t) + sum;
+      sum = t;
+    }
+    return sum + carry;
+  }
 };
 
 // Number of elements the next fold block covers: whole unrolled steps, at most max_iters.
@@ -404,7 +474,7 @@ double reduce(size_t n, size_t fold_iters, const F& f) {
   typedef typename A::V V;
   const size_t L = A::kLanes;
   const size_t step = kUnroll * L;
-  __m512d total = _mm512_setzero_pd();
+  Total<A> total;
   size_t i = 0;
   while (n - i >= step) {
     // Four accumulators: an add or FMA has 4 cycles latency on 2 ports, so one chain would
@@ -417,7 +487,10 @@ double reduce(size_t n, size_t fold_iters, const F& f) {
       a2 = f.template step<false>(a2, i + 2 * L, 0);
       a3 = f.template step<false>(a3, i + 3 * L, 0);
     }
-    total = A::fold(A::fold(A::fold(A::fold(total, a0), a1), a2), a3);
+    total.fold(a0);
+    total.fold(a1);
+    total.fold(a2);
+    total.fold(a3);
   }
   if (i < n) {  // fewer than 4 vectors left: at most 4 more terms per lane
     V a = A::zero();
@@ -426,9 +499,9 @@ double reduce(size_t n, size_t fold_iters, const F& f) {
       const typename A::K k = A::tail(n - i);
       a = A::blend(k, a, f.template step<true>(a, i, k));
     }
-    total = A::fold(total, a);
+    total.fold(a);
   }
-  return softzo_hadd_pd(total);
+  return total.value();
 }
 
 }  // namespace

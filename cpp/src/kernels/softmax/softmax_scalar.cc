@@ -1,5 +1,5 @@
 // Portable scalar softmax-family kernels: the fallback ISA and the readable reference for the
-// vector files (same range reduction and polynomials; sums and differences carried in double).
+// vector files (same range reduction; exps, sums and differences carried in double).
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -7,18 +7,6 @@
 #include "kernels/softmax/softmax_kernels.h"
 
 namespace {
-
-// exp(x) = p(r) * 2^n with n = round(x log2 e), |r| <= ln2/2. The reduction runs in double,
-// which is exact enough without an FMA (the scalar build has no -mfma).
-inline float exp_poly_f32(double r) {
-  const float rf = static_cast<float>(r);
-  float p = 0x1.0F9F9Cp-7f;
-  p = p * rf + 0x1.573A1Ap-5f;
-  p = p * rf + 0x1.555A80p-3f;
-  p = p * rf + 0x1.FFFDC6p-2f;
-  p = p * rf + 0x1.FFFFF6p-1f;
-  return p * rf + 1.0f;
-}
 
 // Taylor series to degree 13: |r|^14/14! < 4e-18 on |r| <= ln2/2, below double's 1.1e-16.
 inline double exp_poly_f64(double r) {
@@ -47,14 +35,20 @@ template <>
 struct Traits<float> {
   // ln(2^-126): below it the result would be denormal; we flush to 0 like the vector kernels.
   static constexpr double kMinArg = -87.33654475;
+  static constexpr double kMinScaled = SOFTZO_MIN_SCALED_F32;
+  static constexpr double kMinNormal = FLT_MIN;
   static constexpr double kMaxArg = 88.72283906;
   static constexpr float kLowest = -FLT_MAX;
-  static float poly(double r) { return exp_poly_f32(r); }
+  // The double polynomial, rounded once: ~0.5 ulp terms, where the vector kernels' float
+  // polynomial reaches 1.98; the fallback ISA can afford it, and its sums gain the accuracy.
+  static float poly(double r) { return static_cast<float>(exp_poly_f64(r)); }
 };
 
 template <>
 struct Traits<double> {
   static constexpr double kMinArg = -708.3964185322641;  // ln(2^-1022)
+  static constexpr double kMinScaled = SOFTZO_MIN_SCALED_F64;
+  static constexpr double kMinNormal = DBL_MIN;
   static constexpr double kMaxArg = 709.782712893384;
   static constexpr double kLowest = -DBL_MAX;
   static double poly(double r) { return exp_poly_f64(r); }
@@ -101,15 +95,20 @@ inline T exp_minus(T x, T m) {
 }
 
 template <typename T>
-T rmax(size_t n, const T* x, T* lo) {
+T rmax(size_t n, const T* x, T* lo, size_t* imax) {
   T m = -INFINITY, mn = INFINITY;
+  size_t at = 0;
   bool nan = false;
   for (size_t i = 0; i < n; ++i) {
     nan = nan || isnan(x[i]);
-    m = x[i] > m ? x[i] : m;
+    if (x[i] > m) {
+      m = x[i];
+      at = i;
+    }
     mn = x[i] < mn ? x[i] : mn;
   }
   *lo = mn;
+  *imax = at;
   return nan ? static_cast<T>(NAN) : m;
 }
 
@@ -119,12 +118,18 @@ struct CompensatedSum {
   double sum = 0.0, carry = 0.0;
   void add(double v) {
     const double t = sum + v;
-    carry += std::fabs(sum) >= std::fabs(v) ? (sum - t) + v : (v - t) + sum;
+    // The rounding error of t is a multiple of the smaller operand's ulp, which is subnormal
+    // below 2^-969: there the carry is dropped (2^-53 relative to values that small) rather
+    // than formed as a subnormal.
+    const double a = std::fabs(sum), b = std::fabs(v);
+    if ((a < b ? a : b) >= 0x1p-969) carry += a >= b ? (sum - t) + v : (v - t) + sum;
     sum = t;
   }
-  void scale(double f) {  // exact for the powers of two the two-pass code scales by
+  // Scales by f in (0, 1], with sum * f normal (the online update scales 1 + rest); a carry whose
+  // product would be subnormal is dropped.
+  void scale(double f) {
     sum *= f;
-    carry *= f;
+    carry = std::fabs(carry) >= DBL_MIN / f ? carry * f : 0.0;
   }
   double value() const { return sum + carry; }
 };
@@ -136,15 +141,41 @@ inline double double_sum(size_t n, F f) {
   return acc.value();
 }
 
-// exp(x) * 2^-e; 0 where that falls below 2^-125 (-inf included). Needs x <= (e + 1) ln2.
-// The test is one branch per element, so raddexp ignores the row minimum the AVX2 code uses.
+// exp(x) * 2^-e; 0 where that falls below 2^kMinScaled (-inf included), which also keeps every
+// kept value normal. Needs x <= (e + 1) ln2. The test is one branch per element, so raddexp
+// ignores the row minimum the AVX2 code uses.
 template <typename T>
 inline T exp_scaled(T x, double e) {
-  if (!(static_cast<double>(x) >= (e - 125.0) * kLn2)) return T(0);
+  if (!(static_cast<double>(x) >= (e + Traits<T>::kMinScaled) * kLn2)) return T(0);
   double n;
   const T p = split_exp(x, &n);
   return static_cast<T>(ldexp(static_cast<double>(p), static_cast<int>(n - e)));
 }
+
+// v rounded to T, or 0 where that would be subnormal.
+template <typename T>
+inline T normal_or_zero(double v) {
+  return fabs(v) >= Traits<T>::kMinNormal ? static_cast<T>(v) : T(0);
+}
+
+// exp(x) * 2^-e * c, formed as exp(x) * 2^-(e - k) * (c / 2^k) with |c / 2^k| in [1, 2) where
+// |c| < 1: the flush to 0 then applies to the result, which is never subnormal.
+template <typename T>
+struct ScaledExpTimes {
+  double e;
+  T c;
+  ScaledExpTimes(double e_in, double c_in) : e(e_in), c(0) {
+    int k = 0;
+    const double f = frexp(c_in, &k);  // c = f * 2^k, |f| in [0.5, 1)
+    if (fabs(c_in) < 1.0 && c_in != 0.0) {
+      e -= k - 1;
+      c = static_cast<T>(2.0 * f);
+    } else {
+      c = static_cast<T>(c_in);
+    }
+  }
+  T operator()(T x) const { return exp_scaled<T>(x, e) * c; }
+};
 
 template <typename T>
 double raddexp(size_t n, const T* x, double e) {
@@ -162,58 +193,46 @@ double raddstoreexp(size_t n, const T* x, T* y, double e) {
 
 template <typename T>
 void vscale(size_t n, const T* x, T* y, T s) {
-  for (size_t i = 0; i < n; ++i) y[i] = x[i] * s;
-}
-
-template <typename T>
-softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
-  const T limit = static_cast<T>(SOFTZO_EXTEXP_LIMIT);
-  // One running pair in double: E only grows, and M is rescaled by 2^(E - E') when it does.
-  CompensatedSum acc_m;
-  double acc_e = -INFINITY;
+  const double thr = softzo_flush_threshold(Traits<T>::kMinNormal, static_cast<double>(s));
   for (size_t i = 0; i < n; ++i) {
-    T v = x[i];
-    if (!(v <= limit)) {
-      *unsafe = 1;
-      continue;
-    }
-    if (v < -limit) v = -limit;
-    double ni;
-    const T p = split_exp(v, &ni);
-    if (ni > acc_e) {
-      acc_m.scale(acc_e == -INFINITY ? 0.0 : ldexp(1.0, static_cast<int>(acc_e - ni)));
-      acc_e = ni;
-    }
-    acc_m.add(ldexp(static_cast<double>(p), static_cast<int>(ni - acc_e)));
+    const T v = static_cast<double>(x[i]) >= thr ? x[i] * s : T(0);
+    y[i] = v < T(1) ? v : T(1);
   }
-  const double m = acc_m.value();
-  softzo_extexp out = {m, m == 0.0 ? 0.0 : acc_e};
-  return out;
 }
 
 template <typename T>
 void vscaleextexp(size_t n, const T* x, T* y, double m, double e) {
-  const T inv_m = static_cast<T>(1.0 / m);
-  for (size_t i = 0; i < n; ++i) y[i] = exp_scaled<T>(x[i], e) * inv_m;
+  const ScaledExpTimes<T> f(e, 1.0 / m);
+  for (size_t i = 0; i < n; ++i) {
+    const T v = f(x[i]);
+    y[i] = v < T(1) ? v : T(1);
+  }
 }
 
+// The online state (max, rest): the max's own term is the implicit 1. A larger x moves the old
+// max (1) into the rest and rescales it by exp(m - x); anything else adds exp(x - m). Starting
+// at the lowest finite value with rest = -1 (a total of 0) keeps -inf - start = -inf (a 0 term)
+// instead of the NaN that -inf - (-inf) would give on masked stretches.
 template <typename T>
 softzo_online ronlinesumexp(size_t n, const T* x) {
-  // Starting at the lowest finite value, not -inf, keeps -inf - start = -inf (a 0 term)
-  // instead of the NaN that -inf - (-inf) would give on masked stretches.
   T m = Traits<T>::kLowest;
-  CompensatedSum s;
+  CompensatedSum rest;
+  rest.add(-1.0);
   for (size_t i = 0; i < n; ++i) {
     if (isnan(x[i])) {
       softzo_online nan_out = {static_cast<double>(m), NAN};
       return nan_out;
     }
-    const T m_new = x[i] > m ? x[i] : m;
-    if (m_new != m) s.scale(exp_minus<T>(m, m_new));
-    s.add(exp_minus<T>(x[i], m_new));
-    m = m_new;
+    if (x[i] > m) {
+      rest.add(1.0);
+      rest.scale(exp_minus<T>(m, x[i]));
+      m = x[i];
+    } else {
+      rest.add(exp_minus<T>(x[i], m));
+    }
   }
-  softzo_online out = {static_cast<double>(m), s.value()};
+  const double r = rest.value();
+  softzo_online out = {r == -1.0 ? -static_cast<double>(INFINITY) : static_cast<double>(m), r};
   return out;
 }
 
@@ -230,14 +249,15 @@ void vexp(size_t n, const T* x, T* y) {
 // Cross-entropy pass 2 (see the contract); q_i == 0 terms are skipped so 0 * -inf adds nothing.
 template <typename T>
 double softmaxgrad(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t, T b,
-                   T c) {
-  const double sa = static_cast<double>(a) / m;
+                   T c, T s) {
+  const ScaledExpTimes<T> p(e, static_cast<double>(a) / m);
+  const double shift = static_cast<double>(s);
   return double_sum(n, [&](size_t i) {
     const double xi = static_cast<double>(x[i]);  // read before y[i] (x == y) is written
     double q = (t ? static_cast<double>(b) * static_cast<double>(t[i]) : 0.0) + c;
     if (w) q *= static_cast<double>(w[i]);
-    if (y) y[i] = static_cast<T>(static_cast<double>(exp_scaled<T>(x[i], e)) * sa - q);
-    return q != 0.0 ? q * xi : 0.0;
+    if (y) y[i] = normal_or_zero<T>(static_cast<double>(p(x[i])) - q);
+    return q != 0.0 ? q * (xi - shift) : 0.0;
   });
 }
 
@@ -247,7 +267,7 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
   return double_sum(n, [&](size_t i) {
     const double si = static_cast<double>(s[i]), ti = static_cast<double>(t[i]);
     const double p = static_cast<double>(exp_scaled<T>(t[i], et)) / mt;
-    if (y) y[i] = static_cast<T>(g * (static_cast<double>(exp_scaled<T>(s[i], es)) / ms - p));
+    if (y) y[i] = normal_or_zero<T>(g * (static_cast<double>(exp_scaled<T>(s[i], es)) / ms - p));
     return p != 0.0 ? p * ((ti - si) - c) : 0.0;
   });
 }
@@ -255,7 +275,9 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
 }  // namespace
 
 #define SOFTZO_DEFINE_SCALAR(T, dt)                                                             \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo) { return rmax<T>(n, x, lo); }        \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo, size_t* imax) {                      \
+    return rmax<T>(n, x, lo, imax);                                                             \
+  }                                                                                             \
   double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                      \
     return raddexp<T>(n, x, e);                                                                 \
   }                                                                                             \
@@ -263,9 +285,6 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
     return raddstoreexp<T>(n, x, y, e);                                                         \
   }                                                                                             \
   void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }  \
-  softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {            \
-    return raddextexp<T>(n, x, unsafe);                                                         \
-  }                                                                                             \
   void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {      \
     vscaleextexp<T>(n, x, y, m, e);                                                             \
   }                                                                                             \
@@ -277,18 +296,19 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
   }                                                                                             \
   void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }              \
   double softzo_##dt##_vsoftmaxgrad_scalar(size_t n, const T* x, T* y, double m, double e, T a, \
-                                           const T* w, const T* t, T b, T c) {                  \
-    return softmaxgrad<T>(n, x, y, m, e, a, w, t, b, c);                                        \
+                                           const T* w, const T* t, T b, T c, T s) {             \
+    return softmaxgrad<T>(n, x, y, m, e, a, w, t, b, c, s);                                     \
   }                                                                                             \
   double softzo_##dt##_rklgrad_scalar(size_t n, const T* s, const T* t, T* y, double ms,        \
                                       double es, double mt, double et, T g, T c) {              \
     return klgrad<T>(n, s, t, y, ms, es, mt, et, g, c);                                         \
   }                                                                                             \
-  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                       \
-    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                      \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m, size_t skip) {          \
+    return double_sum(n, [&](size_t i) { return i == skip ? T(0) : exp_minus<T>(x[i], m); });   \
   }                                                                                             \
   void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {            \
-    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                            \
+    for (size_t i = 0; i < n; ++i)                                                              \
+      y[i] = normal_or_zero<T>(static_cast<double>(exp_minus<T>(x[i], m)) * s);                 \
   }
 
 extern "C" {
