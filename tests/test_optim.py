@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import softzo
 from softzo import _core, optim
+from softzo.optim._methods import METHODS
 
 DISTS = {"rademacher": 0, "gaussian": 1, "segmented": 2}
 
@@ -363,7 +364,7 @@ def test_ask_tell_follows_the_same_path_as_step(method, rng):
         options.update(lr=1e-2, eps=1e-3)
     at = optim.AskTell(x0, method=method, **options)
     theta = x0.copy()
-    opt = optim._METHODS[method]([theta], **options)
+    opt = METHODS[method]([theta], **options)
     for _ in range(4):
         # SPSA's a="auto" evaluates its calibration probes first, on the first step only.
         rows = 4 + at.opt.calibration_evaluations()

@@ -1,0 +1,89 @@
+"""The randomised gradient estimate (unit-sphere directions, one-sided differences)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import _core
+from ._checks import check_positive, loss_value
+from ._engine import ZerothOrder
+
+
+class RGE(ZerothOrder):
+    """Randomised gradient estimate (ZO-AE-DS): ĝ = (d / q) sum_i [f(x + mu u_i) - f(x)] / mu u_i
+    with u_i uniform on the unit sphere (Gaussian z / ||z||, the norm taken over all parameters),
+    then SGD: theta <- theta - lr ĝ. One base evaluation and ``num_queries`` forward ones."""
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        mu: float = 1e-3,
+        *,
+        num_queries: int = 10,
+        seed: int = 0,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": check_positive("lr", lr, True), "eps": check_positive("mu", mu)},
+            seed=seed,
+            distribution="gaussian",
+            num_queries=num_queries,
+            num_threads=num_threads,
+        )
+        self.dim = sum(v.size for v, _, _ in self._views)
+
+    def evaluations_per_step(self) -> int:
+        return 1 + self.num_queries
+
+    def _norm(self, direction: int) -> float:
+        total = 0.0
+        for view, offset, _ in self._views:
+            total += _core._zo_sumsq(
+                self.seed,
+                self.step_count & 0xFFFFFFFF,
+                direction,
+                self.dist,
+                offset,
+                view.size,
+                view.dtype == np.float64,
+                self.threads,
+            )
+        return math.sqrt(total)
+
+    def step(self, closure: Callable[[], Any]) -> float:
+        if not callable(closure):
+            raise TypeError("step needs a closure that returns the loss")
+        ng = len(self.param_groups)
+        f0 = loss_value(closure())
+        if not math.isfinite(f0):
+            raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+        coefs = []
+        for q in range(self.num_queries):
+            scale = 1.0 / self._norm(q)  # u = z / ||z||
+            move = [g["eps"] * scale for g in self.param_groups]
+            self._move(q, move)
+            try:
+                fq = loss_value(closure())
+            finally:
+                self._move(q, [-m for m in move])
+            if not math.isfinite(fq):
+                raise ValueError(
+                    f"closure returned a non-finite loss ({fq}); the parameters were restored"
+                )
+            coefs.append(
+                [
+                    (fq - f0) / g["eps"] * scale * self.dim / self.num_queries
+                    for g in self.param_groups
+                ]
+            )
+        lr = [g["lr"] for g in self.param_groups]
+        for q, c in enumerate(coefs):
+            self._move(q, [0.0] * ng, lr, c)
+        self.step_count += 1
+        return f0
