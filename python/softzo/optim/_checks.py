@@ -46,6 +46,11 @@ def group_defaults(lr: Any, eps: Any, weight_decay: Any, **extra: float) -> dict
     }
 
 
+def sgd_defaults(lr: Any, mu: Any) -> dict[str, float]:
+    """RGE's and CGE's per-group hyperparameters: lr, and the difference step mu (as eps)."""
+    return {"lr": check_positive("lr", lr, True), "eps": check_positive("mu", mu)}
+
+
 def check_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")

@@ -214,6 +214,13 @@ class ZerothOrder:
         self._after_step()
         return loss
 
+    def _base_loss(self, closure: Callable[[], Any]) -> float:
+        """f(theta) at the unperturbed parameters; a non-finite value raises (nothing moved)."""
+        f0 = loss_value(closure())
+        if not math.isfinite(f0):
+            raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+        return f0
+
     def _step(self, closure: Callable[[], Any]) -> float:
         self._begin_step()
         self._prepare_mask()
@@ -411,3 +418,28 @@ class Buffered(ZerothOrder):
 
     def _apply(self, i: int, view: np.ndarray, grad: np.ndarray, group: dict[str, Any]) -> None:
         raise NotImplementedError
+
+
+class Momentum(Buffered):
+    """Buffered optimisers with a float64 momentum buffer per parameter (ZO-SGD, SPSA-GC),
+    allocated at its first use."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffers: list[np.ndarray | None] = [None] * len(self._views)
+
+    def _accumulate(self, i: int, decay: float, grad: np.ndarray) -> np.ndarray:
+        """buffers[i] <- decay * buffers[i] + grad (0 before the first), returned."""
+        if self.buffers[i] is None:
+            self.buffers[i] = np.zeros(grad.shape, dtype=np.float64)
+        self.buffers[i] *= decay
+        self.buffers[i] += grad
+        return self.buffers[i]
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"buffers": [None if b is None else b.copy() for b in self.buffers]}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.buffers = [
+            None if b is None else np.array(b, dtype=np.float64) for b in state["buffers"]
+        ]

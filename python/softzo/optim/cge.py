@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import check_positive, loss_value
+from ._checks import loss_value, sgd_defaults
 from ._engine import ZerothOrder
 
 
@@ -28,7 +28,7 @@ class CGE(ZerothOrder):
     ) -> None:
         super().__init__(
             params,
-            {"lr": check_positive("lr", lr, True), "eps": check_positive("mu", mu)},
+            sgd_defaults(lr, mu),
             seed=seed,
             distribution="gaussian",
             num_queries=1,
@@ -40,9 +40,7 @@ class CGE(ZerothOrder):
     def evaluations_per_step(self) -> int:
         return 2 * sum(v.size for v, _, _ in self._views)
 
-    def step(self, closure: Callable[[], Any]) -> float:
-        if not callable(closure):
-            raise TypeError("step needs a closure that returns the loss")
+    def _step(self, closure: Callable[[], Any]) -> float:
         grads = []
         total, count = 0.0, 0
         for view, _, gi in self._views:

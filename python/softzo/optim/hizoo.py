@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any, Callable
 
 import numpy as np
 
 from .. import _core
-from ._checks import check_positive, group_defaults, loss_value
+from ._checks import check_positive, group_defaults
 from ._engine import ZerothOrder
 
 
@@ -86,15 +85,11 @@ class HiZOO(ZerothOrder):
 
             self._apply_move(i, coef[gi], update is not None, kernel)
 
-    def step(self, closure: Callable[[], Any]) -> float:
-        if not callable(closure):
-            raise TypeError("step needs a closure that returns the loss")
+    def _step(self, closure: Callable[[], Any]) -> float:
         eps = [g["eps"] for g in self.param_groups]
         f0s = []
         for q in range(self.num_queries):
-            f0 = loss_value(closure())
-            if not math.isfinite(f0):
-                raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+            f0 = self._base_loss(closure)
             # Perturbs by ±eps Sigma^(-1/2) z and restores; delta = (f+ - f-) / 2.
             delta, mean = self._two_point(closure, q, self._move_diag)
             curvature = abs(2.0 * mean - 2.0 * f0)  # |f+ + f- - 2 f0|

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _core
-from ._checks import check_positive, loss_value
+from ._checks import loss_value, sgd_defaults
 from ._engine import ZerothOrder
 
 
@@ -30,7 +30,7 @@ class RGE(ZerothOrder):
     ) -> None:
         super().__init__(
             params,
-            {"lr": check_positive("lr", lr, True), "eps": check_positive("mu", mu)},
+            sgd_defaults(lr, mu),
             seed=seed,
             distribution="gaussian",
             num_queries=num_queries,
@@ -56,13 +56,9 @@ class RGE(ZerothOrder):
             )
         return math.sqrt(total)
 
-    def step(self, closure: Callable[[], Any]) -> float:
-        if not callable(closure):
-            raise TypeError("step needs a closure that returns the loss")
+    def _step(self, closure: Callable[[], Any]) -> float:
         ng = len(self.param_groups)
-        f0 = loss_value(closure())
-        if not math.isfinite(f0):
-            raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+        f0 = self._base_loss(closure)
         coefs = []
         for q in range(self.num_queries):
             scale = 1.0 / self._norm(q)  # u = z / ||z||

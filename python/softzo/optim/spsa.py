@@ -8,11 +8,24 @@ from typing import Any, Callable
 import numpy as np
 
 from ._checks import check_count, check_positive
-from ._engine import PROBE_DIRECTION, Buffered
+from ._engine import PROBE_DIRECTION, Momentum
 from .mezo import MeZO
 
 
-class SPSA(MeZO):
+class _SpallGains:
+    """Spall's gain sequences, k the step count from 0: the perturbation size
+    c_k = c / (k + 1)^gamma (every group's eps) and the step size a_k = a / (k + 1 + A)^alpha."""
+
+    def _begin_step(self) -> None:
+        ck = self.c / (self.step_count + 1) ** self.gamma
+        for g in self.param_groups:
+            g["eps"] = ck
+
+    def _ak(self) -> float:
+        return float(self.a) / (self.step_count + 1 + self.A) ** self.alpha
+
+
+class SPSA(_SpallGains, MeZO):
     """SPSA (Spall 1992/1998) with Rademacher directions and Spall's gain sequences:
     a_k = a / (k + 1 + A)^alpha, c_k = c / (k + 1)^gamma (k from 0); ĝ = (f(θ+c_kΔ) −
     f(θ−c_kΔ)) / (2 c_k) Δ, averaged over ``num_queries`` directions. ``A=None`` is
@@ -74,16 +87,8 @@ class SPSA(MeZO):
         """The stability constant: as given, or 0.1 * maxiter."""
         return 0.1 * self.maxiter if self._A is None else self._A
 
-    def _begin_step(self) -> None:
-        ck = self.c / (self.step_count + 1) ** self.gamma
-        for g in self.param_groups:
-            g["eps"] = ck
-
     def _lr(self, gi: int) -> float:
         return self._ak()
-
-    def _ak(self) -> float:
-        return float(self.a) / (self.step_count + 1 + self.A) ** self.alpha
 
     def calibration_evaluations(self) -> int:
         return 2 * self.calibration_probes if self.a == "auto" else 0
@@ -112,7 +117,7 @@ class SPSA(MeZO):
         self.a = state["a"]
 
 
-class SPSA_GC(Buffered):
+class SPSA_GC(_SpallGains, Momentum):
     """SPSA with gradient correction (BlackVIP, Oh et al. 2023): Nesterov-style momentum on the
     SPSA estimate, m_k = beta m_{k-1} + ĝ, theta <- theta - a_k (ĝ + beta m_k), with Spall's gains
     a_k = a / (k + 1 + A)^alpha and c_k = c / (k + 1)^gamma and ĝ averaged over ``num_queries``
@@ -150,24 +155,7 @@ class SPSA_GC(Buffered):
         if not 0.0 <= beta < 1.0:
             raise ValueError(f"beta must be in [0, 1), got {beta!r}")
         self.beta = float(beta)
-        self.buffers: list[np.ndarray | None] = [None] * len(self._views)
-
-    def _begin_step(self) -> None:
-        for g in self.param_groups:
-            g["eps"] = self.c / (self.step_count + 1) ** self.gamma
 
     def _apply(self, i, view, grad, group):
-        ak = self.a / (self.step_count + 1 + self.A) ** self.alpha
-        if self.buffers[i] is None:
-            self.buffers[i] = np.zeros(view.shape, dtype=np.float64)
-        self.buffers[i] *= self.beta
-        self.buffers[i] += grad
-        view -= (ak * (grad + self.beta * self.buffers[i])).astype(view.dtype)
-
-    def _extra_state(self):
-        return {"buffers": [None if b is None else b.copy() for b in self.buffers]}
-
-    def _load_extra_state(self, state):
-        self.buffers = [
-            None if b is None else np.array(b, dtype=np.float64) for b in state["buffers"]
-        ]
+        m = self._accumulate(i, self.beta, grad)
+        view -= (self._ak() * (grad + self.beta * m)).astype(view.dtype)

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any, Callable
 
 import numpy as np
 
 from ._checks import check_positive, group_defaults, loss_value
-from ._engine import Buffered
+from ._engine import Momentum
 
 
-class ZOSGD(Buffered):
+class ZOSGD(Momentum):
     """ZO-SGD (ZO-Bench's family): theta <- theta - lr * m, m = momentum * m + ĝ
     (+ weight_decay * theta); ``sign=True`` is ZO-SGD-Sign, ĝ = sign(projected grad) z.
 
@@ -53,7 +52,6 @@ class ZOSGD(Buffered):
         )
         self.sign = bool(sign)
         self.conservative = bool(conservative)
-        self.buffers: list[np.ndarray | None] = [None] * len(self._views)
         self._steps: list[np.ndarray] | None = None
 
     def evaluations_per_step(self) -> int:
@@ -62,9 +60,7 @@ class ZOSGD(Buffered):
     def _step(self, closure: Callable[[], Any]) -> float:
         if not self.conservative:
             return super()._step(closure)
-        f0 = loss_value(closure())
-        if not math.isfinite(f0):
-            raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
+        f0 = self._base_loss(closure)
         start = [v.copy() for v, _, _ in self._views]
         self._steps = []
         try:
@@ -92,20 +88,8 @@ class ZOSGD(Buffered):
         if group["weight_decay"]:
             grad += group["weight_decay"] * view
         if group["momentum"]:
-            if self.buffers[i] is None:
-                self.buffers[i] = np.zeros(view.shape, dtype=np.float64)
-            self.buffers[i] *= group["momentum"]
-            self.buffers[i] += grad
-            grad = self.buffers[i]
+            grad = self._accumulate(i, group["momentum"], grad)
         if self._steps is not None:
             self._steps.append(group["lr"] * grad)
             return
         view -= (group["lr"] * grad).astype(view.dtype)
-
-    def _extra_state(self):
-        return {"buffers": [None if b is None else b.copy() for b in self.buffers]}
-
-    def _load_extra_state(self, state):
-        self.buffers = [
-            None if b is None else np.array(b, dtype=np.float64) for b in state["buffers"]
-        ]
