@@ -13,6 +13,7 @@ import numpy as np
 from .. import _core
 from .._arrays import check_choice, check_num_threads
 from ._checks import loss_value
+from ._comm import Rounds, channel_for
 from ._low_precision import LowPrecision, flat_view
 from ._subset import Subset
 from ._subspace import Subspace
@@ -27,6 +28,9 @@ MASK_SAMPLE = 16384
 # SPSA's a="auto" probes use directions PROBE_DIRECTION + p of step 0: a step's queries count
 # from 0, so no step ever draws these streams.
 PROBE_DIRECTION = 1 << 31
+# Seconds a process waits at an exchange for the others (their evaluations included) before it
+# restores its parameters and raises: long enough for a slow forward pass, short of gloo's 30 min.
+DEFAULT_TIMEOUT = 300.0
 
 
 class ZerothOrder:
@@ -42,8 +46,12 @@ class ZerothOrder:
         num_queries: int,
         num_threads: int | None,
         subspace: dict[str, Any] | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
+        check_choice(parallel, "parallel", ("data", "directions"))
         if not isinstance(num_queries, int) or num_queries < 1:
             raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}")
         if not isinstance(seed, (int, np.integer)):
@@ -79,6 +87,27 @@ class ZerothOrder:
         self.step_count = 0
         self._subspace = None if subspace is None else Subspace(subspace, offset)
         self._subset: Subset | None = None  # MeZO's random-subset perturbations
+        self.comm_bytes = 0  # bytes this process sent in the last step
+        self.comm_bytes_total = 0  # ... since construction, rank 0's parameter broadcast included
+        self._rounds = None
+        if process_group is not None:
+            self._rounds = Rounds(channel_for(process_group, timeout), parallel)
+            # As DDP: every process starts from rank 0's parameters (the float32 masters of
+            # float16 / bfloat16 ones), so that the same updates keep them bit-identical.
+            self.comm_bytes_total = self._rounds.channel.broadcast([v for v, _, _ in self._views])
+            self._publish_all()
+
+    @property
+    def num_examples(self) -> float:
+        """This process's weight in the data-parallel mean of the losses (default 1; set it once
+        to the shard's example count, or let the closure return (loss, count))."""
+        return 1.0 if self._rounds is None else self._rounds.examples
+
+    @num_examples.setter
+    def num_examples(self, count: float) -> None:
+        if self._rounds is None:
+            raise ValueError("num_examples weighs the ranks of a process_group; there is none")
+        self._rounds.loss((0.0, count))  # checks and sets it
 
     # -- the engine ------------------------------------------------------------------------------
 
@@ -176,68 +205,112 @@ class ZerothOrder:
             self.seed, self.step_count & 0xFFFFFFFF, direction, self.dist, offset, out, self.threads
         )
 
+    def _evaluate(self, closure: Callable[[], Any]) -> float:
+        """The closure's loss here. Across processes, one evaluation of the current round
+        (0.0 where another rank owns it or the closure failed): pass the round's values to
+        ``_agree`` before using them."""
+        if self._rounds is None:
+            return self._local_loss(closure())
+        return self._rounds.evaluate(closure)
+
+    def _local_loss(self, value: Any) -> float:
+        """A single process's loss; a (loss, example count) pair gives its loss."""
+        return loss_value(value[0] if isinstance(value, tuple) and len(value) == 2 else value)
+
+    def _agree(self, values: list[float], finite: bool = True) -> list[float]:
+        """The round's values agreed across processes (as they are in a single process).
+        Raises, on every process alike, when one failed (with ``finite``, also when a value is
+        not finite); the caller restores theta first."""
+        return values if self._rounds is None else self._rounds.agree(values, finite)
+
     def _two_point(
         self, closure: Callable[[], Any], direction: int, move: Callable | None = None
     ) -> tuple[float, float]:
-        """(f(theta + eps z) - f(theta - eps z)) / 2 and their mean. theta is left at
-        theta - eps z for the caller to restore (MeZO fuses that with its update), and restored
-        here when the closure raises or returns a non-finite value. ``move`` (default
-        ``_move``) applies a multiple of the direction."""
+        """This process's f(theta + eps z) and f(theta - eps z) (see ``_evaluate``). theta is
+        left at theta - eps z for the caller to restore (MeZO fuses that with its update), and
+        restored here when, in a single process, the closure raises or returns a non-finite
+        value. ``move`` (default ``_move``) applies a multiple of the direction."""
         move = move or self._move
         eps = [g["eps"] for g in self.param_groups]
         applied = 0.0  # multiple of eps currently added
         try:
             move(direction, eps)
             applied = 1.0
-            f_plus = loss_value(closure())
+            f_plus = self._evaluate(closure)
             move(direction, [-2.0 * e for e in eps])
             applied = -1.0
-            f_minus = loss_value(closure())
+            f_minus = self._evaluate(closure)
         except BaseException:
             if applied:
                 move(direction, [-applied * e for e in eps])
             raise
-        if not (math.isfinite(f_plus) and math.isfinite(f_minus)):
+        if self._rounds is None and not (math.isfinite(f_plus) and math.isfinite(f_minus)):
             move(direction, eps)
             raise ValueError(
                 f"closure returned a non-finite loss ({f_plus}, {f_minus}); the parameters were "
                 "restored and not updated"
             )
-        return 0.5 * (f_plus - f_minus), 0.5 * (f_plus + f_minus)
+        return f_plus, f_minus
+
+    def _two_points(
+        self,
+        closure: Callable[[], Any],
+        directions: list[int],
+        move: Callable | None = None,
+        restore_last: bool = True,
+    ) -> tuple[list[float], list[float]]:
+        """One round of two-point evaluations: (f+ - f-) / 2 and (f+ + f-) / 2 per direction,
+        agreed across processes. theta is restored after each direction, except after the last
+        one when ``restore_last`` is False (left at theta - eps z for a fused restore)."""
+        move = move or self._move
+        eps = [g["eps"] for g in self.param_groups]
+        values: list[float] = []
+        for j, direction in enumerate(directions):
+            values += self._two_point(closure, direction, move)
+            if restore_last or j < len(directions) - 1:
+                move(direction, eps)
+        try:
+            values = self._agree(values)
+        except BaseException:
+            if not restore_last:
+                move(directions[-1], eps)
+            raise
+        pairs = list(zip(values[0::2], values[1::2]))
+        return [0.5 * (p - m) for p, m in pairs], [0.5 * (p + m) for p, m in pairs]
 
     def step(self, closure: Callable[[], Any]) -> float:
-        """One optimisation step; ``closure()`` evaluates the loss at the current parameters.
-        Returns the mean of the evaluated losses (an estimate of the loss before the step)."""
+        """One optimisation step; ``closure()`` evaluates the loss at the current parameters
+        (with a ``process_group``: this process's shard's loss, or a (loss, example count)
+        pair). Returns the mean of the evaluated losses (an estimate of the loss before the
+        step), agreed across processes."""
         if not callable(closure):
             raise TypeError("step needs a closure that returns the loss")
-        loss = self._step(closure)
+        if self._rounds is not None:
+            self._rounds.bytes = 0
+        try:
+            loss = self._step(closure)
+        finally:
+            if self._rounds is not None:
+                self.comm_bytes = self._rounds.bytes
+                self.comm_bytes_total += self.comm_bytes
         self._after_step()
         return loss
 
     def _base_loss(self, closure: Callable[[], Any]) -> float:
-        """f(theta) at the unperturbed parameters; a non-finite value raises (nothing moved)."""
-        f0 = loss_value(closure())
-        if not math.isfinite(f0):
+        """f(theta) at the unperturbed parameters (see ``_evaluate``); in a single process a
+        non-finite value raises here (nothing moved)."""
+        f0 = self._evaluate(closure)
+        if self._rounds is None and not math.isfinite(f0):
             raise ValueError(f"closure returned a non-finite loss ({f0}); nothing was changed")
         return f0
 
     def _step(self, closure: Callable[[], Any]) -> float:
         self._begin_step()
         self._prepare_mask()
-        deltas, means = [], []
-        eps = [g["eps"] for g in self.param_groups]
-        for q in range(self.num_queries):
-            delta, mean = self._two_point(closure, q)
-            if q == self.num_queries - 1 and self._fused_restore():
-                # Last query: restore (+eps) and update in the same pass.
-                self._update(deltas + [delta], restore_last=True)
-                means.append(mean)
-                break
-            self._move(q, eps)
-            deltas.append(delta)
-            means.append(mean)
-        else:
-            self._update(deltas, restore_last=False)
+        # Fused: the last query's restore (+eps) and the update are one pass.
+        fused = self._fused_restore()
+        deltas, means = self._two_points(closure, list(range(self.num_queries)), None, not fused)
+        self._update(deltas, restore_last=fused)
         self.step_count += 1
         return float(np.mean(means))
 

@@ -76,6 +76,8 @@ def minimize(
     x = np.array(x0, dtype=np.float64).reshape(-1)
     lo, hi = _bounds(bounds, x.size)
     opts = dict(options or {})
+    if opts.get("process_group") is not None:
+        raise ValueError("minimize runs in one process; use an optimiser's step(process_group=)")
     opt = cls([x], seed=0 if seed is None else seed, **opts)
     per_step = opt.evaluations_per_step()
     if isinstance(opt, SPSA):

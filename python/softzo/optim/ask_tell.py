@@ -35,6 +35,11 @@ class AskTell:
 
     def __init__(self, x0: Any, *, method: str = "spsa", **options: Any) -> None:
         cls = METHODS[check_choice(method, "method", self._TWO_POINT)]
+        if options.get("process_group") is not None:
+            raise ValueError(
+                "AskTell takes no process_group: its caller evaluates the points (over Ray: "
+                "softzo.distributed.ray)"
+            )
         self.x = np.array(x0, dtype=np.float64).reshape(-1)
         self.opt = cls([self.x], **options)
         self._asked = False

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import loss_value, sgd_defaults
-from ._engine import ZerothOrder
+from ._checks import sgd_defaults
+from ._engine import DEFAULT_TIMEOUT, ZerothOrder
 
 
 class CGE(ZerothOrder):
@@ -25,6 +25,9 @@ class CGE(ZerothOrder):
         *,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__(
             params,
@@ -33,6 +36,9 @@ class CGE(ZerothOrder):
             distribution="gaussian",
             num_queries=1,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
         )
         if any(w is not None for w in self._lowp):
             raise TypeError("CGE needs float32 or float64 params (its probes are single entries)")
@@ -41,30 +47,35 @@ class CGE(ZerothOrder):
         return 2 * sum(v.size for v, _, _ in self._views)
 
     def _step(self, closure: Callable[[], Any]) -> float:
-        grads = []
-        total, count = 0.0, 0
+        values = []
         for view, _, gi in self._views:
             mu = self.param_groups[gi]["eps"]
-            grad = np.empty(view.size, dtype=np.float64)
             for j in range(view.size):
                 saved = view[j]
                 try:
                     view[j] = saved + mu
-                    fp = loss_value(closure())
+                    fp = self._evaluate(closure)
                     view[j] = saved - mu
-                    fm = loss_value(closure())
+                    fm = self._evaluate(closure)
                 finally:
                     view[j] = saved
-                if not (math.isfinite(fp) and math.isfinite(fm)):
+                if self._rounds is None and not (math.isfinite(fp) and math.isfinite(fm)):
                     raise ValueError(
                         f"closure returned a non-finite loss ({fp}, {fm}); the parameters were "
                         "restored and not updated"
                     )
+                values += [fp, fm]
+        values = self._agree(values)  # every entry is restored: a failure just raises
+        total, count, start = 0.0, 0, 0
+        for view, _, gi in self._views:
+            mu = self.param_groups[gi]["eps"]
+            grad = np.empty(view.size, dtype=np.float64)
+            for j in range(view.size):
+                fp, fm = values[start + 2 * j], values[start + 2 * j + 1]
                 grad[j] = (fp - fm) / (2.0 * mu)
                 total += fp + fm
                 count += 2
-            grads.append(grad)
-        for (view, _, gi), grad in zip(self._views, grads):
+            start += 2 * view.size
             view -= (self.param_groups[gi]["lr"] * grad).astype(view.dtype)
         self.step_count += 1
         return total / count

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import check_positive, group_defaults
-from ._engine import ZerothOrder
+from ._engine import DEFAULT_TIMEOUT, ZerothOrder
 
 
 class HiZOO(ZerothOrder):
@@ -36,6 +36,9 @@ class HiZOO(ZerothOrder):
         num_queries: int = 1,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         defaults = group_defaults(lr, eps, weight_decay)
         alpha = float(hessian_smooth)
@@ -48,6 +51,9 @@ class HiZOO(ZerothOrder):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
         )
         self.hessian_smooth = alpha
         s0 = check_positive("sigma0", sigma0)
@@ -90,9 +96,15 @@ class HiZOO(ZerothOrder):
         f0s = []
         for q in range(self.num_queries):
             f0 = self._base_loss(closure)
-            # Perturbs by ±eps Sigma^(-1/2) z and restores; delta = (f+ - f-) / 2.
-            delta, mean = self._two_point(closure, q, self._move_diag)
-            curvature = abs(2.0 * mean - 2.0 * f0)  # |f+ + f- - 2 f0|
+            # Perturbs by ±eps Sigma^(-1/2) z, leaving theta at theta - eps Sigma^(-1/2) z.
+            f_plus, f_minus = self._two_point(closure, q, self._move_diag)
+            try:
+                f0, f_plus, f_minus = self._agree([f0, f_plus, f_minus])
+            except BaseException:
+                self._move_diag(q, eps)
+                raise
+            delta = 0.5 * (f_plus - f_minus)
+            curvature = abs(f_plus + f_minus - 2.0 * f0)
             update = {
                 "lr": [g["lr"] for g in self.param_groups],
                 "g": [delta / e / self.num_queries for e in eps],

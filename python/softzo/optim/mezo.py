@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_fraction, group_defaults
-from ._engine import ZerothOrder
+from ._engine import DEFAULT_TIMEOUT, ZerothOrder
 from ._subset import Subset
 
 
@@ -70,6 +70,9 @@ class MeZO(ZerothOrder):
         num_queries: int = 1,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         defaults = group_defaults(lr, eps, weight_decay)
         if sparsity is not None:
@@ -92,6 +95,9 @@ class MeZO(ZerothOrder):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
             subspace=subspace,
         )
         self.sparsity = sparsity

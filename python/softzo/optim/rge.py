@@ -9,8 +9,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _core
-from ._checks import loss_value, sgd_defaults
-from ._engine import ZerothOrder
+from ._checks import sgd_defaults
+from ._engine import DEFAULT_TIMEOUT, ZerothOrder
 
 
 class RGE(ZerothOrder):
@@ -27,6 +27,9 @@ class RGE(ZerothOrder):
         num_queries: int = 10,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__(
             params,
@@ -35,6 +38,9 @@ class RGE(ZerothOrder):
             distribution="gaussian",
             num_queries=num_queries,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
         )
         self.dim = sum(v.size for v, _, _ in self._views)
 
@@ -58,26 +64,27 @@ class RGE(ZerothOrder):
 
     def _step(self, closure: Callable[[], Any]) -> float:
         ng = len(self.param_groups)
-        f0 = self._base_loss(closure)
-        coefs = []
+        values = [self._base_loss(closure)]
+        scales = []
         for q in range(self.num_queries):
             scale = 1.0 / self._norm(q)  # u = z / ||z||
             move = [g["eps"] * scale for g in self.param_groups]
             self._move(q, move)
             try:
-                fq = loss_value(closure())
+                fq = self._evaluate(closure)
             finally:
                 self._move(q, [-m for m in move])
-            if not math.isfinite(fq):
+            if self._rounds is None and not math.isfinite(fq):
                 raise ValueError(
                     f"closure returned a non-finite loss ({fq}); the parameters were restored"
                 )
-            coefs.append(
-                [
-                    (fq - f0) / g["eps"] * scale * self.dim / self.num_queries
-                    for g in self.param_groups
-                ]
-            )
+            values.append(fq)
+            scales.append(scale)
+        f0, *fs = self._agree(values)  # theta is restored: a failure just raises
+        coefs = [
+            [(fq - f0) / g["eps"] * scale * self.dim / self.num_queries for g in self.param_groups]
+            for fq, scale in zip(fs, scales)
+        ]
         lr = [g["lr"] for g in self.param_groups]
         for q, c in enumerate(coefs):
             self._move(q, [0.0] * ng, lr, c)

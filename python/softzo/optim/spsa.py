@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._checks import check_count, check_positive
-from ._engine import PROBE_DIRECTION, Momentum
+from ._engine import DEFAULT_TIMEOUT, PROBE_DIRECTION, Momentum
 from .mezo import MeZO
 
 
@@ -60,6 +60,9 @@ class SPSA(_SpallGains, MeZO):
         subset: dict[str, Any] | None = None,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         if a != "auto":
             a = check_positive("a", a)
@@ -80,6 +83,9 @@ class SPSA(_SpallGains, MeZO):
             subset=subset,
             seed=seed,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
         )
 
     @property
@@ -96,12 +102,8 @@ class SPSA(_SpallGains, MeZO):
     def _step(self, closure: Callable[[], Any]) -> float:
         if self.a == "auto":
             self._begin_step()
-            eps = [g["eps"] for g in self.param_groups]
-            deltas = []
-            for p in range(self.calibration_probes):
-                delta, _ = self._two_point(closure, PROBE_DIRECTION + p)
-                self._move(PROBE_DIRECTION + p, eps)  # back to theta
-                deltas.append(delta)
+            probes = [PROBE_DIRECTION + p for p in range(self.calibration_probes)]
+            deltas, _ = self._two_points(closure, probes)  # theta restored after each
             self._calibrate(deltas)
         return super()._step(closure)
 
@@ -139,6 +141,9 @@ class SPSA_GC(_SpallGains, Momentum):
         distribution: str = "rademacher",
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         super().__init__(
             params,
@@ -147,6 +152,9 @@ class SPSA_GC(_SpallGains, Momentum):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
             subspace=subspace,
         )
         self.a, self.c = check_positive("a", a), float(c)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_positive, group_defaults
-from ._engine import Buffered
+from ._engine import DEFAULT_TIMEOUT, Buffered
 
 
 class ZOAdam(Buffered):
@@ -29,6 +29,9 @@ class ZOAdam(Buffered):
         num_queries: int = 1,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         defaults = group_defaults(lr, eps, weight_decay)
         super().__init__(
@@ -38,6 +41,9 @@ class ZOAdam(Buffered):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
             subspace=subspace,
         )
         b1, b2 = betas

@@ -7,8 +7,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._checks import check_positive, group_defaults, loss_value
-from ._engine import Momentum
+from ._checks import check_positive, group_defaults
+from ._engine import DEFAULT_TIMEOUT, Momentum
 
 
 class ZOSGD(Momentum):
@@ -37,6 +37,9 @@ class ZOSGD(Momentum):
         num_queries: int = 1,
         seed: int = 0,
         num_threads: int | None = None,
+        process_group: Any = None,
+        parallel: str = "data",
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         defaults = group_defaults(
             lr, eps, weight_decay, momentum=check_positive("momentum", momentum, True)
@@ -48,6 +51,9 @@ class ZOSGD(Momentum):
             distribution=distribution,
             num_queries=num_queries,
             num_threads=num_threads,
+            process_group=process_group,
+            parallel=parallel,
+            timeout=timeout,
             subspace=subspace,
         )
         self.sign = bool(sign)
@@ -60,18 +66,20 @@ class ZOSGD(Momentum):
     def _step(self, closure: Callable[[], Any]) -> float:
         if not self.conservative:
             return super()._step(closure)
-        f0 = self._base_loss(closure)
+        f0 = self._agree([self._base_loss(closure)])[0]
         start = [v.copy() for v, _, _ in self._views]
         self._steps = []
         try:
             mean = super()._step(closure)  # _apply records the steps s instead of moving
             steps, self._steps = self._steps, None
-            losses = [f0]
+            losses = []
             for sgn in (-1.0, 1.0):
                 for (view, _, _), x0, s in zip(self._views, start, steps):
                     view[...] = x0 + sgn * s
                 self._publish_all()
-                losses.append(loss_value(closure()))
+                losses.append(self._evaluate(closure))
+            # A non-finite candidate is not an error: it just loses.
+            losses = [f0] + self._agree(losses, finite=False)
             best = int(np.argmin(np.where(np.isfinite(losses), losses, np.inf)))
         except BaseException:
             for (view, _, _), x0 in zip(self._views, start):
