@@ -86,8 +86,8 @@ class TorchChannel(Channel):
             work.wait(timeout=datetime.timedelta(seconds=self.timeout))
         except Exception as e:  # gloo: "Operation timed out!", or a peer's closed connection
             raise DistributedStepError(
-                f"rank {self.rank}: {what} with the other ranks failed within the timeout of "
-                f"{self.timeout:g} s ({type(e).__name__}: {e}); a rank died or hangs"
+                f"rank {self.rank}: {what} with the other ranks failed (a rank died, or hangs "
+                f"past the timeout of {self.timeout:g} s): {type(e).__name__}: {e}"
             ) from e
 
     def exchange(self, local: np.ndarray) -> np.ndarray:
