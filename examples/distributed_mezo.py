@@ -9,12 +9,11 @@ training loss, the test accuracy and the bytes each rank sent per step.
 """
 
 import argparse
-import datetime
-import socket
 
 import numpy as np
 import torch
 from softzo import optim
+from softzo.distributed.local import free_port, init_gloo
 
 HIDDEN, LR, EPS = 32, 5e-3, 1e-3
 
@@ -57,13 +56,7 @@ def torch_rank(rank, world, port, steps):
     import torch.distributed as dist
 
     torch.set_num_threads(1)  # one core per rank
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    init_gloo(rank, world, port)
     model, closure = replica(rank, world)
     opt = optim.MeZO(list(model.parameters()), lr=LR, eps=EPS, process_group=dist.group.WORLD)
     for k in range(steps):
@@ -81,10 +74,7 @@ def torch_rank(rank, world, port, steps):
 def run_torch(steps, world=2):
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(torch_rank, args=(world, port, steps), nprocs=world)
+    mp.spawn(torch_rank, args=(world, free_port(), steps), nprocs=world)
 
 
 class RayReplica:

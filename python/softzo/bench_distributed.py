@@ -23,9 +23,7 @@ Writes ``bench/results/distributed.md`` (``--out``).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import socket
 import sys
 import time
 from pathlib import Path
@@ -64,15 +62,10 @@ def _rank(rank: int, port: int, params: int, steps: int, reps: int, out: str) ->
     import torch.distributed as dist
 
     from . import optim
+    from .distributed.local import init_gloo
 
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=600),
-    )
+    init_gloo(rank, WORLD, port, timeout=600.0)
     model = _model(params)
     n = sum(p.numel() for p in model.parameters())
     g = torch.Generator().manual_seed(1)
@@ -137,9 +130,9 @@ def _rank(rank: int, port: int, params: int, steps: int, reps: int, out: str) ->
 def run(params: int, steps: int, reps: int) -> str:
     import multiprocessing
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from .distributed.local import free_port
+
+    port = free_port()
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"softzo_bench_distributed_{port}.npz")
     ctx = multiprocessing.get_context("spawn")
     procs = [

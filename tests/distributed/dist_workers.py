@@ -3,7 +3,6 @@
 Every optimiser minimises a least-squares loss over N = 67 examples, split unevenly over the
 ranks (34 + 33 on two, 17 + 17 + 17 + 16 on four), so the example-weighted mean matters."""
 
-import datetime
 import os
 import time
 import traceback
@@ -68,14 +67,9 @@ def run(name, rows, steps, group=None, parallel="data", theta=None, state=None, 
 
 def _init(rank, world, port):
     import torch.distributed as dist
+    from softzo.distributed.local import init_gloo
 
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
+    init_gloo(rank, world, port)
     return dist
 
 

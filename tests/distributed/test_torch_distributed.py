@@ -7,7 +7,6 @@ raise on every rank within the timeout."""
 import multiprocessing
 import os
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ if not torch.distributed.is_available() or not torch.distributed.is_gloo_availab
     pytest.skip("torch.distributed with gloo is not available", allow_module_level=True)
 
 import dist_workers as w
+from softzo.distributed.local import free_port
 
 # Data parallel changes only the order in which the losses are summed: each agreed loss is
 # within a few ulp of the full-batch one, |df| <= 8 u f with u = 2^-53 and f <= 50 here. A
@@ -24,12 +24,6 @@ import dist_workers as w
 # with lr = 0.01, eps >= 1e-4 and |z| <= 5 drift by at most 50 * 0.01 * 8 * 1.1e-16 * 50 /
 # 1e-4 * 5 = 1.1e-9 (the descent contracts the difference; measured up to 6e-12).
 DATA_PARALLEL_BOUND = 1.1e-9
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def spawn(target, world, *args, timeout=240):
