@@ -69,6 +69,7 @@ def single_process(name):
 
 @pytest.mark.parametrize("world", [2, 4])
 def test_parameters_bit_identical_on_every_rank_after_50_steps(runs, world):
+    # The odd ranks run the scalar kernels, the even ones the best ISA: a mixed cluster.
     ranks = runs[world]
     keys = [k for k in ranks[0] if not k.endswith("bytes")]
     assert len(keys) >= len(w.configs()) + 1  # every optimiser, and the torch model
@@ -112,7 +113,8 @@ def test_bytes_per_step_are_a_few_scalars(runs):
         # MeZO: f+, f-, the example count and a status per rank; a ring all-gather forwards
         # world - 1 of those rows from every rank.
         assert r0["mezo/data/bytes"][0] == (world - 1) * 4 * 8
-        assert r0["rge/directions/bytes"][0] == (world - 1) * (1 + 4 + 2) * 8
+        # RGE: rank 0's 4 norms, then f0, 4 losses, the count and the status.
+        assert r0["rge/directions/bytes"][0] == (world - 1) * (4 + 1 + 4 + 2) * 8
         # Rank 0 also sent its parameters once, at construction (12 float64).
         assert r0["mezo/data/bytes"][1] == w.STEPS * (world - 1) * 32 + 12 * 8
 

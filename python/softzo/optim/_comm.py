@@ -162,12 +162,22 @@ class Rounds:
         if isinstance(value, tuple):
             if len(value) != 2:
                 raise TypeError("closure must return a loss or a (loss, example count) pair")
-            count = float(value[1])
-            if not math.isfinite(count) or count < 0:
-                raise ValueError(f"the closure's example count must be >= 0, got {value[1]!r}")
-            self.examples = count
+            self.set_examples(value[1])
             value = value[0]
         return loss_value(value)
+
+    def set_examples(self, count: Any) -> None:
+        c = float(count)
+        if not math.isfinite(c) or c < 0:
+            raise ValueError(f"the example count (num_examples) must be >= 0, got {count!r}")
+        self.examples = c
+
+    def from_rank0(self, values: list[float]) -> list[float]:
+        """Rank 0's ``values`` on every process: for quantities whose last bits depend on the
+        process's CPU (a reduction's order on AVX2 against AVX-512) and that steer the moves."""
+        local = np.array(values, dtype=np.float64)
+        self.bytes += self.channel.bytes_sent(local)
+        return [float(v) for v in self.channel.exchange(local)[0]]
 
     def agree(self, values: list[float], finite: bool = True) -> list[float]:
         """The agreed values of the round (see the module docstring); raises, on every

@@ -107,7 +107,7 @@ class ZerothOrder:
     def num_examples(self, count: float) -> None:
         if self._rounds is None:
             raise ValueError("num_examples weighs the ranks of a process_group; there is none")
-        self._rounds.loss((0.0, count))  # checks and sets it
+        self._rounds.set_examples(count)
 
     # -- the engine ------------------------------------------------------------------------------
 

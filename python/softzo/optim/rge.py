@@ -64,10 +64,15 @@ class RGE(ZerothOrder):
 
     def _step(self, closure: Callable[[], Any]) -> float:
         ng = len(self.param_groups)
+        # u = z / ||z||. The norm's last bits depend on the ISA (the order of its sum), so
+        # across processes rank 0's is used: the moves must be the same everywhere.
+        norms = [self._norm(q) for q in range(self.num_queries)]
+        if self._rounds is not None:
+            norms = self._rounds.from_rank0(norms)
         values = [self._base_loss(closure)]
         scales = []
         for q in range(self.num_queries):
-            scale = 1.0 / self._norm(q)  # u = z / ||z||
+            scale = 1.0 / norms[q]
             move = [g["eps"] * scale for g in self.param_groups]
             self._move(q, move)
             try:
