@@ -153,6 +153,12 @@ def faults(rank, world, port, out, kinds, timeout):
 
     dist = _init(rank, world, port)
     rows = _ranks_rows(rank, world)
+    try:  # every process must build the same optimiser: here the seeds differ
+        optim.MeZO([np.zeros(D)], seed=rank, process_group=dist.group.WORLD)
+        mismatch = "none"
+    except ValueError as e:
+        mismatch = str(e)
+    np.save(os.path.join(out, f"mismatch{rank}.npy"), np.array(mismatch))
     for kind in kinds:
         theta = np.random.default_rng(1).standard_normal(D)
         opt = optim.MeZO([theta], lr=0.01, process_group=dist.group.WORLD, timeout=timeout)

@@ -115,8 +115,10 @@ def test_bytes_per_step_are_a_few_scalars(runs):
         assert r0["mezo/data/bytes"][0] == (world - 1) * 4 * 8
         # RGE: rank 0's 4 norms, then f0, 4 losses, the count and the status.
         assert r0["rge/directions/bytes"][0] == (world - 1) * (4 + 1 + 4 + 2) * 8
-        # Rank 0 also sent its parameters once, at construction (12 float64).
-        assert r0["mezo/data/bytes"][1] == w.STEPS * (world - 1) * 32 + 12 * 8
+        # At construction, every rank checked 7 settings against the others', and rank 0 sent
+        # its parameters (12 float64) once.
+        setup = (world - 1) * 7 * 8 + 12 * 8
+        assert r0["mezo/data/bytes"][1] == w.STEPS * (world - 1) * 32 + setup
 
 
 @pytest.fixture(scope="module")
@@ -125,12 +127,13 @@ def faults(tmp_path_factory):
     # "die" breaks the group, so it comes last; "hang" gets its own pair of processes.
     spawn(w.faults, 2, str(out), ["raise", "nan", "die"], 3.0, timeout=120)
     spawn(w.faults, 2, str(out), ["hang"], 2.0, timeout=120)
-    return {
+    found = {
         (kind, r): dict(np.load(out / f"{kind}{r}.npz"))
         for kind in ("raise", "nan", "hang", "die")
         for r in (0, 1)
         if (out / f"{kind}{r}.npz").exists()
     }
+    return {**found, "out": out}
 
 
 @pytest.mark.parametrize(
@@ -163,6 +166,13 @@ def test_a_failing_rank_raises_everywhere_and_the_parameters_are_restored(
     np.testing.assert_array_equal(r1["next"], r0["next"])
     if kind in ("raise", "nan"):
         assert not np.array_equal(r0["next"], r0["failed"])
+
+
+def test_processes_that_build_different_optimisers_are_told_so(faults):
+    out = faults["out"]
+    for r in (0, 1):
+        message = str(np.load(out / f"mismatch{r}.npy"))
+        assert "differ in seed (low 32 bits)" in message, message
 
 
 def test_bad_process_group_input_raises_naming_the_argument():

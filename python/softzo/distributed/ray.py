@@ -54,9 +54,14 @@ class _DriverChannel(Channel):
         self.rank, self.world, self.timeout = 0, 1, DEFAULT_TIMEOUT
         self.outbox: queue.Queue = queue.Queue()  # to the driver, through Replica.advance
         self.inbox: queue.Queue = queue.Queue()
+        self.stepping = False  # in a step started by the driver
 
-    def exchange(self, local: np.ndarray) -> np.ndarray:
-        self.outbox.put(("exchange", local))
+    def exchange(self, local: np.ndarray, losses: bool = False) -> np.ndarray:
+        if not self.stepping:
+            # The optimiser's construction: alone until the driver copies a replica's
+            # parameters and state into this one (Driver.add_actors).
+            return local[None]
+        self.outbox.put(("exchange", local, losses))
         try:
             kind, payload = self.inbox.get(timeout=self.timeout)
         except queue.Empty:
@@ -92,10 +97,12 @@ class Replica:
 
     def advance(self, rank: int, world: int, message: tuple | None) -> tuple:
         """Starts a step (``message`` None) or answers an exchange (("rows", rows) or
-        ("abort", reason)); returns the next exchange's ("exchange", row), or ("done", loss,
-        bytes sent) / ("error", description) when the step ends."""
+        ("abort", reason)); returns the next exchange's ("exchange", row, whether the row
+        holds a round's losses), or ("done", loss, bytes sent) / ("error", description) when
+        the step ends."""
         if self.thread is None:
             self.channel.rank, self.channel.world = rank, world
+            self.channel.stepping = True
             self.thread = threading.Thread(target=self._run, daemon=True)
             self.thread.start()
         else:
@@ -104,6 +111,7 @@ class Replica:
         if reply[0] != "exchange":
             self.thread.join()
             self.thread = None
+            self.channel.stepping = False
         return reply
 
     def _run(self) -> None:
@@ -254,7 +262,8 @@ class Driver:
                     raise AssertionError(f"actors out of step: {sorted(kinds)}")
                 rows = np.stack([reply[1] for reply in replies])
                 self.comm_bytes += rows.nbytes * (1 + world)  # rows in, everyone's rows out
-                failed, reason = _failed_rows(rows, self._options.get("parallel", "data"))
+                if replies[0][2]:  # a round of losses: the driver sees who failed
+                    failed, reason = _failed_rows(rows, self._options.get("parallel", "data"))
                 message = ("rows", rows)  # the actors raise on the failed rows themselves
             else:
                 lost = failed

@@ -44,9 +44,10 @@ class Channel:
     world: int
     timeout: float
 
-    def exchange(self, local: np.ndarray) -> np.ndarray:
+    def exchange(self, local: np.ndarray, losses: bool = False) -> np.ndarray:
         """Every process's ``local`` (1-D float64, the same size everywhere), as (world, size)
-        rows in rank order; raises DistributedStepError when a process fails to take part."""
+        rows in rank order; raises DistributedStepError when a process fails to take part.
+        ``losses``: the rows are a round's (values, example count, status)."""
         raise NotImplementedError
 
     def broadcast(self, arrays: list[np.ndarray]) -> int:
@@ -90,7 +91,7 @@ class TorchChannel(Channel):
                 f"past the timeout of {self.timeout:g} s): {type(e).__name__}: {e}"
             ) from e
 
-    def exchange(self, local: np.ndarray) -> np.ndarray:
+    def exchange(self, local: np.ndarray, losses: bool = False) -> np.ndarray:
         import torch
 
         mine = torch.from_numpy(local).to(self.device)
@@ -172,6 +173,19 @@ class Rounds:
             raise ValueError(f"the example count (num_examples) must be >= 0, got {count!r}")
         self.examples = c
 
+    def check_same(self, settings: dict[str, int]) -> int:
+        """Raises ValueError, on every process, naming the settings (integers below 2^53)
+        in which some process differs from rank 0; returns the bytes this process sent."""
+        local = np.array(list(settings.values()), dtype=np.float64)
+        rows = self.channel.exchange(local)
+        differ = [name for j, name in enumerate(settings) if np.any(rows[:, j] != rows[0, j])]
+        if differ:
+            raise ValueError(
+                f"process_group: the processes differ in {', '.join(differ)}; every process "
+                "must build the same optimiser (same seed, options and parameter shapes)"
+            )
+        return self.channel.bytes_sent(local)
+
     def from_rank0(self, values: list[float]) -> list[float]:
         """Rank 0's ``values`` on every process: for quantities whose last bits depend on the
         process's CPU (a reduction's order on AVX2 against AVX-512) and that steer the moves."""
@@ -190,7 +204,7 @@ class Rounds:
         failure, self.failure, self.slot = self.failure, None, 0
         local = np.array([*values, self.examples, RAISED if failure else OK], dtype=np.float64)
         self.bytes += ch.bytes_sent(local)
-        rows = ch.exchange(local)
+        rows = ch.exchange(local, losses=True)
         raised = [r for r in range(ch.world) if rows[r, -1] != OK]
         if raised:
             if failure is not None:

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Iterable
 from typing import Any, Callable
 
@@ -88,13 +89,27 @@ class ZerothOrder:
         self._subspace = None if subspace is None else Subspace(subspace, offset)
         self._subset: Subset | None = None  # MeZO's random-subset perturbations
         self.comm_bytes = 0  # bytes this process sent in the last step
-        self.comm_bytes_total = 0  # ... since construction, rank 0's parameter broadcast included
+        self.comm_bytes_total = 0  # ... since construction (the settings check, rank 0's
+        # parameter broadcast)
         self._rounds = None
         if process_group is not None:
             self._rounds = Rounds(channel_for(process_group, timeout), parallel)
+            # Processes that differ in any of these would draw or apply different z.
+            sent = self._rounds.check_same(
+                {
+                    "optimiser": zlib.crc32(type(self).__name__.encode()),
+                    "seed (low 32 bits)": self.seed & 0xFFFFFFFF,
+                    "seed (high 32 bits)": self.seed >> 32,
+                    "distribution": self.dist,
+                    "num_queries": self.num_queries,
+                    "parallel": parallel == "directions",
+                    "parameter count": offset,
+                }
+            )
             # As DDP: every process starts from rank 0's parameters (the float32 masters of
             # float16 / bfloat16 ones), so that the same updates keep them bit-identical.
-            self.comm_bytes_total = self._rounds.channel.broadcast([v for v, _, _ in self._views])
+            sent += self._rounds.channel.broadcast([v for v, _, _ in self._views])
+            self.comm_bytes_total = sent
             self._publish_all()
 
     @property
