@@ -25,11 +25,12 @@ steps moved 98% of weights by an rms of 3e-4 with no update at all (ALGORITHMS.m
 The master is read from the tensor once, at construction (and by ``load_state_dict``): writes to
 the tensor made outside the optimiser afterwards are overwritten by its next step.
 
-Every optimiser takes ``process_group=`` (a torch.distributed group; default None, one
-process), ``parallel="data"`` (each process's closure returns its shard's loss, or a
+Every optimiser takes the keywords ``seed`` (of the directions; 0), ``num_threads``,
+``process_group`` (a torch.distributed group; default None, one process), ``parallel``:
+``"data"`` (each process's closure returns its shard's loss, or a
 (loss, example count) pair; the losses' weighted mean is agreed) or ``"directions"`` (each
-process evaluates its share of a step's evaluations of the full loss), and ``timeout=``
-(seconds to wait for the others). Processes exchange only a few float64 per step, and the
+process evaluates its share of a step's evaluations of the full loss), and ``timeout``
+(seconds to wait for the others; 300). Processes exchange only a few float64 per step, and the
 parameters stay bit-identical on all of them; ``comm_bytes`` counts what this one sent in the
 last step. See ``_comm`` and :mod:`softzo.distributed`.
 

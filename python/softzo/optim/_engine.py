@@ -32,25 +32,39 @@ PROBE_DIRECTION = 1 << 31
 # Seconds a process waits at an exchange for the others (their evaluations included) before it
 # restores its parameters and raises: long enough for a slow forward pass, short of gloo's 30 min.
 DEFAULT_TIMEOUT = 300.0
+# The keywords every optimiser takes (its **engine), with their defaults.
+ENGINE_DEFAULTS = {
+    "seed": 0,
+    "num_threads": None,
+    "process_group": None,
+    "parallel": "data",
+    "timeout": DEFAULT_TIMEOUT,
+}
 
 
 class ZerothOrder:
-    """Shared machinery: parameter groups, directions, the two-point estimate and state."""
+    """Shared machinery: parameter groups, directions, the two-point estimate and state.
+
+    Every optimiser passes its ``**engine`` keywords here: ``seed`` (of the directions, 0),
+    ``num_threads`` (None: softzo's default), ``process_group`` (None, or a torch.distributed
+    group), ``parallel`` ("data" or "directions") and ``timeout`` (seconds, 300); see
+    :mod:`softzo.optim`."""
 
     def __init__(
         self,
         params: Iterable[Any],
         defaults: dict[str, Any],
         *,
-        seed: int,
         distribution: str,
         num_queries: int,
-        num_threads: int | None,
         subspace: dict[str, Any] | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        engine: dict[str, Any],
     ) -> None:
+        unknown = sorted(set(engine) - set(ENGINE_DEFAULTS))
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unexpected keyword arguments {unknown}")
+        engine = {**ENGINE_DEFAULTS, **engine}
+        seed, num_threads, parallel = engine["seed"], engine["num_threads"], engine["parallel"]
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
         check_choice(parallel, "parallel", ("data", "directions"))
         if not isinstance(num_queries, int) or num_queries < 1:
@@ -92,8 +106,9 @@ class ZerothOrder:
         self.comm_bytes_total = 0  # ... since construction (the settings check, rank 0's
         # parameter broadcast)
         self._rounds = None
-        if process_group is not None:
-            self._rounds = Rounds(channel_for(process_group, timeout), parallel)
+        if engine["process_group"] is not None:
+            channel = channel_for(engine["process_group"], engine["timeout"])
+            self._rounds = Rounds(channel, parallel)
             # Processes that differ in any of these would draw or apply different z.
             sent = self._rounds.check_same(
                 {

@@ -9,7 +9,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._checks import sgd_defaults
-from ._engine import DEFAULT_TIMEOUT, ZerothOrder
+from ._engine import ZerothOrder
 
 
 class CGE(ZerothOrder):
@@ -22,23 +22,14 @@ class CGE(ZerothOrder):
         params: Iterable[Any],
         lr: float = 1e-3,
         mu: float = 1e-3,
-        *,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         super().__init__(
             params,
             sgd_defaults(lr, mu),
-            seed=seed,
             distribution="gaussian",
             num_queries=1,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
+            engine=engine,
         )
         if any(w is not None for w in self._lowp):
             raise TypeError("CGE needs float32 or float64 params (its probes are single entries)")

@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import check_positive, group_defaults
-from ._engine import DEFAULT_TIMEOUT, ZerothOrder
+from ._engine import ZerothOrder
 
 
 class HiZOO(ZerothOrder):
@@ -34,11 +34,7 @@ class HiZOO(ZerothOrder):
         weight_decay: float = 0.0,
         distribution: str = "gaussian",
         num_queries: int = 1,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         defaults = group_defaults(lr, eps, weight_decay)
         alpha = float(hessian_smooth)
@@ -47,13 +43,9 @@ class HiZOO(ZerothOrder):
         super().__init__(
             params,
             defaults,
-            seed=seed,
             distribution=distribution,
             num_queries=num_queries,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
+            engine=engine,
         )
         self.hessian_smooth = alpha
         s0 = check_positive("sigma0", sigma0)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_fraction, group_defaults
-from ._engine import DEFAULT_TIMEOUT, ZerothOrder
+from ._engine import ZerothOrder
 from ._subset import Subset
 
 
@@ -68,11 +68,7 @@ class MeZO(ZerothOrder):
         subset: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         defaults = group_defaults(lr, eps, weight_decay)
         if sparsity is not None:
@@ -91,14 +87,10 @@ class MeZO(ZerothOrder):
         super().__init__(
             params,
             defaults,
-            seed=seed,
             distribution=distribution,
             num_queries=num_queries,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
             subspace=subspace,
+            engine=engine,
         )
         self.sparsity = sparsity
         self._subset = None if subset is None else Subset(subset, self._views)

@@ -10,7 +10,7 @@ import numpy as np
 
 from .. import _core
 from ._checks import sgd_defaults
-from ._engine import DEFAULT_TIMEOUT, ZerothOrder
+from ._engine import ZerothOrder
 
 
 class RGE(ZerothOrder):
@@ -25,22 +25,14 @@ class RGE(ZerothOrder):
         mu: float = 1e-3,
         *,
         num_queries: int = 10,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         super().__init__(
             params,
             sgd_defaults(lr, mu),
-            seed=seed,
             distribution="gaussian",
             num_queries=num_queries,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
+            engine=engine,
         )
         self.dim = sum(v.size for v, _, _ in self._views)
 

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._checks import check_count, check_positive
-from ._engine import DEFAULT_TIMEOUT, PROBE_DIRECTION, Momentum
+from ._engine import PROBE_DIRECTION, Momentum
 from .mezo import MeZO
 
 
@@ -58,11 +58,7 @@ class SPSA(_SpallGains, MeZO):
         num_queries: int = 1,
         subspace: dict[str, Any] | None = None,
         subset: dict[str, Any] | None = None,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         if a != "auto":
             a = check_positive("a", a)
@@ -81,11 +77,7 @@ class SPSA(_SpallGains, MeZO):
             num_queries=num_queries,
             subspace=subspace,
             subset=subset,
-            seed=seed,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
+            **engine,
         )
 
     @property
@@ -139,23 +131,15 @@ class SPSA_GC(_SpallGains, Momentum):
         num_queries: int = 5,
         subspace: dict[str, Any] | None = None,
         distribution: str = "rademacher",
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         super().__init__(
             params,
             {"eps": check_positive("c", c)},
-            seed=seed,
             distribution=distribution,
             num_queries=num_queries,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
             subspace=subspace,
+            engine=engine,
         )
         self.a, self.c = check_positive("a", a), float(c)
         self.A = check_positive("A", A, True)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ._checks import check_positive, group_defaults
-from ._engine import DEFAULT_TIMEOUT, Buffered
+from ._engine import Buffered
 
 
 class ZOAdam(Buffered):
@@ -27,24 +27,16 @@ class ZOAdam(Buffered):
         subspace: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         defaults = group_defaults(lr, eps, weight_decay)
         super().__init__(
             params,
             defaults,
-            seed=seed,
             distribution=distribution,
             num_queries=num_queries,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
             subspace=subspace,
+            engine=engine,
         )
         b1, b2 = betas
         if not (0 <= b1 < 1 and 0 <= b2 < 1):

@@ -8,7 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ._checks import check_positive, group_defaults
-from ._engine import DEFAULT_TIMEOUT, Momentum
+from ._engine import Momentum
 
 
 class ZOSGD(Momentum):
@@ -35,11 +35,7 @@ class ZOSGD(Momentum):
         subspace: dict[str, Any] | None = None,
         distribution: str = "gaussian",
         num_queries: int = 1,
-        seed: int = 0,
-        num_threads: int | None = None,
-        process_group: Any = None,
-        parallel: str = "data",
-        timeout: float = DEFAULT_TIMEOUT,
+        **engine: Any,
     ) -> None:
         defaults = group_defaults(
             lr, eps, weight_decay, momentum=check_positive("momentum", momentum, True)
@@ -47,14 +43,10 @@ class ZOSGD(Momentum):
         super().__init__(
             params,
             defaults,
-            seed=seed,
             distribution=distribution,
             num_queries=num_queries,
-            num_threads=num_threads,
-            process_group=process_group,
-            parallel=parallel,
-            timeout=timeout,
             subspace=subspace,
+            engine=engine,
         )
         self.sign = bool(sign)
         self.conservative = bool(conservative)
