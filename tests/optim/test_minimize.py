@@ -1,12 +1,15 @@
 """softzo.optim.minimize and SPSA's a="auto": the gain calibrated from averaged probes, the
-evaluation budget of every method, non-finite values, bounds, and ask/tell with Sparse MeZO,
-against float64 NumPy references."""
+evaluation budget of every method, non-finite values, bounds, progress and callback, against
+float64 NumPy references."""
 
+import io
 import math
+import sys
 
 import numpy as np
 import pytest
 from softzo import _core, optim
+from zo_testing import quadratic
 
 RADEMACHER, GAUSSIAN = 0, 1
 PROBE = 1 << 31  # the Philox direction numbers of SPSA's calibration probes
@@ -16,10 +19,6 @@ def fill(n, seed, step, direction, dist=RADEMACHER):
     z = np.empty(n)
     _core._zo_fill(seed, step, direction, dist, 0, z, 1)
     return z
-
-
-def quadratic(weights, center):
-    return lambda x: float(np.sum(weights * (x - center) ** 2))
 
 
 # ---- SPSA: a="auto" from averaged probes; iterations from the budget ------------------------
@@ -287,27 +286,77 @@ def test_bounds_reject_bad_input():
     assert np.all(res.x >= 0.5)
 
 
-# ---- ask/tell with Sparse MeZO ----------------------------------------------------------------
+# ---- every method, progress and callback --------------------------------------------------
 
 
-def test_ask_tell_sparse_mezo_follows_step(rng):
-    d = 3 * optim.MASK_SAMPLE + 11  # the threshold comes from a sample
-    f = quadratic(rng.uniform(0.5, 2, d), rng.standard_normal(d))
-    x0 = rng.standard_normal(d)
-    options = {"lr": 1e-3, "eps": 1e-3, "weight_decay": 0.01, "sparsity": 0.7, "seed": 5}
-    at = optim.AskTell(x0, method="mezo", **options)
-    theta = x0.copy()
-    opt = optim.MeZO([theta], **options)
-    for _ in range(3):
-        before = at.x.copy()
-        points = at.ask()
-        opt.step(lambda: f(theta))
-        keep = opt.mask(0)
-        assert 0.25 < keep.mean() < 0.35
-        # Candidates differ from x on the mask only; the step's mask is the same.
-        for row in points:
-            np.testing.assert_array_equal(row[~keep], before[~keep])
-            assert np.all(row[keep] != before[keep])
-        at.tell([f(p) for p in points])
-        np.testing.assert_array_equal(at.x[~keep], before[~keep])
-        np.testing.assert_allclose(at.x, theta, rtol=1e-9, atol=1e-10)
+def test_minimize_spsa_on_a_quadratic(rng):
+    w, c = rng.uniform(0.5, 2, 20), rng.standard_normal(20)
+    f = quadratic(w, c)
+    res = optim.minimize(
+        f, np.zeros(20), method="spsa", maxfev=4000, seed=1, options={"a": 0.1, "c": 0.01}
+    )
+    assert res.fun < f(np.zeros(20)) / 100 and res.nfev <= 4000
+    res = optim.minimize(
+        f,
+        np.zeros(20),
+        method="mezo",
+        maxfev=4000,
+        bounds=[(-0.5, 0.5)] * 20,
+        options={"lr": 0.02, "eps": 1e-3},
+    )
+    assert np.all(np.abs(res.x) <= 0.5)
+
+
+@pytest.mark.parametrize("method", ["spsa_gc", "rge", "cge", "zo_sgd", "zo_adam"])
+def test_minimize_every_method_decreases_a_quadratic(method, rng):
+    w, c = rng.uniform(0.5, 2, 10), rng.standard_normal(10)
+    f = quadratic(w, c)
+    options = {
+        "spsa_gc": {"a": 0.05, "c": 0.01},
+        "rge": {"lr": 0.02, "mu": 1e-4, "num_queries": 5},
+        "cge": {"lr": 0.2, "mu": 1e-4},
+        "zo_sgd": {"lr": 0.01, "eps": 1e-4},
+        "zo_adam": {"lr": 0.05, "eps": 1e-4},
+    }[method]
+    res = optim.minimize(f, np.zeros(10), method=method, maxfev=6000, seed=2, options=options)
+    assert res.fun < f(np.zeros(10)) / 100, res.fun
+
+
+def test_minimize_progress_bar_and_callback(rng):
+    pytest.importorskip("tqdm")
+    f = quadratic(rng.uniform(0.5, 2, 10), rng.standard_normal(10))
+    buf = io.StringIO()
+    res = optim.minimize(
+        f,
+        np.zeros(10),
+        method="spsa",
+        maxfev=200,
+        seed=1,
+        progress={"file": buf, "mininterval": 0},
+        options={"a": 0.1},
+    )
+    out = buf.getvalue()
+    assert "200/200" in out and "best=" in out and "spsa" in out
+    seen = []
+    res = optim.minimize(
+        f,
+        np.zeros(10),
+        method="mezo",
+        maxfev=200,
+        callback=lambda x: seen.append(x) or len(seen) == 3,
+        options={"lr": 0.01},
+    )
+    assert res.nit == 3 and res.nfev == 6 and res.message == "stopped by callback"
+    assert not np.array_equal(seen[0], seen[2])
+    with pytest.raises(TypeError, match="progress"):
+        optim.minimize(f, np.zeros(10), progress="yes")
+    with pytest.raises(TypeError, match="callback"):
+        optim.minimize(f, np.zeros(10), callback=1)
+
+
+def test_progress_needs_tqdm_only_when_asked(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm now raises ImportError
+    f = lambda x: float(np.sum(x**2))
+    assert optim.minimize(f, np.ones(3), maxfev=20).nfev <= 20
+    with pytest.raises(ImportError, match="pip install tqdm"):
+        optim.minimize(f, np.ones(3), maxfev=20, progress=True)

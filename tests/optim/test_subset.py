@@ -211,7 +211,7 @@ def test_ask_tell_perturbs_only_the_steps_blocks(rng):
     np.testing.assert_allclose(at.x, theta, rtol=1e-8, atol=1e-9)
 
 
-# The ill-conditioned quadratic of test_optim.py (eigenvalues i^-3 in 10,000 dimensions).
+# The ill-conditioned quadratic of test_engine.py (eigenvalues i^-3 in 10,000 dimensions).
 D = 10_000
 EIGS = 1.0 / np.arange(1, D + 1) ** 3
 

@@ -5,6 +5,7 @@ history's scatter matrix, the projection's algebra, bit-exact resume and its eff
 import numpy as np
 import pytest
 from softzo import _core, optim
+from zo_testing import quadratic
 
 DIST = {"rademacher": 0, "gaussian": 1}
 
@@ -13,10 +14,6 @@ def fill(n, seed, step, direction, dist):
     z = np.empty(n)
     _core._zo_fill(seed, step, direction, DIST[dist], 0, z, 1)
     return z
-
-
-def quadratic(weights, center):
-    return lambda x: float(np.sum(weights * (x - center) ** 2))
 
 
 def reference_projector(history, variance):
