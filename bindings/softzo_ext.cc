@@ -9,12 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "framework_arrays.h"
 #include "kernels/zo/zo_kernels.h"
 #include "softzo/softzo.h"
 #include "testing/kernel_testing.h"
 #include "testing/stream.h"
 
 namespace nb = nanobind;
+using softzo_bindings::ArrayView;
+using softzo_bindings::Framework;
 
 namespace {
 
@@ -47,9 +50,8 @@ bool byte_extent(const A& a, uintptr_t* lo, uintptr_t* hi) {
   return true;
 }
 
-template <typename T>
-void check_out(const In<T>& x, const Out<T>& out, const char* name = "out",
-               const char* input = "x") {
+template <typename A, typename B>
+void check_out(const A& x, const B& out, const char* name = "out", const char* input = "x") {
   if (out.size() == 0) return;  // nothing is written
   for (size_t d = 0; d < out.ndim(); ++d) {
     if (out.stride(d) == 0 && out.shape(d) > 1) {
@@ -115,6 +117,104 @@ void logsumexp_into(In<T> x, Out<T> out, int axis, int algorithm, int num_thread
   const softzo::StridedLayout l = layout(x, static_cast<const Out<T>*>(nullptr), axis);
   nb::gil_scoped_release release;
   softzo::logsumexp(x.data(), out.data(), l, opt);
+}
+
+// C-contiguous strides (in elements) of a shape.
+std::vector<int64_t> contiguous_strides(int ndim, const int64_t* shape) {
+  std::vector<int64_t> strides(ndim);
+  int64_t s = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+// x's float view and its axis (made non-negative), or false when this path does not take x.
+bool float_input(nb::handle x, int* axis, Framework* fw, ArrayView* xv) {
+  *fw = softzo_bindings::framework_of(x);
+  if (*fw == Framework::kNone || !softzo_bindings::view_in(x, *fw, xv)) return false;
+  const int ndim = static_cast<int>(xv->ndim());
+  const bool is_float =
+      softzo_bindings::is_float32(xv->dtype()) || softzo_bindings::is_float64(xv->dtype());
+  if (!is_float || ndim == 0 || *axis < -ndim || *axis >= ndim) return false;
+  if (*axis < 0) *axis += ndim;
+  return true;
+}
+
+// softmax or log_softmax of any framework's array (NumPy arrays take the Python layer's own
+// short path first) into out, or into a new array of x's framework when out is None. Returns
+// None when this path does not take the arguments (a dtype, device, read-only or mismatched
+// out, ...): the Python layer's general path then raises the error that names the argument.
+nb::object softmax_any(nb::handle x, nb::handle out, int axis, int algorithm, bool zero_masked,
+                       int num_threads, bool log) {
+  Framework fw;
+  ArrayView xv;
+  if (!float_input(x, &axis, &fw, &xv)) return nb::none();
+  const int ndim = static_cast<int>(xv.ndim());
+  nb::object result;
+  void* y = nullptr;
+  std::vector<int64_t> fresh_strides;
+  const int64_t* y_strides = nullptr;
+  ArrayView ov;
+  if (out.is_none()) {
+    result = softzo_bindings::new_array(fw, xv.dtype(), ndim, xv.shape_ptr(), &y);
+    fresh_strides = contiguous_strides(ndim, xv.shape_ptr());
+    y_strides = fresh_strides.data();
+  } else {
+    const Framework out_fw = softzo_bindings::framework_of(out);
+    if (!softzo_bindings::view_out(out, out_fw, &ov) || ov.dtype() != xv.dtype() ||
+        static_cast<int>(ov.ndim()) != ndim) {
+      return nb::none();
+    }
+    for (int d = 0; d < ndim; ++d) {
+      if (ov.shape(d) != xv.shape(d)) return nb::none();
+    }
+    check_out(xv, ov);
+    y = ov.data();
+    y_strides = ov.stride_ptr();
+    result = nb::borrow(out);
+  }
+  const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
+  softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
+  l.y_strides = y_strides;
+  const bool f32 = softzo_bindings::is_float32(xv.dtype());
+  nb::gil_scoped_release release;
+  if (f32) {
+    const auto* xp = static_cast<const float*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<float*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<float*>(y), l, opt);
+  } else {
+    const auto* xp = static_cast<const double*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<double*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<double*>(y), l, opt);
+  }
+  return result;
+}
+
+// logsumexp of any framework's array into a new array of its framework (x's shape without
+// the axis; 0-d for 1-D x), or None as softmax_any.
+nb::object logsumexp_any(nb::handle x, int axis, int algorithm, int num_threads) {
+  Framework fw;
+  ArrayView xv;
+  if (!float_input(x, &axis, &fw, &xv)) return nb::none();
+  std::vector<int64_t> shape;
+  for (size_t d = 0; d < xv.ndim(); ++d) {
+    if (static_cast<int>(d) != axis) shape.push_back(xv.shape_ptr()[d]);
+  }
+  void* y = nullptr;
+  nb::object result =
+      softzo_bindings::new_array(fw, xv.dtype(), static_cast<int>(shape.size()), shape.data(), &y);
+  const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
+  const softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
+  const bool f32 = softzo_bindings::is_float32(xv.dtype());
+  nb::gil_scoped_release release;
+  if (f32) {
+    softzo::logsumexp(static_cast<const float*>(xv.data()), static_cast<float*>(y), l, opt);
+  } else {
+    softzo::logsumexp(static_cast<const double*>(xv.data()), static_cast<double*>(y), l, opt);
+  }
+  return result;
 }
 
 template <typename T>
@@ -376,6 +476,13 @@ NB_MODULE(_core, m) {
         nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
   m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(),
         nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
+  m.def("_softmax_any", &softmax_any, nb::arg("x"), nb::arg("out").none(), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
+  m.def("_logsumexp_any", &logsumexp_any, nb::arg("x"), nb::arg("axis"), nb::arg("algorithm"),
+        nb::arg("num_threads"));
+  m.def("_use_torch_exchange_api", &softzo_bindings::use_torch_exchange_api, nb::arg("enable"),
+        "Test hook: torch tensors through DLPack's C exchange API (True, where torch has it) or "
+        "torch.utils.dlpack (False); returns whether the exchange API is in use.");
 
   def_losses<float>(m);
   def_losses<double>(m);
