@@ -62,6 +62,8 @@ struct NumpyApi {
   PyObject* empty = nullptr;
   PyObject* float32 = nullptr;  // numpy.dtype objects
   PyObject* float64 = nullptr;
+  PyObject* float32_scalar = nullptr;  // numpy.float32 and numpy.float64
+  PyObject* float64_scalar = nullptr;
 };
 
 struct TorchApi {
@@ -99,8 +101,11 @@ const NumpyApi& numpy_api() {
     api.empty = attribute(np, "empty");
     api.float32 = dtype ? PyObject_CallFunction(dtype, "s", "float32") : nullptr;
     api.float64 = dtype ? PyObject_CallFunction(dtype, "s", "float64") : nullptr;
+    api.float32_scalar = attribute(np, "float32");
+    api.float64_scalar = attribute(np, "float64");
     PyErr_Clear();
-    if (type && PyType_Check(type) && api.empty && api.float32 && api.float64) {
+    if (type && PyType_Check(type) && api.empty && api.float32 && api.float64 &&
+        api.float32_scalar && api.float64_scalar) {
       api.ndarray = reinterpret_cast<PyTypeObject*>(type);
     } else {
       Py_XDECREF(type);
@@ -393,6 +398,25 @@ nb::object new_array(Framework fw, nb::dlpack::dtype dtype, int ndim, const int6
     default:
       return new_numpy(dtype, ndim, shape, data);
   }
+}
+
+nb::object new_scalar(Framework fw, nb::dlpack::dtype dtype, double value) {
+  if (fw == Framework::kNumpy) {
+    const NumpyApi& api = numpy_api();
+    nb::object v = nb::steal(PyFloat_FromDouble(value));
+    PyObject* s =
+        PyObject_CallOneArg(is_float32(dtype) ? api.float32_scalar : api.float64_scalar, v.ptr());
+    if (!s) throw nb::python_error();
+    return nb::steal(s);
+  }
+  void* data = nullptr;
+  nb::object result = new_array(fw, dtype, 0, nullptr, &data);
+  if (is_float32(dtype)) {
+    *static_cast<float*>(data) = static_cast<float>(value);
+  } else {
+    *static_cast<double*>(data) = value;
+  }
+  return result;
 }
 
 bool use_torch_exchange_api(bool enable) {

@@ -69,6 +69,10 @@ bool view_out(nb::handle x, Framework fw, ArrayView* view);
 nb::object new_array(Framework fw, nb::dlpack::dtype dtype, int ndim, const int64_t* shape,
                      void** data);
 
+// A scalar of fw and dtype holding value: a NumPy scalar (numpy.float32 or numpy.float64), a
+// 0-d torch tensor or JAX array.
+nb::object new_scalar(Framework fw, nb::dlpack::dtype dtype, double value);
+
 // Test hook: whether torch tensors go through the C exchange API (true, where torch has it)
 // or the to_dlpack fallback of older torch (false). Returns whether the API is in use.
 bool use_torch_exchange_api(bool enable);
