@@ -193,9 +193,11 @@ def cross_entropy(
     "mean"). This is not the Z-loss of de Brébisson & Vincent: that is :func:`z_loss`.
 
     Args:
-        logits: (N, V) float32/float64.
-        target: (N,) integer class indices in [0, V) or ``ignore_index``; or (N, V) soft targets
-            of the logits' dtype (finite; weighted by ``weight`` and smoothed like PyTorch).
+        logits: (N, V) float32/float64, or (V,): PyTorch's unbatched form, one row whose loss
+            (for "none" too) and logsumexp are 0-d and whose gradient is (V,).
+        target: (N,) integer class indices in [0, V) or ``ignore_index`` (0-d for (V,) logits);
+            or soft targets of the logits' shape and dtype (finite; weighted by ``weight`` and
+            smoothed like PyTorch).
         weight: optional (V,) class weights of the logits' dtype.
         return_grad: also return d loss / d logits (for "none": of the sum of row losses);
             ignored rows get 0.
@@ -208,6 +210,17 @@ def cross_entropy(
         ``(loss, grad, lse)``. NaN or +inf logits make that row's loss and gradient NaN, as in
         PyTorch; -inf logits are masked classes.
     """
+    return _cross_entropy(
+        logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+        return_grad, grad_out, return_lse, num_threads,
+    )  # fmt: skip
+
+
+def _cross_entropy(
+    logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+    return_grad, grad_out, return_lse, num_threads,
+):  # fmt: skip
+    """:func:`cross_entropy` with positional arguments (softzo.torch's forward pass calls it)."""
     red = _REDUCTION_CODE.get(reduction) if type(reduction) is str else None
     if (
         red is not None
