@@ -673,7 +673,7 @@ def test_cross_entropy_unbatched_matches_torch(case, reduction, dtype, rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_cross_entropy_unbatched_grad_out_and_frameworks(dtype, rng):
-    x, target, w, eps = _unbatched_args(rng, "weighted", dtype)
+    x, target, w, _ = _unbatched_args(rng, "weighted", dtype)
     loss, grad = losses.cross_entropy(x, target, weight=w, return_grad=True)
     g = np.full_like(x, 9.0)
     assert losses.cross_entropy(x, target, weight=w, grad_out=g)[1] is g
