@@ -160,7 +160,9 @@ def test_torch_losses_match_numpy(torch_path):
     soft = torch.softmax(torch.randn(7, 50, generator=g, dtype=torch.float64), -1)
     u = t.clamp(min=0)  # no ignored row
     calls = [
-        lambda a, t, u, w, s: losses.cross_entropy(a, t, weight=w, return_grad=True, return_lse=True),
+        lambda a, t, u, w, s: losses.cross_entropy(
+            a, t, weight=w, return_grad=True, return_lse=True
+        ),
         lambda a, t, u, w, s: losses.cross_entropy(a, s, reduction="none", return_grad=True),
         lambda a, t, u, w, s: losses.z_loss(a, u, return_grad=True),
         lambda a, t, u, w, s: losses.spherical_loss(a, u, reduction="none"),
