@@ -57,7 +57,7 @@ __all__ = [
 _increment_version = getattr(torch.autograd.graph, "increment_version", lambda tensor: None)
 
 
-def _save_gradient(ctx: Any, loss: Any, grad: torch.Tensor, inplace: bool = False) -> Any:
+def _save_gradient(ctx: Any, loss: torch.Tensor, grad: torch.Tensor, inplace: bool = False) -> Any:
     """Keeps the gradient for the backward pass and returns the loss.
 
     save_for_backward, unlike an attribute of ctx, lets the engine drop its reference once the
@@ -65,7 +65,6 @@ def _save_gradient(ctx: Any, loss: Any, grad: torch.Tensor, inplace: bool = Fals
     tensor as .grad instead of copying it.
     """
     ctx.save_for_backward(grad)
-    ctx.per_row = loss.dim() == 1  # reduction "none" of batched logits: one scale per row
     ctx.inplace = inplace
     ctx.scaled = False
     return loss
@@ -93,7 +92,7 @@ def _scaled_gradient(ctx: Any, grad_output: torch.Tensor) -> tuple:
             "pass; inplace_backward=True supports one backward pass per forward pass"
         )
     (grad,) = ctx.saved_tensors
-    if ctx.per_row:
+    if grad_output.dim() == 1:  # reduction "none" of batched logits: one scale per row
         scale = None if bool((grad_output == 1).all()) else grad_output.unsqueeze(1)
     else:
         scale = None if grad_output.item() == 1.0 else grad_output
@@ -236,22 +235,30 @@ def cross_entropy(
 ) -> torch.Tensor:
     """Differentiable :func:`softzo.losses.cross_entropy` (torch's ``F.cross_entropy`` semantics).
 
-    ``target``: (N,) class indices or (N, V) soft targets; ``inplace_backward=True`` overwrites
-    the logits with their gradient in the forward pass (see the module docstring).
+    ``target``: (N,) class indices or (N, V) soft targets; for unbatched (V,) logits a 0-d
+    index or (V,) soft targets, giving a 0-d loss. ``inplace_backward=True`` overwrites the
+    logits with their gradient in the forward pass (see the module docstring).
     """
-    args = (weight, ignore_index, label_smoothing, lse_square_scale, reduction)
-    if not _needs_grad(logits):
-        return losses.cross_entropy(
-            logits,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            lse_square_scale=lse_square_scale,
-            reduction=reduction,
-            num_threads=num_threads,
-        )
-    return CrossEntropyFunction.apply(logits, target, *args, bool(inplace_backward), num_threads)
+    return _cross_entropy(
+        logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+        inplace_backward, num_threads,
+    )  # fmt: skip
+
+
+def _cross_entropy(
+    logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+    inplace_backward, num_threads,
+):  # fmt: skip
+    """:func:`cross_entropy` with positional arguments (the module's call)."""
+    if _needs_grad(logits):
+        return CrossEntropyFunction.apply(
+            logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+            bool(inplace_backward), num_threads,
+        )  # fmt: skip
+    return losses._cross_entropy(
+        logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+        False, None, False, num_threads,
+    )  # fmt: skip
 
 
 def z_loss(
@@ -349,7 +356,7 @@ def kl_div(
 
 
 class CrossEntropyLoss(torch.nn.Module):
-    """``torch.nn.CrossEntropyLoss`` on softzo's fused kernel, for (N, V) logits.
+    """``torch.nn.CrossEntropyLoss`` on softzo's fused kernel, for (N, V) or unbatched (V,) logits.
 
     ``lse_square_scale`` adds PaLM's ``lse_square_scale * lse**2`` per counted row.
     ``inplace_backward=True`` writes the gradient over the logits' storage in the forward pass
@@ -374,16 +381,10 @@ class CrossEntropyLoss(torch.nn.Module):
         self.inplace_backward = inplace_backward
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            lse_square_scale=self.lse_square_scale,
-            reduction=self.reduction,
-            inplace_backward=self.inplace_backward,
-        )
+        return _cross_entropy(
+            logits, target, self.weight, self.ignore_index, self.label_smoothing,
+            self.lse_square_scale, self.reduction, self.inplace_backward, None,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
