@@ -104,7 +104,7 @@ bool grad_out_view(nb::handle g, const Scores& s, ArrayView* v) {
 }
 
 // A new array of the scores' framework and dtype: per-row values ((rows,), 0-d when
-// unbatched) or a gradient (the scores' shape, C-contiguous).
+// unbatched) or a gradient (the scores' shape, C-contiguous; also a normalisation's result).
 struct NewArray {
   nb::object object;
   void* data = nullptr;
@@ -328,6 +328,29 @@ nb::object kl_div_any(nb::handle student, nb::handle teacher, double temperature
   return result(s, value, o, NewArray{});
 }
 
+// ---- row normalisations (spherical, Taylor, StableMax) -----------------------------------------
+
+template <typename T>
+void run_normalize(const Scores& x, int kind, double eps, void* y, int num_threads) {
+  nb::gil_scoped_release release;
+  softzo::normalize_rows<T>(static_cast<softzo::Normalizer>(kind), x.data<T>(), x.stride,
+                            static_cast<T*>(y), x.classes, x.rows, x.classes, eps, num_threads);
+}
+
+// The normalisation of a 1-D or 2-D array along its last axis, into a new C-contiguous array.
+nb::object normalize_any(nb::handle x_, int axis, int kind, double eps, int num_threads) {
+  Scores x;
+  if (!scores_of(x_, true, &x) || (axis != -1 && axis != static_cast<int>(x.view.ndim()) - 1)) {
+    return nb::none();
+  }
+  const NewArray y = gradient(x);  // x's shape
+  if (x.rows > 0) {
+    x.f32() ? run_normalize<float>(x, kind, eps, y.data, num_threads)
+            : run_normalize<double>(x, kind, eps, y.data, num_threads);
+  }
+  return y.object;
+}
+
 }  // namespace
 
 void def_loss_any(nb::module_& m) {
@@ -341,6 +364,8 @@ void def_loss_any(nb::module_& m) {
   m.def("_stablemax_cross_entropy_any", &stablemax_cross_entropy_any, nb::arg("logits"),
         nb::arg("target").none(), nb::arg("reduction"), nb::arg("want_grad"),
         nb::arg("num_threads"));
+  m.def("_normalize_any", &normalize_any, nb::arg("x").none(), nb::arg("axis"), nb::arg("kind"),
+        nb::arg("eps"), nb::arg("num_threads"));
   m.def("_kl_div_any", &kl_div_any, nb::arg("student"), nb::arg("teacher").none(),
         nb::arg("temperature"), nb::arg("reduction"), nb::arg("want_grad"), nb::arg("num_threads"));
 }

@@ -201,8 +201,8 @@ def cross_entropy(
         weight: optional (V,) class weights of the logits' dtype.
         return_grad: also return d loss / d logits (for "none": of the sum of row losses);
             ignored rows get 0.
-        grad_out: (N, V) array for the gradient (implies ``return_grad``); ``grad_out=logits``
-            writes it over the logits in place, with no N x V allocation at all.
+        grad_out: an array of the logits' shape for the gradient (implies ``return_grad``);
+            ``grad_out=logits`` writes it over the logits in place, with no N x V allocation.
         return_lse: also return each row's logsumexp, shape (N,).
 
     Returns:
@@ -345,7 +345,8 @@ def z_loss(
 ) -> Any:
     """The Z-loss of de Brébisson & Vincent (2016): softplus(a (b - z_c)) / a.
 
-    z = (o - mean(o)) / std(o) over each row of (N, D) ``outputs`` (population std), so the loss
+    z = (o - mean(o)) / std(o) over each row of (N, D) ``outputs`` (or one (D,) row with a 0-d
+    target, as cross_entropy's unbatched form) (population std), so the loss
     is invariant to o -> alpha o + beta (alpha > 0). A row whose outputs are all equal has
     z_c := 0 and gradient 0. Returns ``loss`` or ``(loss, grad)``. Not PaLM's "z_loss" term,
     which is ``cross_entropy(lse_square_scale=...)``.
@@ -368,7 +369,8 @@ def spherical_loss(
     return_grad: bool = False,
     num_threads: int | None = None,
 ) -> Any:
-    """Spherical-family losses of (N, D) outputs (Vincent, de Brébisson & Bouthillier 2015).
+    """Spherical-family losses of (N, D) outputs, or one (D,) row with a 0-d target (Vincent,
+    de Brébisson & Bouthillier 2015).
 
     kind "log_spherical": -log(o_c^2 + eps) + log(sum o^2 + D eps); "log_taylor":
     -log(1 + o_c + o_c^2 / 2) + log(D + sum o + sum o^2 / 2); "mse": sum_k (o_k - onehot_k)^2.
@@ -401,6 +403,14 @@ def _spherical(o, target, kind, a, b, eps, reduction, return_grad, num_threads):
 def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> Any:
     from ._arrays import normalize_axis
 
+    threads = check_num_threads(num_threads)
+    if type(axis) is int:  # 1-D and 2-D arrays along their last axis, in _core
+        try:  # TypeError: an axis beyond C's int
+            result = _core._normalize_any(x, axis, _NORMALIZERS[kind], eps, threads)
+        except TypeError:
+            result = None
+        if result is not None:
+            return result
     view, fw = as_input(x, "x")
     arr = _numpy_view(view, fw)
     ax = normalize_axis(axis, arr.ndim)
@@ -410,7 +420,7 @@ def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> An
         flat = np.ascontiguousarray(flat)
     out = np.empty(flat.shape, dtype=flat.dtype)
     if out.size:
-        _core._normalize(flat, out, _NORMALIZERS[kind], eps, check_num_threads(num_threads))
+        _core._normalize(flat, out, _NORMALIZERS[kind], eps, threads)
     result = np.moveaxis(out.reshape(moved.shape), -1, ax)
     return _wrap(np.ascontiguousarray(result), fw)
 
@@ -446,7 +456,8 @@ def stablemax_cross_entropy(
     return_grad: bool = False,
     num_threads: int | None = None,
 ) -> Any:
-    """-log stablemax(logits)_t per row of (N, V) logits; ``loss`` or ``(loss, grad)``."""
+    """-log stablemax(logits)_t per row of (N, V) logits (or of (V,) logits with a 0-d target);
+    ``loss`` or ``(loss, grad)``."""
     red = _reduction(reduction)
     threads = check_num_threads(num_threads)
     result = _core._stablemax_cross_entropy_any(logits, target, red, bool(return_grad), threads)
