@@ -156,19 +156,20 @@ const TorchApi& torch_api() {
 
 const ExchangeApi* torch_exchange() { return exchange_enabled ? torch_api().exchange : nullptr; }
 
-// JAX's array type is recognised by its module (jaxlib moves it between releases) and kept.
+// JAX's array type is recognised by its module (jaxlib moves it between releases) and kept;
+// other JAX types (tracers, from jax.*) count as JAX, so that their errors come from the
+// general path, but are looked up each time.
 PyTypeObject* jax_array_type = nullptr;
 
 bool is_jax_type(PyTypeObject* tp) {
   if (tp == jax_array_type) return true;
-  if (jax_array_type) return false;  // one array type per process
   PyObject* module = attribute(reinterpret_cast<PyObject*>(tp), "__module__");
   const char* name = module && PyUnicode_Check(module) ? PyUnicode_AsUTF8(module) : nullptr;
-  const bool jax =
-      name && (std::strncmp(name, "jaxlib", 6) == 0 || std::strncmp(name, "jax.", 4) == 0);
+  const bool array = name && std::strncmp(name, "jaxlib", 6) == 0;
+  const bool jax = array || (name && std::strncmp(name, "jax.", 4) == 0);
   PyErr_Clear();
   Py_XDECREF(module);
-  if (jax) {
+  if (array && !jax_array_type) {
     Py_INCREF(tp);
     jax_array_type = tp;
   }
