@@ -1,5 +1,7 @@
 // nanobind module softzo._core: zero-copy array views over the C++ API, GIL released around
-// compute. Argument rules live in python/softzo; this file only checks what needs pointers.
+// compute. Argument rules live in python/softzo; this file only checks what needs pointers. The
+// *_any entries take any framework's arrays (framework_arrays.h) and return None for whatever
+// the Python rules must handle.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
@@ -19,9 +21,14 @@
 
 namespace nb = nanobind;
 using softzo_bindings::ArrayView;
-using softzo_bindings::Framework;
-
 using softzo_bindings::check_out;
+using softzo_bindings::Framework;
+using softzo_bindings::framework_of;
+using softzo_bindings::is_float32;
+using softzo_bindings::is_float64;
+using softzo_bindings::new_array;
+using softzo_bindings::view_in;
+using softzo_bindings::view_out;
 
 namespace {
 
@@ -97,11 +104,10 @@ std::vector<int64_t> contiguous_strides(int ndim, const int64_t* shape) {
 
 // x's float view and its axis (made non-negative), or false when this path does not take x.
 bool float_input(nb::handle x, int* axis, Framework* fw, ArrayView* xv) {
-  *fw = softzo_bindings::framework_of(x);
-  if (*fw == Framework::kNone || !softzo_bindings::view_in(x, *fw, xv)) return false;
+  *fw = framework_of(x);
+  if (*fw == Framework::kNone || !view_in(x, *fw, xv)) return false;
   const int ndim = static_cast<int>(xv->ndim());
-  const bool is_float =
-      softzo_bindings::is_float32(xv->dtype()) || softzo_bindings::is_float64(xv->dtype());
+  const bool is_float = is_float32(xv->dtype()) || is_float64(xv->dtype());
   if (!is_float || ndim == 0 || *axis < -ndim || *axis >= ndim) return false;
   if (*axis < 0) *axis += ndim;
   return true;
@@ -123,12 +129,12 @@ nb::object softmax_any(nb::handle x, nb::handle out, int axis, int algorithm, bo
   const int64_t* y_strides = nullptr;
   ArrayView ov;
   if (out.is_none()) {
-    result = softzo_bindings::new_array(fw, xv.dtype(), ndim, xv.shape_ptr(), &y);
+    result = new_array(fw, xv.dtype(), ndim, xv.shape_ptr(), &y);
     fresh_strides = contiguous_strides(ndim, xv.shape_ptr());
     y_strides = fresh_strides.data();
   } else {
-    const Framework out_fw = softzo_bindings::framework_of(out);
-    if (!softzo_bindings::view_out(out, out_fw, &ov) || ov.dtype() != xv.dtype() ||
+    const Framework out_fw = framework_of(out);
+    if (!view_out(out, out_fw, &ov) || ov.dtype() != xv.dtype() ||
         static_cast<int>(ov.ndim()) != ndim) {
       return nb::none();
     }
@@ -143,7 +149,7 @@ nb::object softmax_any(nb::handle x, nb::handle out, int axis, int algorithm, bo
   const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
   softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
   l.y_strides = y_strides;
-  const bool f32 = softzo_bindings::is_float32(xv.dtype());
+  const bool f32 = is_float32(xv.dtype());
   nb::gil_scoped_release release;
   if (f32) {
     const auto* xp = static_cast<const float*>(xv.data());
@@ -168,11 +174,10 @@ nb::object logsumexp_any(nb::handle x, int axis, int algorithm, int num_threads)
     if (static_cast<int>(d) != axis) shape.push_back(xv.shape_ptr()[d]);
   }
   void* y = nullptr;
-  nb::object result =
-      softzo_bindings::new_array(fw, xv.dtype(), static_cast<int>(shape.size()), shape.data(), &y);
+  nb::object result = new_array(fw, xv.dtype(), static_cast<int>(shape.size()), shape.data(), &y);
   const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
   const softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
-  const bool f32 = softzo_bindings::is_float32(xv.dtype());
+  const bool f32 = is_float32(xv.dtype());
   nb::gil_scoped_release release;
   if (f32) {
     softzo::logsumexp(static_cast<const float*>(xv.data()), static_cast<float*>(y), l, opt);
