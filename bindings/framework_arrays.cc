@@ -92,10 +92,14 @@ PyObject* attribute(PyObject* owner, const char* name) {
   return value;
 }
 
+// Looked up once numpy has been imported (softzo imports it before any call reaches here).
 const NumpyApi& numpy_api() {
   static NumpyApi api;
-  if (!api.ndarray) {
+  static bool looked_up = false;
+  if (!looked_up) {
     PyObject* np = imported("numpy");
+    if (!np) return api;
+    looked_up = true;
     PyObject* type = attribute(np, "ndarray");
     PyObject* dtype = attribute(np, "dtype");
     api.empty = attribute(np, "empty");
@@ -128,12 +132,15 @@ const ExchangeApi* exchange_api_of(PyObject* type) {
   return usable ? api : nullptr;
 }
 
-// Filled on the first call after torch has been imported; empty (no tensor type) before.
+// Looked up on the first call after torch has been imported; empty (no tensor type) before,
+// and for good should this torch lack what is needed (its tensors then take the general path).
 const TorchApi& torch_api() {
   static TorchApi api;
-  if (!api.tensor) {
+  static bool looked_up = false;
+  if (!looked_up) {
     PyObject* torch = imported("torch");
     if (!torch) return api;
+    looked_up = true;
     PyObject* type = attribute(torch, "Tensor");
     PyObject* utils = PyImport_ImportModule("torch.utils.dlpack");  // loaded with torch
     PyErr_Clear();
