@@ -181,7 +181,7 @@ def test_torch_losses_match_numpy(torch_path):
     mixed = losses.cross_entropy(x, t.numpy(), weight=w.numpy(), return_grad=True)
     assert all(isinstance(a, torch.Tensor) for a in mixed)
     mixed_np = losses.cross_entropy(x.numpy(), t, weight=w, return_grad=True)
-    assert all(isinstance(a, np.ndarray | np.floating) for a in mixed_np)
+    assert all(isinstance(a, (np.ndarray, np.floating)) for a in mixed_np)
     for a, b in zip(mixed, mixed_np):
         np.testing.assert_array_equal(a.numpy(), b)
 
