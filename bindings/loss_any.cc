@@ -35,8 +35,8 @@ struct Scores {
 
 bool unit_stride(const ArrayView& v, size_t d) { return v.shape(d) <= 1 || v.stride(d) == 1; }
 
-// Reads rows and classes off s->view: float, 2-D (or 1-D when unbatched_ok), at least one
-// class, unit-stride classes.
+// Reads rows and classes off s->view: float, 2-D (or 1-D when unbatched_ok), at least one row
+// and one class, unit-stride classes.
 bool shape_scores(Scores* s, bool unbatched_ok) {
   const ArrayView& v = s->view;
   if (!is_float32(v.dtype()) && !is_float64(v.dtype())) return false;
@@ -52,7 +52,9 @@ bool shape_scores(Scores* s, bool unbatched_ok) {
   } else {
     return false;
   }
-  return s->classes >= 1 && unit_stride(v, v.ndim() - 1);
+  // An empty batch takes the general path: its arrays may have no data pointer at all, which
+  // the kernels' argument checks would read as a missing target.
+  return s->rows > 0 && s->classes >= 1 && unit_stride(v, v.ndim() - 1);
 }
 
 bool scores_of(nb::handle x, bool unbatched_ok, Scores* s) {
@@ -344,10 +346,8 @@ nb::object normalize_any(nb::handle x_, int axis, int kind, double eps, int num_
     return nb::none();
   }
   const NewArray y = gradient(x);  // x's shape
-  if (x.rows > 0) {
-    x.f32() ? run_normalize<float>(x, kind, eps, y.data, num_threads)
-            : run_normalize<double>(x, kind, eps, y.data, num_threads);
-  }
+  x.f32() ? run_normalize<float>(x, kind, eps, y.data, num_threads)
+          : run_normalize<double>(x, kind, eps, y.data, num_threads);
   return y.object;
 }
 

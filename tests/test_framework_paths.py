@@ -186,6 +186,22 @@ def test_torch_losses_match_numpy(torch_path):
         np.testing.assert_array_equal(a.numpy(), b)
 
 
+def test_torch_empty_batches(torch_path):
+    # torch's empty tensors may have no data pointer: the general path takes them.
+    x, t = torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)
+    loss, grad = losses.cross_entropy(x, t, return_grad=True)
+    assert torch.isnan(loss) and grad.shape == (0, 5)  # the mean of no rows, as in torch
+    assert losses.cross_entropy(x, t, reduction="sum") == 0
+    assert losses.cross_entropy(x, t, reduction="none").shape == (0,)
+    assert losses.cross_entropy(x, torch.zeros(0, 5), return_grad=True)[1].shape == (0, 5)
+    for fn in (losses.z_loss, losses.stablemax_cross_entropy, losses.spherical_loss):
+        assert fn(x, t, reduction="none", return_grad=True)[1].shape == (0, 5)
+    assert losses.kl_div(x, x, reduction="none").shape == (0,)
+    assert losses.spherical_softmax(x).shape == (0, 5)
+    assert softzo.softmax(x).shape == (0, 5) and softzo.logsumexp(x).shape == (0,)
+    torch.testing.assert_close(softzo.logsumexp(torch.zeros(3, 0)), torch.full((3,), -torch.inf))
+
+
 def test_torch_loss_refusals_raise_the_general_errors(torch_path):
     x = torch.randn(4, 6)
     t = torch.tensor([0, 1, 2, 3])
