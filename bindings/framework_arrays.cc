@@ -194,8 +194,11 @@ int torch_flag(nb::handle x, PyObject* name, bool method) {
   return flag;
 }
 
-// A torch tensor's DLTensor through the exchange API: no allocation. It stays valid for the
-// call, since the caller holds the tensor (as torch's own operators hold their inputs).
+// A torch tensor's DLTensor through the exchange API: its data stays valid for the call, since
+// the caller holds the tensor (as torch's own operators hold their inputs). Its shape and
+// strides point into the tensor, and the kernels read them with the GIL released, so
+// view->take copies them (as torch's kernels copy theirs): another thread's resize_ cannot
+// move them mid-call.
 bool torch_exchange_view(const ExchangeApi* api, nb::handle x, DLTensor* t) {
   if (api->dltensor_from_py_object_no_sync(x.ptr(), t) == 0) return true;
   PyErr_Clear();  // sparse, nested, ...: the general path names the problem
@@ -336,18 +339,22 @@ Framework framework_of(nb::handle x) {
 
 size_t ArrayView::size() const { return element_count(t_.ndim, t_.shape); }
 
-bool ArrayView::take(const DLTensor& t) {
+bool ArrayView::take(const DLTensor& t, bool copy_geometry) {
   if (t.device.device_type != nb::device::cpu::value || t.ndim < 0) return false;
   t_ = t;
   data_ = static_cast<char*>(t.data) + t.byte_offset;
-  if (t.strides || t.ndim == 0) {
-    strides_ = t.strides;
-  } else {  // DLPack's row-major default
-    compact_strides_.assign(static_cast<size_t>(t.ndim), 1);
-    for (int d = t.ndim - 2; d >= 0; --d) {
-      compact_strides_[d] = compact_strides_[d + 1] * t.shape[d + 1];
+  strides_ = t.strides;
+  const size_t n = static_cast<size_t>(t.ndim);
+  if (n > 0 && (copy_geometry || !t.strides)) {
+    geometry_.assign(t.shape, t.shape + n);
+    if (t.strides) {
+      geometry_.insert(geometry_.end(), t.strides, t.strides + n);
+    } else {  // DLPack's row-major default
+      geometry_.resize(2 * n, 1);
+      for (size_t d = n - 1; d-- > 0;) geometry_[n + d] = geometry_[n + d + 1] * t.shape[d + 1];
     }
-    strides_ = compact_strides_.data();
+    t_.shape = geometry_.data();
+    strides_ = geometry_.data() + n;
   }
   return true;
 }
@@ -362,7 +369,7 @@ bool view_in(nb::handle x, Framework fw, ArrayView* view) {
       if (torch_flag(x, torch_api().is_neg, true) != 0) return false;
       if (const ExchangeApi* api = torch_exchange()) {
         DLTensor t;
-        return torch_exchange_view(api, x, &t) && view->take(t);
+        return torch_exchange_view(api, x, &t) && view->take(t, true);
       }
       source = torch_capsule(x);
       break;
@@ -388,7 +395,7 @@ bool view_out(nb::handle x, Framework fw, ArrayView* view) {
     }
     if (const ExchangeApi* api = torch_exchange()) {
       DLTensor t;
-      return torch_exchange_view(api, x, &t) && view->take(t);
+      return torch_exchange_view(api, x, &t) && view->take(t, true);
     }
     source = torch_capsule(x);
   }

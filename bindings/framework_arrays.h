@@ -43,12 +43,12 @@ class ArrayView {
  private:
   friend bool view_in(nb::handle, Framework, ArrayView*);
   friend bool view_out(nb::handle, Framework, ArrayView*);
-  bool take(const nb::dlpack::dltensor& t);
+  bool take(const nb::dlpack::dltensor& t, bool copy_geometry = false);
 
   nb::dlpack::dltensor t_{};
   void* data_ = nullptr;
   const int64_t* strides_ = nullptr;
-  std::vector<int64_t> compact_strides_;     // when the producer gives none (row-major)
+  std::vector<int64_t> geometry_;            // shape and strides, when copied or filled in here
   nb::ndarray<nb::ro, nb::device::cpu> in_;  // keeps alive what a nanobind import points into
   nb::ndarray<nb::device::cpu> out_;
 };
