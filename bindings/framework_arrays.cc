@@ -346,15 +346,16 @@ bool ArrayView::take(const DLTensor& t, bool copy_geometry) {
   strides_ = t.strides;
   const size_t n = static_cast<size_t>(t.ndim);
   if (n > 0 && (copy_geometry || !t.strides)) {
-    geometry_.assign(t.shape, t.shape + n);
-    if (t.strides) {
-      geometry_.insert(geometry_.end(), t.strides, t.strides + n);
-    } else {  // DLPack's row-major default
-      geometry_.resize(2 * n, 1);
-      for (size_t d = n - 1; d-- > 0;) geometry_[n + d] = geometry_[n + d + 1] * t.shape[d + 1];
+    if (n > kInlineDims) geometry_.resize(2 * n);
+    int64_t* shape = n > kInlineDims ? geometry_.data() : inline_geometry_;
+    int64_t* strides = shape + n;
+    for (size_t d = n; d-- > 0;) {
+      shape[d] = t.shape[d];
+      // DLPack's default when a producer gives no strides: row-major
+      strides[d] = t.strides ? t.strides[d] : (d + 1 == n ? 1 : strides[d + 1] * t.shape[d + 1]);
     }
-    t_.shape = geometry_.data();
-    strides_ = geometry_.data() + n;
+    t_.shape = shape;
+    strides_ = strides;
   }
   return true;
 }

@@ -48,7 +48,10 @@ class ArrayView {
   nb::dlpack::dltensor t_{};
   void* data_ = nullptr;
   const int64_t* strides_ = nullptr;
-  std::vector<int64_t> geometry_;            // shape and strides, when copied or filled in here
+  // Shape and strides, when copied or filled in here: inline up to kInlineDims dimensions.
+  static constexpr size_t kInlineDims = 8;
+  int64_t inline_geometry_[2 * kInlineDims];
+  std::vector<int64_t> geometry_;
   nb::ndarray<nb::ro, nb::device::cpu> in_;  // keeps alive what a nanobind import points into
   nb::ndarray<nb::device::cpu> out_;
 };
