@@ -1,5 +1,7 @@
 // nanobind module softzo._core: zero-copy array views over the C++ API, GIL released around
-// compute. Argument rules live in python/softzo; this file only checks what needs pointers.
+// compute. Argument rules live in python/softzo; this file only checks what needs pointers. The
+// *_any entries take any framework's arrays (framework_arrays.h) and return None for whatever
+// the Python rules must handle.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
@@ -9,12 +11,24 @@
 #include <string>
 #include <vector>
 
+#include "array_checks.h"
+#include "framework_arrays.h"
 #include "kernels/zo/zo_kernels.h"
+#include "loss_any.h"
 #include "softzo/softzo.h"
 #include "testing/kernel_testing.h"
 #include "testing/stream.h"
 
 namespace nb = nanobind;
+using softzo_bindings::ArrayView;
+using softzo_bindings::check_out;
+using softzo_bindings::Framework;
+using softzo_bindings::framework_of;
+using softzo_bindings::is_float32;
+using softzo_bindings::is_float64;
+using softzo_bindings::new_array;
+using softzo_bindings::view_in;
+using softzo_bindings::view_out;
 
 namespace {
 
@@ -30,46 +44,6 @@ softzo::SoftmaxAlgorithm algorithm_from_code(int code) {
     throw nb::value_error(("algorithm code out of range: " + std::to_string(code)).c_str());
   }
   return static_cast<softzo::SoftmaxAlgorithm>(code);
-}
-
-// [first, last] byte addresses an array touches; false when it has no elements.
-template <typename A>
-bool byte_extent(const A& a, uintptr_t* lo, uintptr_t* hi) {
-  intptr_t low = 0, high = 0;
-  for (size_t d = 0; d < a.ndim(); ++d) {
-    if (a.shape(d) == 0) return false;
-    const intptr_t span = static_cast<intptr_t>(a.shape(d) - 1) * a.stride(d);
-    (span < 0 ? low : high) += span;
-  }
-  const auto base = reinterpret_cast<uintptr_t>(a.data());
-  *lo = base + low * static_cast<intptr_t>(a.itemsize());
-  *hi = base + (high + 1) * static_cast<intptr_t>(a.itemsize()) - 1;
-  return true;
-}
-
-template <typename T>
-void check_out(const In<T>& x, const Out<T>& out, const char* name = "out",
-               const char* input = "x") {
-  if (out.size() == 0) return;  // nothing is written
-  for (size_t d = 0; d < out.ndim(); ++d) {
-    if (out.stride(d) == 0 && out.shape(d) > 1) {
-      throw nb::value_error(
-          (std::string(name) + " has overlapping elements (a zero stride, e.g. a broadcast view)")
-              .c_str());
-    }
-  }
-  bool same = x.data() == out.data() && x.ndim() == out.ndim();
-  for (size_t d = 0; same && d < x.ndim(); ++d) {
-    same = x.shape(d) == out.shape(d) && (x.stride(d) == out.stride(d) || x.shape(d) == 1);
-  }
-  uintptr_t xlo, xhi, olo, ohi;
-  if (!same && byte_extent(x, &xlo, &xhi) && byte_extent(out, &olo, &ohi) && xlo <= ohi &&
-      olo <= xhi) {
-    const std::string o(name), i(input);
-    throw nb::value_error((o + " overlaps " + i + " without being " + i + " itself; pass " + o +
-                           "=" + i + " for in-place operation or a separate array")
-                              .c_str());
-  }
 }
 
 // x's shape and strides, and out's strides (or none), viewed in place: no copies, so a call
@@ -115,6 +89,102 @@ void logsumexp_into(In<T> x, Out<T> out, int axis, int algorithm, int num_thread
   const softzo::StridedLayout l = layout(x, static_cast<const Out<T>*>(nullptr), axis);
   nb::gil_scoped_release release;
   softzo::logsumexp(x.data(), out.data(), l, opt);
+}
+
+// C-contiguous strides (in elements) of a shape.
+std::vector<int64_t> contiguous_strides(int ndim, const int64_t* shape) {
+  std::vector<int64_t> strides(ndim);
+  int64_t s = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
+  }
+  return strides;
+}
+
+// x's float view and its axis (made non-negative), or false when this path does not take x.
+bool float_input(nb::handle x, int* axis, Framework* fw, ArrayView* xv) {
+  *fw = framework_of(x);
+  if (*fw == Framework::kNone || !view_in(x, *fw, xv)) return false;
+  const int ndim = static_cast<int>(xv->ndim());
+  const bool is_float = is_float32(xv->dtype()) || is_float64(xv->dtype());
+  if (!is_float || ndim == 0 || *axis < -ndim || *axis >= ndim) return false;
+  if (*axis < 0) *axis += ndim;
+  return true;
+}
+
+// softmax or log_softmax of any framework's array (NumPy arrays take the Python layer's own
+// short path first) into out, or into a new array of x's framework when out is None. Returns
+// None when this path does not take the arguments (a dtype, device, read-only or mismatched
+// out, ...): the Python layer's general path then raises the error that names the argument.
+nb::object softmax_any(nb::handle x, nb::handle out, int axis, int algorithm, bool zero_masked,
+                       int num_threads, bool log) {
+  Framework fw;
+  ArrayView xv;
+  if (!float_input(x, &axis, &fw, &xv)) return nb::none();
+  const int ndim = static_cast<int>(xv.ndim());
+  nb::object result;
+  void* y = nullptr;
+  std::vector<int64_t> fresh_strides;
+  const int64_t* y_strides = nullptr;
+  ArrayView ov;
+  if (out.is_none()) {
+    result = new_array(fw, xv.dtype(), ndim, xv.shape_ptr(), &y);
+    fresh_strides = contiguous_strides(ndim, xv.shape_ptr());
+    y_strides = fresh_strides.data();
+  } else {
+    const Framework out_fw = framework_of(out);
+    if (!view_out(out, out_fw, &ov) || ov.dtype() != xv.dtype() ||
+        static_cast<int>(ov.ndim()) != ndim) {
+      return nb::none();
+    }
+    for (int d = 0; d < ndim; ++d) {
+      if (ov.shape(d) != xv.shape(d)) return nb::none();
+    }
+    check_out(xv, ov);
+    y = ov.data();
+    y_strides = ov.stride_ptr();
+    result = nb::borrow(out);
+  }
+  const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
+  softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
+  l.y_strides = y_strides;
+  const bool f32 = is_float32(xv.dtype());
+  nb::gil_scoped_release release;
+  if (f32) {
+    const auto* xp = static_cast<const float*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<float*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<float*>(y), l, opt);
+  } else {
+    const auto* xp = static_cast<const double*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<double*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<double*>(y), l, opt);
+  }
+  return result;
+}
+
+// logsumexp of any framework's array into a new array of its framework (x's shape without
+// the axis; 0-d for 1-D x), or None as softmax_any.
+nb::object logsumexp_any(nb::handle x, int axis, int algorithm, int num_threads) {
+  Framework fw;
+  ArrayView xv;
+  if (!float_input(x, &axis, &fw, &xv)) return nb::none();
+  std::vector<int64_t> shape;
+  for (size_t d = 0; d < xv.ndim(); ++d) {
+    if (static_cast<int>(d) != axis) shape.push_back(xv.shape_ptr()[d]);
+  }
+  void* y = nullptr;
+  nb::object result = new_array(fw, xv.dtype(), static_cast<int>(shape.size()), shape.data(), &y);
+  const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
+  const softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
+  const bool f32 = is_float32(xv.dtype());
+  nb::gil_scoped_release release;
+  if (f32) {
+    softzo::logsumexp(static_cast<const float*>(xv.data()), static_cast<float*>(y), l, opt);
+  } else {
+    softzo::logsumexp(static_cast<const double*>(xv.data()), static_cast<double*>(y), l, opt);
+  }
+  return result;
 }
 
 template <typename T>
@@ -376,9 +446,17 @@ NB_MODULE(_core, m) {
         nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
   m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(),
         nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
+  m.def("_softmax_any", &softmax_any, nb::arg("x"), nb::arg("out").none(), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
+  m.def("_logsumexp_any", &logsumexp_any, nb::arg("x"), nb::arg("axis"), nb::arg("algorithm"),
+        nb::arg("num_threads"));
+  m.def("_use_torch_exchange_api", &softzo_bindings::use_torch_exchange_api, nb::arg("enable"),
+        "Test hook: torch tensors through DLPack's C exchange API (True, where torch has it) or "
+        "torch.utils.dlpack (False); returns whether the exchange API is in use.");
 
   def_losses<float>(m);
   def_losses<double>(m);
+  softzo_bindings::def_loss_any(m);
   def_zo<float>(m);
   def_zo<double>(m);
   m.def(

@@ -122,6 +122,8 @@ def check_out(out: Any, x: Any, shape: tuple[int, ...], name: str = "out") -> An
             raise ValueError(f"{name} is on device '{out.device}'; softzo runs on the CPU")
         if out.requires_grad:
             raise ValueError(f"{name} must not require grad: softzo writes it outside autograd")
+        if out.is_neg():  # memory written through it would read back negated
+            raise ValueError(f"{name} is a negated view (is_neg()): softzo cannot write through it")
         view = out.detach()
     elif isinstance(out, np.ndarray):
         if not out.flags.writeable:

@@ -12,6 +12,10 @@ The roofline is what plain streaming loops reach on the same buffers and threads
 (``_core._stream_read``: one read pass; ``_core._stream_scale``: one read and one write pass). An
 algorithm's roofline time is its pass count times those (``PASSES``); % of roofline is that time
 over the measured one.
+
+A second table times allocating calls (no out=) on single rows of 16, 1K and 32K floats with
+NumPy, torch and JAX input, against torch's own op on the same tensor: the fixed cost each
+framework's input and output add per call.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ FULL_SHAPES = (
     (4096, 1024),
 )
 QUICK_SHAPES = ((1 << 15,), (1 << 22,), (64, 32000))
+# Rows where the per-call cost of each input framework shows: small, medium, large.
+CALL_SIZES = (16, 1 << 10, 1 << 15)
+QUICK_CALL_SIZES = (16, 1 << 15)
 ALLOC_SHAPE = (1 << 26,)  # where allocating calls (no out=) get their own row
 SAMPLE_S = 2e-3  # target length of one timed batch of calls
 BUDGET_S = 0.2  # target timing per candidate, size and thread count (full run)
@@ -220,6 +227,47 @@ def run(
     return results
 
 
+def _call_candidates(n: int, torch: Any, jax: Any) -> dict[Key, Callable[[], object]]:
+    """Allocating calls on one row of n floats: softzo on NumPy, torch and JAX input (each
+    returning its own framework's array), and torch's op on the same tensor."""
+    x = np.random.default_rng(0).standard_normal(n, dtype=np.float32) * np.float32(4)
+    c: dict[Key, Callable[[], object]] = {}
+    for op, fn in (("softmax", softmax), ("log_softmax", log_softmax), ("logsumexp", logsumexp)):
+        c[op, "numpy"] = partial(fn, x, num_threads=1)
+        if torch is not None:
+            xt = torch.from_numpy(x.copy())
+            c[op, "torch"] = partial(fn, xt, num_threads=1)
+            c[op, "torch op"] = partial(getattr(torch, op), xt, -1)
+        if jax is not None:
+            c[op, "jax"] = partial(fn, jax.numpy.asarray(x), num_threads=1)
+    return c
+
+
+def run_calls(
+    sizes: Sequence[int],
+    reps: int | None = None,
+    budget: float = BUDGET_S,
+    use_jax: bool = True,
+    progress: bool = True,
+) -> dict[int, Times]:
+    """Per-call times by input framework (1 thread for softzo and torch), per row length."""
+    torch = _optional("torch")
+    jax = _optional("jax") if use_jax else None
+    torch_threads = torch.get_num_threads() if torch is not None else 0
+    results = {}
+    try:
+        if torch is not None:
+            torch.set_num_threads(1)
+        for n in sizes:
+            if progress:
+                print(f"  per call, {_label((n,))} row", file=sys.stderr, flush=True)
+            results[n] = _measure(_call_candidates(n, torch, jax), reps, budget)
+    finally:
+        if torch is not None:
+            torch.set_num_threads(torch_threads)
+    return results
+
+
 # ---------------------------------------------------------------------------- reporting
 
 
@@ -329,6 +377,29 @@ def _alloc(res: Results) -> str:
             cells += [t.get(("softmax", "auto")), t.get(("softmax", "torch"))]
             rows.append([_label(shape), str(thr)] + [_fmt_time(c) if c else "-" for c in cells])
     return _table(header, rows) if rows else ""
+
+
+def _calls_table(res: dict[int, Times]) -> str:
+    """softzo's time per call with each framework's input; torch input minus NumPy input; torch's
+    op over softzo's, for torch and for NumPy input (the same ratio means torch input costs
+    nothing extra)."""
+    impls = [k for k in ("numpy", "torch", "jax") if any(("softmax", k) in t for t in res.values())]
+    titles = {"numpy": "NumPy in", "torch": "torch in", "jax": "JAX in"}
+    header = ["size", "op"] + [f"softzo, {titles[k]}" for k in impls]
+    has_torch = "torch" in impls
+    header += ["torch in - NumPy in", "torch's op", "x torch's op (torch in)"] * has_torch
+    header += ["x torch's op (NumPy in)"] * has_torch
+    rows = []
+    for n, t in res.items():
+        for op in OPS:
+            cells = [_label((n,)), op] + [_fmt_time(t[op, k]) for k in impls]
+            if has_torch:
+                diff = t[op, "torch"] - t[op, "numpy"]
+                cells += [f"{diff * 1e6:+.2f} us", _fmt_time(t[op, "torch op"])]
+                cells += [_ratio(t[op, "torch op"], t[op, "torch"])]
+                cells += [_ratio(t[op, "torch op"], t[op, "numpy"])]
+            rows.append(cells)
+    return _table(header, rows)
 
 
 def report(res: Results, ops: Sequence[str]) -> str:
@@ -454,10 +525,14 @@ def _plot(res: Results, ops: Sequence[str], threads: Sequence[int], path: Path) 
 
 
 def quick() -> str:
-    """A few-second check for ``python -m softzo``: 1 thread, softmax and log_softmax, no SciPy."""
+    """A few-second check for ``python -m softzo``: 1 thread, softmax and log_softmax, no SciPy;
+    the per-call cost of NumPy and torch input on short and long rows."""
     ops = ("softmax", "log_softmax")
     res = run(QUICK_SHAPES, [1], ops, budget=QUICK_BUDGET_S, use_scipy=False, progress=False)
-    return "\n\n".join(f"### {op}\n\n{_summary(res, op)}" for op in ops) + "\n"
+    parts = [f"### {op}\n\n{_summary(res, op)}" for op in ops]
+    calls = run_calls(QUICK_CALL_SIZES, budget=QUICK_BUDGET_S, use_jax=False, progress=False)
+    parts.append(f"### Per call, allocating (no out=)\n\n{_calls_table(calls)}")
+    return "\n\n".join(parts) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -479,7 +554,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             file=sys.stderr,
         )
     res = run(FULL_SHAPES, args.threads, OPS, args.reps)
+    calls = run_calls(CALL_SIZES, args.reps)
     tables = report(res, OPS)
+    tables += (
+        "\n### Per call by input framework: allocating (no out=), 1 thread\n\n"
+        + _calls_table(calls)
+        + "\n"
+    )
     print(tables)
     args.out.mkdir(parents=True, exist_ok=True)
     heading = (

@@ -13,10 +13,13 @@ set to keep freed memory (``mallopt``), so allocating candidates (torch's autogr
 ``return_grad``) reuse warm buffers rather than page-fault depending on the order they ran in.
 
 Cross-entropy candidates: softzo with a preallocated ``grad_out``; in place (``grad_out=logits``);
-allocating its gradient (``return_grad=True``); through the ``softzo.torch`` autograd adapter
-(plain and ``inplace_backward``); and torch's ``F.cross_entropy`` forward plus ``backward()`` on
-logits that require grad. Z-loss and KL distillation compare softzo with the same formula written
-in PyTorch and differentiated by autograd.
+allocating its gradient (``return_grad=True``), with NumPy and with torch input; through the
+``softzo.torch`` autograd function (plain and ``inplace_backward``) and module
+(``CrossEntropyLoss``); and torch's ``F.cross_entropy`` and ``nn.CrossEntropyLoss`` forward plus
+``backward()`` on logits that require grad. Shapes: (1, 16), where the fixed cost of a call is
+all there is, (64, 1000), and the LLM-sized (64, 32000) and (8, 128256). Z-loss and KL
+distillation compare softzo with the same formula written in PyTorch and differentiated by
+autograd.
 
 The roofline is what the streaming loops of ``softzo._core`` reach on the same buffers in the same
 run (``_stream_read``: one read pass; ``_stream_scale``: one read and one write pass), times the
@@ -61,23 +64,29 @@ from .bench import (
 )
 
 Shape = tuple[int, int]
-CE_SHAPES: tuple[Shape, ...] = ((64, 32000), (8, 128256))
-QUICK_CE_SHAPES: tuple[Shape, ...] = ((64, 32000),)
+CE_SHAPES: tuple[Shape, ...] = ((1, 16), (64, 1000), (64, 32000), (8, 128256))
+QUICK_CE_SHAPES: tuple[Shape, ...] = ((1, 16), (64, 32000))
+MEMORY_SHAPES = frozenset({(64, 32000), (8, 128256)})  # peak memory measured at these
 OTHER_SHAPE: Shape = (64, 32000)
 TEMPERATURE = 2.0  # KL distillation
 BUDGET_S = 1.0  # target timing per candidate and case (full run)
 QUICK_BUDGET_S = 0.05
 TINY: Shape = (4, 64)  # warm-up shape of the memory probes
 
-# candidate key -> title; "torch" is the reference each case's ratios are taken against
+# candidate key -> title; "torch" is the reference each case's ratios are taken against (the
+# softzo module's: torch's module, REFERENCE)
 CE_MODES = {
     "grad_out": "softzo grad_out= (preallocated)",
     "inplace": "softzo grad_out=logits (in place)",
     "alloc": "softzo return_grad (allocates grad)",
+    "alloc_torch": "softzo return_grad, torch tensors in and out",
     "adapter": "softzo.torch.cross_entropy + backward",
     "adapter_inplace": "softzo.torch, inplace_backward=True",
+    "module": "softzo.torch.CrossEntropyLoss() + backward",
+    "torch_module": "torch nn.CrossEntropyLoss() + backward",
     "torch": "torch F.cross_entropy + backward",
 }
+REFERENCE = {"module": "torch_module"}
 # (read passes, read+write passes) of the fused scheme per case kind
 PASSES = {"cross_entropy": (1, 1), "z_loss": (2, 1), "kl_div": (3, 1)}
 
@@ -151,6 +160,9 @@ def _ce_mode(mode: str, x: np.ndarray, target: np.ndarray, torch: Any) -> Candid
         )
     if mode == "alloc":
         return Candidate(partial(L.cross_entropy, x, target, return_grad=True, num_threads=1))
+    if mode == "alloc_torch":
+        xt, tt = torch.from_numpy(x), torch.from_numpy(target)
+        return Candidate(partial(L.cross_entropy, xt, tt, return_grad=True, num_threads=1))
     from . import torch as st
 
     F = torch.nn.functional
@@ -170,7 +182,12 @@ def _ce_mode(mode: str, x: np.ndarray, target: np.ndarray, torch: Any) -> Candid
 
         return Candidate(step, prepare)
 
-    loss_fn = {"adapter": partial(st.cross_entropy, num_threads=1), "torch": F.cross_entropy}[mode]
+    loss_fn = {
+        "adapter": partial(st.cross_entropy, num_threads=1),
+        "module": st.CrossEntropyLoss(),  # the library default thread count: set to 1 in run()
+        "torch_module": torch.nn.CrossEntropyLoss(),
+        "torch": F.cross_entropy,
+    }[mode]
 
     def step() -> None:  # a training step frees the previous gradient too (zero_grad)
         xt.grad = None
@@ -276,6 +293,8 @@ def _memory(shapes: Sequence[Shape]) -> dict[tuple[Shape, str], dict[str, Any]]:
     """Each mode's peak in its own fresh interpreter (allocator state would leak across runs)."""
     res = {}
     for shape in shapes:
+        if shape not in MEMORY_SHAPES:
+            continue
         for mode in CE_MODES:
             cmd = [sys.executable, "-m", "softzo.bench_losses", "--probe", mode, _label(shape)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -318,8 +337,9 @@ def run(
     ce_shapes = QUICK_CE_SHAPES if quick else CE_SHAPES
     cases: list[tuple[str, Shape]] = [("cross_entropy", s) for s in ce_shapes]
     cases += [("z_loss", OTHER_SHAPE), ("kl_div", OTHER_SHAPE)]
-    threads = torch.get_num_threads()
+    threads, default_threads = torch.get_num_threads(), _core.num_threads()
     torch.set_num_threads(1)
+    _core.set_num_threads(1)  # the modules run with the library's default
     times = {}
     try:
         for kind, shape in cases:
@@ -333,6 +353,7 @@ def run(
             del cands  # frees this case's buffers before the next are allocated
     finally:
         torch.set_num_threads(threads)
+        _core.set_num_threads(default_threads)
     if progress:
         print("  memory (a subprocess per mode)", file=sys.stderr, flush=True)
     return times, _memory(ce_shapes)
@@ -360,10 +381,13 @@ def _time_table(times: dict[tuple[str, Shape], dict[str, float]]) -> str:
         for key, sec in t.items():
             if key.startswith("roofline"):
                 continue
-            softzo = key != "torch"
+            reference = REFERENCE.get(key, "torch")
+            ratio = "1" if key in ("torch", "torch_module") else f"{t[reference] / sec:.2f}x"
+            if reference != "torch":
+                ratio += f" (of {_title(kind, reference).split(' +')[0]})"
             rows.append(
                 [kind, _label(shape), _title(kind, key), _fmt_time(sec), f"{n / sec / 1e9:.2f}"]
-                + [f"{t['torch'] / sec:.2f}x" if softzo else "1", f"{roof / sec:.0%}"]
+                + [ratio, f"{roof / sec:.0%}"]
             )
         rows.append(
             [kind, _label(shape), "roofline (streaming loops)", _fmt_time(roof)]
