@@ -26,7 +26,8 @@ struct Table {
     softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx,    \
         softzo_##dt##_vscale_##sfx, softzo_##dt##_vscaleextexp_##sfx,                           \
         softzo_##dt##_ronlinesumexp_##sfx, softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx, \
-        softzo_##dt##_vsoftmaxgrad_##sfx, softzo_##dt##_rklgrad_##sfx                           \
+        softzo_##dt##_vsoftmaxgrad_##sfx, softzo_##dt##_vgradfromexp_##sfx,                     \
+        softzo_##dt##_rklgrad_##sfx                                                             \
   }
 
 #define SOFTZO_LOSS_SET(T, dt, sfx)                                                      \

@@ -24,6 +24,7 @@ struct SoftmaxKernels {
   void (*vsubc)(size_t, const T*, T*, T, T);
   void (*vexp)(size_t, const T*, T*);
   double (*vsoftmaxgrad)(size_t, const T*, T*, double, double, T, const T*, const T*, T, T, T);
+  void (*vgradfromexp)(size_t, const T*, T*, T, const T*, const T*, T, T);
   double (*rklgrad)(size_t, const T*, const T*, T*, double, double, double, double, T, T);
 };
 

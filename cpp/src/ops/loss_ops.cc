@@ -18,6 +18,9 @@ namespace {
 
 // One task covers about this many elements, as in the softmax ops.
 constexpr int64_t kTaskElements = int64_t{1} << 16;
+// Cross-entropy gradient rows up to this size (L2 on current cores) take the reload way.
+constexpr int64_t kReloadBytes = int64_t{1} << 20;
+constexpr double kRestShift = SOFTZO_REST_SHIFT;
 
 int resolve_threads(int requested) { return requested > 0 ? requested : default_num_threads(); }
 
@@ -187,34 +190,47 @@ class CrossEntropy {
     T* y = a_.grad ? a_.grad + r * a_.grad_stride : nullptr;
     const bool hard = a_.target != nullptr;
     const int64_t t = hard ? a_.target[r] : -1;
-    const RowLse lse = row_lse(k_, x, n_);
+    const bool ignored = hard && t == a_.ignore_index;
+    const double eps = a_.label_smoothing, uni = eps / static_cast<double>(n_);
+    // Target weights q_j = w_j (b t_j + c) (kernel form) with their total mass, and the
+    // extra -coef at the target class for class indices.
+    double b = 0.0, c = uni, mass = 0.0, coef = 0.0, xt = 0.0;
+    const T* tw = nullptr;
+    if (hard && !ignored) {
+      coef = (1.0 - eps) * (a_.weight ? static_cast<double>(a_.weight[t]) : 1.0);
+      mass = coef + uni * weight_total_;
+      xt = static_cast<double>(x[t]);  // before an in-place gradient overwrites it
+    } else if (!hard) {
+      tw = a_.soft_target + r * a_.soft_stride;
+      b = 1.0 - eps;
+      mass = b * target_mass_[r] + uni * weight_total_;
+    }
+    const bool has_q = !hard || eps != 0.0;
+
+    // The row's lse = M + l (l = log1p(rest)). Gradient rows that fit in L2 take the reload
+    // way, which stores the exps in y and needs one exp per element instead of two; the
+    // others the blocked two-pass sum (one read of the row, the exps recomputed in pass 2).
+    // sum_j q_j (x_j - M) is taken before an in-place gradient overwrites x.
+    const bool reload = y && !ignored && n_ * static_cast<int64_t>(sizeof(T)) <= kReloadBytes;
+    RowLse lse;
+    double dot = 0.0;
+    if (reload) {
+      lse = reload_lse(x, y, has_q ? tw : nullptr, has_q, b, c, &dot);
+    } else {
+      lse = row_lse(k_, x, n_);
+    }
     T xmax = 0;
-    double l = 0.0;  // lse - max = log1p(rest)
+    double l = 0.0;
     const double lse_v = lse.ok ? lse.value() : slow_lse(x, n_, &xmax, &l);
     if (lse.ok) {
       xmax = static_cast<T>(lse.max);
       l = lse.l;
     }
     if (a_.lse) a_.lse[r] = static_cast<T>(lse_v);
-    if (hard && t == a_.ignore_index) {
+    if (ignored) {
       if (y) fill(y, n_, T(0));
       return 0.0;
     }
-    const double eps = a_.label_smoothing, uni = eps / static_cast<double>(n_);
-    // Target weights q_j = w_j (b t_j + c) (kernel form) with their total mass, and the
-    // extra -coef at the target class for class indices.
-    double b = 0.0, c = uni, mass, coef = 0.0, xt = 0.0;
-    const T* tw = nullptr;
-    if (hard) {
-      coef = (1.0 - eps) * (a_.weight ? static_cast<double>(a_.weight[t]) : 1.0);
-      mass = coef + uni * weight_total_;
-      xt = static_cast<double>(x[t]);  // before an in-place gradient overwrites it
-    } else {
-      tw = a_.soft_target + r * a_.soft_stride;
-      b = 1.0 - eps;
-      mass = b * target_mass_[r] + uni * weight_total_;
-    }
-    const bool has_q = !hard || eps != 0.0;
     if (!std::isfinite(lse_v)) return nan_row(y);
 
     // Row loss, as a sum of terms that are >= 0 for non-negative weights and targets (so it is
@@ -227,17 +243,21 @@ class CrossEntropy {
     const bool none = a_.reduction == Reduction::kNone;
     const double g = none ? 1.0 : ce_scale_, zg = none ? 1.0 : z_scale_;
     const double z = zg * 2.0 * a_.lse_square_scale * lse_v;  // d (lambda lse^2) / d lse
-    double dot = 0.0;                                         // sum_j q_j (x_j - M)
     if (y) {
       // Gradient: g (mass p - q - coef e_t) tau_coef + z p.
       const double pa = g * mass * tau_coef + z;
-      if (lse.ok) {
+      if (reload && lse.ok) {
+        // y holds exp(x) 2^-(e - 64): p = y 2^-64 / normalizer.
+        const double s = std::ldexp(pa / lse.sum.normalizer(), -static_cast<int>(kRestShift));
+        k_.vgradfromexp(static_cast<size_t>(n_), y, y, static_cast<T>(s), a_.weight, tw,
+                        static_cast<T>(g * b), static_cast<T>(g * c));
+      } else if (lse.ok) {
         const double ret = k_.vsoftmaxgrad(static_cast<size_t>(n_), x, y, lse.sum.normalizer(),
                                            lse.sum.e, static_cast<T>(pa), a_.weight, tw,
                                            static_cast<T>(g * b), static_cast<T>(g * c), xmax);
         if (has_q) dot = g != 0.0 && std::isfinite(g) ? ret / g : q_dot(x, tw, b, c, xmax);
       } else {
-        if (has_q) dot = q_dot(x, tw, b, c, xmax);  // before an in-place gradient overwrites x
+        if (has_q && !reload) dot = q_dot(x, tw, b, c, xmax);  // before x is overwritten
         slow_grad(x, y, xmax, l, pa, tw, g * b, g * c);
       }
       if (hard) {
@@ -257,6 +277,30 @@ class CrossEntropy {
     double ce = ce_target + (has_q ? (mass - coef) * l - dot : 0.0);
     if (a_.tau != 1.0) ce = std::expm1((1.0 - a_.tau) * ce) / (1.0 - a_.tau);
     return ce * g + a_.lse_square_scale * lse_v * lse_v * zg;
+  }
+
+  // The reload way to a row's lse: the max (and where it is), sum_j q_j (x_j - M) if has_q,
+  // then exp(x) 2^-(e - 64) written to y and summed with the max's term kept apart. Rows the
+  // exact paths take (NaN, inf, beyond the scaled range) come back !ok with y untouched.
+  RowLse reload_lse(const T* x, T* y, const T* tw, bool has_q, double b, double c, double* dot) {
+    RowLse r;
+    const size_t n = static_cast<size_t>(n_);
+    T lo;
+    size_t imax;
+    const T m = k_.rmax(n, x, &lo, &imax);
+    if (!(m == m) || !in_scaled_range(static_cast<double>(m))) return r;
+    if (has_q) *dot = q_dot(x, tw, b, c, m);
+    const double e = exponent_of(static_cast<double>(m)), es = e - kRestShift;
+    r.sum.max = static_cast<double>(m);
+    r.sum.e = e;
+    r.sum.term = scale_down(k_.raddstoreexp(1, x + imax, y + imax, es, m), -kRestShift);
+    r.sum.add_rest(scale_down(k_.raddstoreexp(imax, x, y, es, lo), -kRestShift));
+    r.sum.add_rest(
+        scale_down(k_.raddstoreexp(n - imax - 1, x + imax + 1, y + imax + 1, es, lo), -kRestShift));
+    r.max = r.sum.max;
+    r.l = r.sum.log1p_rest();
+    r.ok = true;
+    return r;
   }
 
   // sum_j q_j (x_j - s) without writing anything (the kernel with y = null).

@@ -402,6 +402,36 @@ double softmaxgrad_q(size_t n, const T* x, T* y, double m, double e, T a, const 
   return softmaxgrad<T, kY, true, false, false>(n, x, y, m, e, a, w, t, b, c, s);
 }
 
+// Cross-entropy's last pass after a reload: y = x s - q, x zeroed first where x s would be
+// subnormal. No exp: a streaming pass over a row that is still in L2.
+template <typename T, bool kQ, bool kW, bool kT>
+void gradfromexp(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, T c) {
+  using O = Ops<T>;
+  using V = typename O::V;
+  const V vs = O::set1(s), vb = O::set1(b), vc = O::set1(c);
+  const V thr = O::set1(static_cast<T>(softzo_flush_threshold(O::kMinNormal, s)));
+  sum_loop<T>(n, [&](size_t i, const __m256i* mk) {
+    const V xv = load_n(x + i, mk);
+    const V p = O::mul(O::and_(xv, O::ge(xv, thr)), vs);
+    V q = O::zero();
+    if (kQ) {
+      q = kT ? O::fma(vb, load_n(t + i, mk), vc) : vc;
+      if (kW) q = O::mul(q, load_n(w + i, mk));
+    }
+    store_n(y + i, mk, kQ ? O::sub(p, q) : p);
+    return O::zero();
+  });
+}
+
+template <typename T>
+void gradfromexp_q(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, T c) {
+  if (!(w || t || c != 0)) return gradfromexp<T, false, false, false>(n, x, y, s, w, t, b, c);
+  if (w && t) return gradfromexp<T, true, true, true>(n, x, y, s, w, t, b, c);
+  if (w) return gradfromexp<T, true, true, false>(n, x, y, s, w, t, b, c);
+  if (t) return gradfromexp<T, true, false, true>(n, x, y, s, w, t, b, c);
+  return gradfromexp<T, true, false, false>(n, x, y, s, w, t, b, c);
+}
+
 // Fused KL pass: both rows' scaled exps, the gradient and the divergence terms. p and q are
 // formed with 1/m folded into the exponent (never subnormal); the gradient difference q - p is
 // zeroed before the multiply by g where g (q - p) would be subnormal.
@@ -455,6 +485,10 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
                                          const T* w, const T* t, T b, T c, T s) {                 \
     return y ? softmaxgrad_q<T, true>(n, x, y, m, e, a, w, t, b, c, s)                            \
              : softmaxgrad_q<T, false>(n, x, y, m, e, a, w, t, b, c, s);                          \
+  }                                                                                               \
+  void softzo_##dt##_vgradfromexp_avx2(size_t n, const T* x, T* y, T s, const T* w, const T* t,   \
+                                       T b, T c) {                                                \
+    gradfromexp_q<T>(n, x, y, s, w, t, b, c);                                                     \
   }                                                                                               \
   double softzo_##dt##_rklgrad_avx2(size_t n, const T* s, const T* t, T* y, double ms, double es, \
                                     double mt, double et, T g, T c) {                             \

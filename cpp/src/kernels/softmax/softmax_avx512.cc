@@ -419,6 +419,49 @@ double softmaxgrad(size_t n, const typename A::T* x, typename A::T* y, double m,
            : softmaxgrad_y<A, false>(n, x, y, m, e, a, w, t, b, c, s);
 }
 
+// One vector of cross-entropy's last pass after a reload: y = x s - q, x masked out of the
+// multiply where x s would be subnormal.
+template <class A, bool kQ, bool kW, bool kT>
+struct GradFromExpStep {
+  typedef typename A::T T;
+  typedef typename A::V V;
+  const T *x, *w, *t;
+  T* y;
+  V s, thr, b, c;
+  template <bool kTail>
+  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
+    const V xv = load_at<A, kTail>(x + i, k);
+    const V p = A::maskz_mul(A::cmp_nlt_uq(xv, thr), xv, s);
+    V q = A::zero();
+    if (kQ) {
+      q = kT ? A::fmadd(b, load_at<A, kTail>(t + i, k), c) : c;
+      if (kW) q = A::mul(q, load_at<A, kTail>(w + i, k));
+    }
+    store_at<A, kTail>(y + i, k, kQ ? A::sub(p, q) : p);
+    return acc;
+  }
+};
+
+template <class A, bool kQ, bool kW, bool kT>
+void gradfromexp(size_t n, const typename A::T* x, typename A::T* y, typename A::T s,
+                 const typename A::T* w, const typename A::T* t, typename A::T b, typename A::T c) {
+  const typename A::T thr = static_cast<typename A::T>(softzo_flush_threshold(A::kMinNormal, s));
+  const GradFromExpStep<A, kQ, kW, kT> f = {x,          w,         t, y, A::set1(s), A::set1(thr),
+                                            A::set1(b), A::set1(c)};
+  reduce<A>(n, kFoldBlock, f);
+}
+
+template <class A>
+void gradfromexp_q(size_t n, const typename A::T* x, typename A::T* y, typename A::T s,
+                   const typename A::T* w, const typename A::T* t, typename A::T b,
+                   typename A::T c) {
+  if (!(w || t || c != 0)) return gradfromexp<A, false, false, false>(n, x, y, s, w, t, b, c);
+  if (w && t) return gradfromexp<A, true, true, true>(n, x, y, s, w, t, b, c);
+  if (w) return gradfromexp<A, true, true, false>(n, x, y, s, w, t, b, c);
+  if (t) return gradfromexp<A, true, false, true>(n, x, y, s, w, t, b, c);
+  return gradfromexp<A, true, false, false>(n, x, y, s, w, t, b, c);
+}
+
 // One vector of the fused KL pass: p from the teacher t, q from the student s, y = g (q - p),
 // and p ((t - s) - c) added where p != 0 (so -inf teacher logits add 0, not NaN). p and q have
 // 1/m folded into their exponents (never subnormal); q - p is masked out of the multiply by g
@@ -461,38 +504,42 @@ double klgrad(size_t n, const typename A::T* s, const typename A::T* t, typename
 
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                        \
-  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo, size_t* imax) {                          \
-    return rmax<A>(n, x, lo, imax);                                                           \
-  }                                                                                           \
-  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                          \
-    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                 \
-  }                                                                                           \
-  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {               \
-    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                        \
-  }                                                                                           \
-  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                               \
-    map<A>(n, x, y, FlushedScale<A>(s));                                                      \
-  }                                                                                           \
-  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {          \
-    vscaleextexp<A>(n, x, y, m, e);                                                           \
-  }                                                                                           \
-  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                          \
-    return ronlinesumexp<A>(n, x);                                                            \
-  }                                                                                           \
-  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                         \
-    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                                 \
-    map<A>(n, x, y, f);                                                                       \
-  }                                                                                           \
-  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }         \
-  double SOFTZO_FN(dt, vsoftmaxgrad)(size_t n, const T* x, T* y, double m, double e, T a,     \
-                                     const T* w, const T* t, T b, T c, T s) {                 \
-    return softmaxgrad<A>(n, x, y, m, e, a, w, t, b, c, s);                                   \
-  }                                                                                           \
-  double SOFTZO_FN(dt, rklgrad)(size_t n, const T* s, const T* t, T* y, double ms, double es, \
-                                double mt, double et, T g, T c) {                             \
-    return y ? klgrad<A, true>(n, s, t, y, ms, es, mt, et, g, c)                              \
-             : klgrad<A, false>(n, s, t, y, ms, es, mt, et, g, c);                            \
+#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                           \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo, size_t* imax) {                             \
+    return rmax<A>(n, x, lo, imax);                                                              \
+  }                                                                                              \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                             \
+    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                    \
+  }                                                                                              \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {                  \
+    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                           \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                                  \
+    map<A>(n, x, y, FlushedScale<A>(s));                                                         \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {             \
+    vscaleextexp<A>(n, x, y, m, e);                                                              \
+  }                                                                                              \
+  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                             \
+    return ronlinesumexp<A>(n, x);                                                               \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                            \
+    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                                    \
+    map<A>(n, x, y, f);                                                                          \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }            \
+  double SOFTZO_FN(dt, vsoftmaxgrad)(size_t n, const T* x, T* y, double m, double e, T a,        \
+                                     const T* w, const T* t, T b, T c, T s) {                    \
+    return softmaxgrad<A>(n, x, y, m, e, a, w, t, b, c, s);                                      \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vgradfromexp)(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, \
+                                   T c) {                                                        \
+    gradfromexp_q<A>(n, x, y, s, w, t, b, c);                                                    \
+  }                                                                                              \
+  double SOFTZO_FN(dt, rklgrad)(size_t n, const T* s, const T* t, T* y, double ms, double es,    \
+                                double mt, double et, T g, T c) {                                \
+    return y ? klgrad<A, true>(n, s, t, y, ms, es, mt, et, g, c)                                 \
+             : klgrad<A, false>(n, s, t, y, ms, es, mt, et, g, c);                               \
   }
 
 extern "C" {

@@ -111,6 +111,11 @@ typedef struct {
   /* logits of untargeted classes add nothing); s = the row max makes every term <= 0. */          \
   double softzo_##dt##_vsoftmaxgrad_##isa(size_t n, const T* x, T* y, double m, double e, T a,     \
                                           const T* w, const T* t, T b, T c, T s);                  \
+  /* Cross-entropy's last pass after a reload (x holds the stored terms exp(.) * 2^-e'): */        \
+  /* y_i = x_i * s - q_i with q_i as vsoftmaxgrad's; x_i * s is 0 where it would be subnormal */   \
+  /* (x_i >= 0 is zeroed before the multiply). x == y allowed. */                                  \
+  void softzo_##dt##_vgradfromexp_##isa(size_t n, const T* x, T* y, T s, const T* w, const T* t,   \
+                                        T b, T c);                                                 \
   /* Fused KL(p || q) of two rows: p_i = exp(t_i) / (mt * 2^et), q_i = exp(s_i) / (ms * 2^es) */   \
   /* (teacher t, student s, domains as vscaleextexp). Writes y_i = g * (q_i - p_i) unless y */     \
   /* is null (y == s allowed) and returns sum_i p_i * ((t_i - s_i) - c), terms with p_i == 0 */    \

@@ -262,6 +262,17 @@ double softmaxgrad(size_t n, const T* x, T* y, double m, double e, T a, const T*
 }
 
 template <typename T>
+void gradfromexp(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, T c) {
+  const double thr = softzo_flush_threshold(Traits<T>::kMinNormal, static_cast<double>(s));
+  for (size_t i = 0; i < n; ++i) {
+    double q = (t ? static_cast<double>(b) * static_cast<double>(t[i]) : 0.0) + c;
+    if (w) q *= static_cast<double>(w[i]);
+    const double p = static_cast<double>(x[i]) >= thr ? static_cast<double>(x[i] * s) : 0.0;
+    y[i] = normal_or_zero<T>(p - q);
+  }
+}
+
+template <typename T>
 double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, double mt, double et,
               T g, T c) {
   return double_sum(n, [&](size_t i) {
@@ -274,41 +285,45 @@ double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, doub
 
 }  // namespace
 
-#define SOFTZO_DEFINE_SCALAR(T, dt)                                                             \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo, size_t* imax) {                      \
-    return rmax<T>(n, x, lo, imax);                                                             \
-  }                                                                                             \
-  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                      \
-    return raddexp<T>(n, x, e);                                                                 \
-  }                                                                                             \
-  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {           \
-    return raddstoreexp<T>(n, x, y, e);                                                         \
-  }                                                                                             \
-  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }  \
-  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {      \
-    vscaleextexp<T>(n, x, y, m, e);                                                             \
-  }                                                                                             \
-  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                      \
-    return ronlinesumexp<T>(n, x);                                                              \
-  }                                                                                             \
-  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                     \
-    vsubc<T>(n, x, y, c1, c2);                                                                  \
-  }                                                                                             \
-  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }              \
-  double softzo_##dt##_vsoftmaxgrad_scalar(size_t n, const T* x, T* y, double m, double e, T a, \
-                                           const T* w, const T* t, T b, T c, T s) {             \
-    return softmaxgrad<T>(n, x, y, m, e, a, w, t, b, c, s);                                     \
-  }                                                                                             \
-  double softzo_##dt##_rklgrad_scalar(size_t n, const T* s, const T* t, T* y, double ms,        \
-                                      double es, double mt, double et, T g, T c) {              \
-    return klgrad<T>(n, s, t, y, ms, es, mt, et, g, c);                                         \
-  }                                                                                             \
-  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m, size_t skip) {          \
-    return double_sum(n, [&](size_t i) { return i == skip ? T(0) : exp_minus<T>(x[i], m); });   \
-  }                                                                                             \
-  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {            \
-    for (size_t i = 0; i < n; ++i)                                                              \
-      y[i] = normal_or_zero<T>(static_cast<double>(exp_minus<T>(x[i], m)) * s);                 \
+#define SOFTZO_DEFINE_SCALAR(T, dt)                                                               \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo, size_t* imax) {                        \
+    return rmax<T>(n, x, lo, imax);                                                               \
+  }                                                                                               \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                        \
+    return raddexp<T>(n, x, e);                                                                   \
+  }                                                                                               \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {             \
+    return raddstoreexp<T>(n, x, y, e);                                                           \
+  }                                                                                               \
+  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }    \
+  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {        \
+    vscaleextexp<T>(n, x, y, m, e);                                                               \
+  }                                                                                               \
+  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                        \
+    return ronlinesumexp<T>(n, x);                                                                \
+  }                                                                                               \
+  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                       \
+    vsubc<T>(n, x, y, c1, c2);                                                                    \
+  }                                                                                               \
+  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }                \
+  double softzo_##dt##_vsoftmaxgrad_scalar(size_t n, const T* x, T* y, double m, double e, T a,   \
+                                           const T* w, const T* t, T b, T c, T s) {               \
+    return softmaxgrad<T>(n, x, y, m, e, a, w, t, b, c, s);                                       \
+  }                                                                                               \
+  void softzo_##dt##_vgradfromexp_scalar(size_t n, const T* x, T* y, T s, const T* w, const T* t, \
+                                         T b, T c) {                                              \
+    gradfromexp<T>(n, x, y, s, w, t, b, c);                                                       \
+  }                                                                                               \
+  double softzo_##dt##_rklgrad_scalar(size_t n, const T* s, const T* t, T* y, double ms,          \
+                                      double es, double mt, double et, T g, T c) {                \
+    return klgrad<T>(n, s, t, y, ms, es, mt, et, g, c);                                           \
+  }                                                                                               \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m, size_t skip) {            \
+    return double_sum(n, [&](size_t i) { return i == skip ? T(0) : exp_minus<T>(x[i], m); });     \
+  }                                                                                               \
+  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {              \
+    for (size_t i = 0; i < n; ++i)                                                                \
+      y[i] = normal_or_zero<T>(static_cast<double>(exp_minus<T>(x[i], m)) * s);                   \
   }
 
 extern "C" {
