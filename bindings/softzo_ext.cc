@@ -13,11 +13,8 @@
 
 #include "array_checks.h"
 #include "framework_arrays.h"
-#include "kernels/zo/zo_kernels.h"
 #include "loss_any.h"
 #include "softzo/softzo.h"
-#include "testing/kernel_testing.h"
-#include "testing/stream.h"
 
 namespace nb = nanobind;
 using softzo_bindings::ArrayView;
@@ -185,15 +182,6 @@ nb::object logsumexp_any(nb::handle x, int axis, int algorithm, int num_threads)
     softzo::logsumexp(static_cast<const double*>(xv.data()), static_cast<double*>(y), l, opt);
   }
   return result;
-}
-
-template <typename T>
-void vexp_into(In<T> x, Out<T> out, const std::string& isa) {
-  const size_t n = x.size();
-  if (out.size() != n) throw nb::value_error("out must have as many elements as x");
-  if (!softzo::testing::run_vexp(isa, x.data(), out.data(), n)) {
-    throw nb::value_error(("isa '" + isa + "' is not available").c_str());
-  }
 }
 
 // ---- losses: 2-D row-major views, class axis unit-stride (python/softzo/losses.py ensures) --
@@ -470,21 +458,14 @@ NB_MODULE(_core, m) {
       },
       nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
       nb::arg("n"), nb::arg("f64"), nb::arg("num_threads"));
-  m.def(
-      "_philox4x32_10",
-      [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
-        if (ctr.size() != 4 || key.size() != 2)
-          throw nb::value_error("need 4 counter, 2 key words");
-        uint32_t out[4];
-        softzo_philox4x32_10(ctr.data(), key.data(), out);
-        return std::vector<uint32_t>(out, out + 4);
-      },
-      nb::arg("counter"), nb::arg("key"), "Philox4x32-10 of one counter (known-answer tests).");
 
   m.def("current_isa", &softzo::current_isa_name, "The ISA the kernels use now.");
   m.def("available_isas", &softzo::available_isa_names,
         "ISAs this build runs here ('avx512' may be SIMDe-emulated).");
   m.def("isa_is_emulated", &softzo::isa_is_emulated, nb::arg("name"));
+  m.def("use_isa_in_this_thread", &softzo::use_isa_in_this_thread, nb::arg("name"),
+        "Switch this thread's later calls to this ISA ('' for the process's); False if it is "
+        "not available.");
   m.def("use_isa", &softzo::use_isa, nb::arg("name"),
         "Switch every later call to this ISA; False if it is not available.");
   m.def("num_threads", &softzo::num_threads, "Default thread count.");
@@ -513,46 +494,4 @@ NB_MODULE(_core, m) {
       },
       nb::arg("n"), nb::arg("itemsize"), nb::arg("op") = "softmax",
       "The algorithm 'auto' picks for op on rows of n elements of itemsize bytes.");
-
-  // Test hooks: a kernel's raw exp, and the exhaustive float32 ULP sweep, per ISA.
-  m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
-  m.def("_vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
-  m.def(
-      "_exp_f32_ulp_sweep",
-      [](const std::string& isa, float lo, float hi) {
-        softzo::testing::UlpReport r;
-        {
-          nb::gil_scoped_release release;
-          r = softzo::testing::exp_f32_ulp_sweep(isa, lo, hi);
-        }
-        if (!r.ok) throw nb::value_error(("isa '" + isa + "' is not available").c_str());
-        return nb::make_tuple(r.max_ulp, r.worst_input, r.count);
-      },
-      nb::arg("isa"), nb::arg("lo"), nb::arg("hi"),
-      "Max ULP error of the ISA's float32 exp over every float in [lo, hi]: "
-      "(max_ulp, worst input, floats checked).");
-
-  // The calling thread's floating-point status flags, and FTZ/DAZ (see testing/kernel_testing.h).
-  m.def("_fp_flags", &softzo::testing::fp_flags);
-  m.def("_clear_fp_flags", &softzo::testing::clear_fp_flags);
-  m.def("_set_flush_denormals", &softzo::testing::set_flush_denormals, nb::arg("on"));
-
-  // Roofline references for the benchmarks (float32, contiguous).
-  m.def(
-      "_stream_read",
-      [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x, int num_threads) {
-        nb::gil_scoped_release release;
-        return softzo::testing::stream_read(x.data(), static_cast<int64_t>(x.size()), num_threads);
-      },
-      nb::arg("x"), nb::arg("num_threads"));
-  m.def(
-      "_stream_scale",
-      [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x,
-         nb::ndarray<float, nb::device::cpu, nb::c_contig> out, int num_threads) {
-        if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
-        nb::gil_scoped_release release;
-        softzo::testing::stream_scale(x.data(), out.data(), static_cast<int64_t>(x.size()), 0.5f,
-                                      num_threads);
-      },
-      nb::arg("x"), nb::arg("out").noconvert(), nb::arg("num_threads"));
 }

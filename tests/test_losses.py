@@ -3,7 +3,6 @@ reference_losses.py (every ISA, float32 and float64), against central finite dif
 against PyTorch (forward and autograd); then the Python contract: grad_out, lse, thread-count
 determinism, special values, bad input, integer target dtypes, strides and frameworks."""
 
-import contextlib
 import itertools
 import warnings
 
@@ -86,18 +85,6 @@ def _as_tuple(r):
 def reduction_factor(reduction, n, v=1):
     """What the reduction multiplies each row's gradient by."""
     return {"mean": 1 / (n * v), "batchmean": 1 / n}.get(reduction, 1.0)
-
-
-@contextlib.contextmanager
-def using_isa(name):
-    """The `isa` fixture for hypothesis tests (function-scoped fixtures do not reset per
-    example)."""
-    before = softzo.info()["isa"]
-    softzo.set_isa(name)
-    try:
-        yield
-    finally:
-        softzo.set_isa(before)
 
 
 def logits_like(rng, shape, dtype, scale=3.0):
@@ -562,7 +549,7 @@ def test_property_cross_entropy_matches_torch(
     shape, dtype, kind, weighted, eps, reduction, lam, isa_name, seed
 ):
     torch = pytest.importorskip("torch")
-    with using_isa(isa_name):
+    with softzo.using_isa(isa_name):
         check_cross_entropy_vs_torch(
             torch, np.random.default_rng(seed), shape, dtype, kind, weighted, eps, reduction, lam
         )
@@ -617,7 +604,7 @@ def test_kl_div_matches_torch(temp, reduction, dtype, rng):
 )
 def test_property_kl_div_matches_torch(shape, dtype, temp, reduction, isa_name, seed):
     torch = pytest.importorskip("torch")
-    with using_isa(isa_name):
+    with softzo.using_isa(isa_name):
         check_kl_div_vs_torch(torch, np.random.default_rng(seed), shape, dtype, temp, reduction)
 
 

@@ -178,12 +178,8 @@ def test_huge_row_64m():
 )
 def test_property_matches_reference(x, algorithm, isa_name, data):
     axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
-    before = softzo.info()["isa"]
-    softzo.set_isa(isa_name)
-    try:
+    with softzo.using_isa(isa_name):
         check_all(x, algorithm, axis)
-    finally:
-        softzo.set_isa(before)
 
 
 @settings(max_examples=60, deadline=None)

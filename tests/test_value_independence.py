@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import softzo
 from conftest import ALGORITHMS
-from softzo import _core, losses
+from softzo import _testing, losses
 
 DENORMAL_OPERAND, UNDERFLOW = 0x02, 0x10
 DTYPES = [np.float32, np.float64]
@@ -71,9 +71,9 @@ def test_no_subnormal_is_formed_or_used(isa, algorithm, dtype, rng):
     emulated = isa in softzo.info()["isas_emulated"]
     for name, x in distributions(rng, dtype).items():
         for op, call in calls(x, algorithm).items():
-            _core._clear_fp_flags()
+            _testing.clear_fp_flags()
             result = call()
-            flags = 0 if emulated else _core._fp_flags()
+            flags = 0 if emulated else _testing.fp_flags()
             assert not flags & DENORMAL_OPERAND, f"{name} {op}: a subnormal operand was used"
             assert not flags & UNDERFLOW, f"{name} {op}: a result underflowed"
             for out in flatten(result):
@@ -87,11 +87,11 @@ def test_results_do_not_depend_on_ftz_daz(isa, algorithm, dtype, rng):
     for name, x in distributions(rng, dtype, rows=3, n=3000).items():
         for op, call in calls(x, algorithm).items():
             plain = flatten(call())
-            _core._set_flush_denormals(True)
+            _testing.set_flush_denormals(True)
             try:
                 flushed = flatten(call())
             finally:
-                _core._set_flush_denormals(False)
+                _testing.set_flush_denormals(False)
             for a, b in zip(plain, flushed):
                 np.testing.assert_array_equal(a, b, err_msg=f"{name} {op}")
 
@@ -100,13 +100,13 @@ def test_callers_floating_point_state_is_kept(rng):
     """softzo never touches MXCSR: a caller's FTZ stays on (or off) across every call."""
     x = (rng.standard_normal((4, 5000)) * 100).astype(np.float32)
     for on in (True, False):
-        _core._set_flush_denormals(on)
+        _testing.set_flush_denormals(on)
         try:
             softzo.softmax(x, num_threads=1)
             losses.cross_entropy(x, np.zeros(4, np.int64), return_grad=True, num_threads=1)
             probe = np.array([np.finfo(np.float32).tiny], np.float32) / np.float32(4)
         finally:
-            _core._set_flush_denormals(False)
+            _testing.set_flush_denormals(False)
         assert (probe[0] == 0) == on, "a softzo call changed the caller's flush-to-zero mode"
 
 

@@ -8,6 +8,9 @@ the choice and ``SOFTZO_NUM_THREADS`` sets the default thread count.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from . import _core
 from ._softmax import ALGORITHMS, log_softmax, logsumexp, softmax
 
@@ -19,6 +22,7 @@ __all__ = [
     "set_isa",
     "set_num_threads",
     "softmax",
+    "using_isa",
 ]
 __version__ = "0.1.0"
 
@@ -42,6 +46,23 @@ def set_isa(name: str) -> None:
     """
     if not _core.use_isa(name):
         raise ValueError(f"isa must be one of {_core.available_isas()}; got {name!r}")
+
+
+@contextlib.contextmanager
+def using_isa(name: str) -> Iterator[None]:
+    """Run this thread's calls inside the ``with`` block on the kernels of ISA ``name``.
+
+    A setting of the calling thread alone (the library's own threads take it over while they
+    work for those calls), so threads can use different ISAs at once, which ``set_isa`` (one
+    setting for the whole process) does not allow. Blocks do not nest: leaving one goes back
+    to the process's ISA.
+    """
+    if not _core.use_isa_in_this_thread(name):
+        raise ValueError(f"isa must be one of {_core.available_isas()}; got {name!r}")
+    try:
+        yield
+    finally:
+        _core.use_isa_in_this_thread("")
 
 
 def set_num_threads(n: int) -> None:

@@ -9,7 +9,7 @@ drift or a noisy neighbour hits all of them alike. A candidate's time per call i
 repetitions of its sample's mean: the least-disturbed run of the same work.
 
 The roofline is what plain streaming loops reach on the same buffers and threads
-(``_core._stream_read``: one read pass; ``_core._stream_scale``: one read and one write pass). An
+(``_testing.stream_read``: one read pass; ``_testing.stream_scale``: one read and one write pass). An
 algorithm's roofline time is its pass count times those (``PASSES``); % of roofline is that time
 over the measured one.
 
@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, info, log_softmax, logsumexp, softmax
+from . import _core, _testing, info, log_softmax, logsumexp, softmax
 
 ALGOS = ("two_pass", "three_pass_reload", "three_pass_recompute", "online")
 OPS = ("softmax", "log_softmax", "logsumexp")
@@ -155,8 +155,8 @@ def _candidates(
         c["log_softmax", "numpy"] = partial(_np_log_softmax, x, out, tmp, m, s)
     if special is not None:
         c.update({(op, "scipy"): partial(getattr(special, op), x, axis=-1) for op in ops})
-    c["roofline", "read"] = partial(_core._stream_read, x, threads)
-    c["roofline", "scale"] = partial(_core._stream_scale, x, out, threads)
+    c["roofline", "read"] = partial(_testing.stream_read, x, threads)
+    c["roofline", "scale"] = partial(_testing.stream_scale, x, out, threads)
     if shape == ALLOC_SHAPE and "softmax" in ops:
         c["softmax_alloc", "softzo"] = partial(softmax, x, num_threads=threads)
         if torch is not None:

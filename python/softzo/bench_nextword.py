@@ -27,7 +27,7 @@ and differ only in the output layer, both of the form ``o = W h`` (no bias) over
 
 - dense: ``nn.Linear(dim, V, bias=False)`` and ``F.cross_entropy``, its weight trained by
   ``--dense-opt`` at ``--dense-lr`` (``adam``, the default, or plain ``sgd``);
-- factored: ``softzo.torch.FactoredOutputLayer(loss="z_loss")``, the exact factored update of
+- factored: ``softzo.torch.FactoredOutputHead(loss="z_loss")``, the exact factored update of
   Vincent et al. (2015) with the Z-loss of de Brébisson & Vincent (2016): its backward pass returns
   the gradient for ``h`` and applies its own SGD step (``--factored-lr``; Z-loss
   softplus(a (b - z_c)) / a with ``--zloss-a``, ``--zloss-b``) in O(dim^2) per example, whatever V
@@ -249,7 +249,7 @@ def _body(torch: Any, corpus: Corpus, cfg: Config) -> Any:
 
 
 def factored_layer_class() -> Any:
-    """``softzo.torch.FactoredOutputLayer``."""
+    """``softzo.torch.FactoredOutputHead``."""
     from .torch import FactoredOutputLayer
 
     return FactoredOutputLayer

@@ -32,7 +32,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import _core, optim
+from . import _core, _testing, optim
 
 
 def _best(fn: Callable[[], object], reps: int) -> float:
@@ -78,7 +78,7 @@ def run(n: int, reps: int) -> str:
     hizoo = optim.HiZOO([theta], lr=1e-9, eps=1e-3, num_threads=1)
     mezo2 = optim.MeZO([theta], lr=1e-9, eps=1e-3, num_threads=2)
     cands = {
-        "stream read+write (roofline)": lambda: _core._stream_scale(theta, out, 1),
+        "stream read+write (roofline)": lambda: _testing.stream_scale(theta, out, 1),
         "perturb, rademacher": perturb(0),
         "perturb, gaussian": perturb(1),
         "perturb, segmented (the Philox word rate)": perturb(2),

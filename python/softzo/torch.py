@@ -34,6 +34,7 @@ __all__ = [
     "CrossEntropyFunction",
     "CrossEntropyLoss",
     "FactoredOutputFunction",
+    "FactoredOutputHead",
     "FactoredOutputLayer",
     "KLDivLoss",
     "KLDivLossFunction",
@@ -505,7 +506,7 @@ class FactoredOutputFunction(torch.autograd.Function):
         return torch.from_numpy(grad), None, None
 
 
-class FactoredOutputLayer(torch.nn.Module):
+class FactoredOutputHead(torch.nn.Module):
     """The last layer of a model and its loss, trained by its own exact factored SGD (softzo.
     spherical.FactoredOutputLayer, O(dim^2) per example whatever num_classes).
 
@@ -562,3 +563,19 @@ class FactoredOutputLayer(torch.nn.Module):
             f"num_classes={layer.num_classes}, dim={layer.dim}, loss={layer.loss!r}, "
             f"lr={layer.lr}, weight_decay={layer.weight_decay}, dtype={layer.dtype}"
         )
+
+
+class FactoredOutputLayer(FactoredOutputHead):
+    """Deprecated name of :class:`FactoredOutputHead` (``softzo.spherical.FactoredOutputLayer``
+    is the layer itself, a different class); constructing it warns."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import warnings
+
+        warnings.warn(
+            "softzo.torch.FactoredOutputLayer is now FactoredOutputHead "
+            "(softzo.spherical.FactoredOutputLayer is the layer itself)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)

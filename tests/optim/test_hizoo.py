@@ -40,11 +40,9 @@ def test_hizoo_kernels_are_bitwise_identical_across_isas(dtype, dist, rng):
     d = 65536 + 1003
     start = rng.standard_normal(d).astype(dtype)
     f = quadratic(rng.uniform(0.5, 2, d), np.zeros(d))
-    before = softzo.info()["isa"]
     results = {}
-    try:
-        for isa in softzo.info()["isas_available"]:
-            softzo.set_isa(isa)
+    for isa in softzo.info()["isas_available"]:
+        with softzo.using_isa(isa):
             theta = start.copy()
             opt = optim.HiZOO(
                 [theta],
@@ -58,8 +56,6 @@ def test_hizoo_kernels_are_bitwise_identical_across_isas(dtype, dist, rng):
             for _ in range(2):
                 opt.step(lambda theta=theta: f(theta))
             results[isa] = (theta, opt.sigma[0])
-    finally:
-        softzo.set_isa(before)
     ref = results["scalar"]
     for isa, (theta, sigma) in results.items():
         np.testing.assert_array_equal(theta, ref[0], err_msg=isa)

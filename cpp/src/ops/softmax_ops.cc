@@ -4,9 +4,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
 #include "ops/exp_sums.h"
-#include "ops/thread_pool.h"
 #include "softzo/softmax.h"
 
 namespace softzo {

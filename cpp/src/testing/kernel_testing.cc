@@ -8,8 +8,8 @@
 #include <mutex>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
-#include "ops/thread_pool.h"
 
 namespace softzo {
 namespace testing {

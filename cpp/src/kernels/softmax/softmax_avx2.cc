@@ -8,7 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "kernels/softmax/avx2_ops.h"
+#include "isa/avx2.h"
 #include "kernels/softmax/softmax_kernels.h"
 
 namespace {
@@ -27,39 +27,6 @@ inline typename Ops<T>::V vexp(typename Ops<T>::V x) {
   y = O::andnot(O::lt(x, lo), y);
   return O::blend(y, O::add(x, O::set1(INFINITY)), O::nle_uq(x, hi));
 }
-
-// exp(x) * 2^-e for x <= (e + 1) ln2, exactly 0 below cut = (e + kMinScaled) ln2. No x - max
-// is ever rounded: the reduction is exact and 2^(n - e), which the rounding constant yields
-// directly, goes straight into the exponent field, which stays normal above the cut. ~14 uops,
-// 8 of them on the two FMA pipes (4 cycles/vector).
-// ScaledExp without the flush, valid (normal) for x at or above the cut; below it, garbage.
-template <typename T>
-struct UnflushedScaledExp {
-  using O = Ops<T>;
-  using V = typename O::V;
-  V magic;
-  explicit UnflushedScaledExp(double e) : magic(O::magic(e)) {}
-  V operator()(V x) const {
-    const typename O::Split sp = O::reduce(x, magic);
-    return O::scale_bits(sp.p, sp.ebits);
-  }
-};
-
-// Lanes below the cut (-inf included) compute garbage that the final mask drops; clamping them
-// first would cost an add-pipe op, and the add pipes are the busier ones here. The compare and
-// the AND are 2 of its ~14 vector uops: rows whose minimum is at or above the cut take the
-// unflushed exp instead, which makes the exp pass of a 32K-float row in L2 10% faster
-// (12.1 -> 10.9 us); rmax finds that minimum at no cost, as it waits on L2.
-template <typename T>
-struct ScaledExp {
-  using O = Ops<T>;
-  using V = typename O::V;
-  V cut;
-  UnflushedScaledExp<T> unflushed;
-  explicit ScaledExp(double e) : cut(O::set1(cut_point(e))), unflushed(e) {}
-  static T cut_point(double e) { return static_cast<T>((e + O::kMinScaled) * 0.6931471805599453); }
-  V operator()(V x) const { return O::andnot(O::lt(x, cut), unflushed(x)); }
-};
 
 // Largest lane of v (no NaN in v).
 template <typename T>
@@ -211,28 +178,6 @@ double raddexp_from(size_t n, const T* x, T* y, double e, T lo) {
   return raddexp<T, kStore>(n, x, y, ScaledExp<T>(e));
 }
 
-// exp(x) * 2^-e * c, formed as exp(x) * 2^-(e - k) * (c / 2^k) with |c / 2^k| in [1, 2) where
-// |c| < 1 (2^k folded into the exponent): the flush at the cut then applies to the result, so
-// no subnormal is ever formed (a plain product would make one, ~100 cycles each on many cores).
-template <typename T>
-struct ScaledExpTimes {
-  using V = typename Ops<T>::V;
-  ScaledExp<T> f;
-  V c;
-  static double exponent(double e, double c) {
-    int k = 0;
-    frexp(c, &k);
-    return fabs(c) < 1.0 && c != 0.0 ? e - (k - 1) : e;
-  }
-  static T factor(double c) {
-    int k = 0;
-    const double m = frexp(c, &k);
-    return static_cast<T>(fabs(c) < 1.0 && c != 0.0 ? 2.0 * m : c);
-  }
-  ScaledExpTimes(double e, double c) : f(exponent(e, c)), c(Ops<T>::set1(factor(c))) {}
-  V operator()(V x) const { return Ops<T>::mul(f(x), c); }
-};
-
 template <typename T>
 void vscaleextexp(size_t n, const T* x, T* y, double m, double e) {
   using V = typename Ops<T>::V;
@@ -369,131 +314,31 @@ softzo_online ronlinesumexp(size_t n, const T* x) {
   return out;
 }
 
-// Cross-entropy pass 2 (see the contract): one scaled exp, the target weights q and a masked
-// dot per vector. kQ is false when q is all zero; kW / kT say whether w / t are given.
-template <typename T, bool kY, bool kQ, bool kW, bool kT>
-double softmaxgrad(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t, T b,
-                   T c, T s) {
-  using O = Ops<T>;
-  using V = typename O::V;
-  const ScaledExpTimes<T> p(e, static_cast<double>(a) / m);
-  const V vb = O::set1(b), vc = O::set1(c), vs = O::set1(s);
-  return sum_loop<T>(n, [&](size_t i, const __m256i* mk) {
-    const V xv = load_n(x + i, mk);
-    V q = O::zero();
-    if (kQ) {
-      q = kT ? O::fma(vb, load_n(t + i, mk), vc) : vc;
-      if (kW) q = O::mul(q, load_n(w + i, mk));
-    }
-    if (kY) store_n(y + i, mk, kQ ? O::fms(p.f(xv), p.c, q) : p(xv));
-    if (!kQ) return O::zero();
-    return O::and_(O::ne(q, O::zero()), keep_n<T>(O::mul(q, O::sub(xv, vs)), mk));
-  });
-}
-
-template <typename T, bool kY>
-double softmaxgrad_q(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t,
-                     T b, T c, T s) {
-  if (!(w || t || c != 0))
-    return softmaxgrad<T, kY, false, false, false>(n, x, y, m, e, a, w, t, b, c, s);
-  if (w && t) return softmaxgrad<T, kY, true, true, true>(n, x, y, m, e, a, w, t, b, c, s);
-  if (w) return softmaxgrad<T, kY, true, true, false>(n, x, y, m, e, a, w, t, b, c, s);
-  if (t) return softmaxgrad<T, kY, true, false, true>(n, x, y, m, e, a, w, t, b, c, s);
-  return softmaxgrad<T, kY, true, false, false>(n, x, y, m, e, a, w, t, b, c, s);
-}
-
-// Cross-entropy's last pass after a reload: y = x s - q, x zeroed first where x s would be
-// subnormal. No exp: a streaming pass over a row that is still in L2.
-template <typename T, bool kQ, bool kW, bool kT>
-void gradfromexp(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, T c) {
-  using O = Ops<T>;
-  using V = typename O::V;
-  const V vs = O::set1(s), vb = O::set1(b), vc = O::set1(c);
-  const V thr = O::set1(static_cast<T>(softzo_flush_threshold(O::kMinNormal, s)));
-  sum_loop<T>(n, [&](size_t i, const __m256i* mk) {
-    const V xv = load_n(x + i, mk);
-    const V p = O::mul(O::and_(xv, O::ge(xv, thr)), vs);
-    V q = O::zero();
-    if (kQ) {
-      q = kT ? O::fma(vb, load_n(t + i, mk), vc) : vc;
-      if (kW) q = O::mul(q, load_n(w + i, mk));
-    }
-    store_n(y + i, mk, kQ ? O::sub(p, q) : p);
-    return O::zero();
-  });
-}
-
-template <typename T>
-void gradfromexp_q(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, T c) {
-  if (!(w || t || c != 0)) return gradfromexp<T, false, false, false>(n, x, y, s, w, t, b, c);
-  if (w && t) return gradfromexp<T, true, true, true>(n, x, y, s, w, t, b, c);
-  if (w) return gradfromexp<T, true, true, false>(n, x, y, s, w, t, b, c);
-  if (t) return gradfromexp<T, true, false, true>(n, x, y, s, w, t, b, c);
-  return gradfromexp<T, true, false, false>(n, x, y, s, w, t, b, c);
-}
-
-// Fused KL pass: both rows' scaled exps, the gradient and the divergence terms. p and q are
-// formed with 1/m folded into the exponent (never subnormal); the gradient difference q - p is
-// zeroed before the multiply by g where g (q - p) would be subnormal.
-template <typename T, bool kY>
-double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, double mt, double et,
-              T g, T c) {
-  using O = Ops<T>;
-  using V = typename O::V;
-  const ScaledExpTimes<T> fs(es, 1.0 / ms), ft(et, 1.0 / mt);
-  const V vg = O::set1(g), vc = O::set1(c), sign = O::set1(T(-0.0));
-  const V thr = O::set1(static_cast<T>(softzo_flush_threshold(O::kMinNormal, g)));
-  return sum_loop<T>(n, [&](size_t i, const __m256i* mk) {
-    const V sv = load_n(s + i, mk), tv = load_n(t + i, mk);
-    const V p = ft(tv);
-    if (kY) {
-      const V d = O::sub(fs(sv), p);
-      store_n(y + i, mk, O::mul(vg, O::and_(d, O::ge(O::andnot(sign, d), thr))));
-    }
-    const V term = O::mul(p, O::sub(O::sub(tv, sv), vc));
-    return O::and_(O::ne(p, O::zero()), keep_n<T>(term, mk));  // p == 0: 0, not 0 * inf
-  });
-}
-
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX2(T, dt)                                                                 \
-  T softzo_##dt##_rmax_avx2(size_t n, const T* x, T* lo, size_t* imax) {                          \
-    return rmax<T>(n, x, lo, imax);                                                               \
-  }                                                                                               \
-  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e, T lo) {                       \
-    return raddexp_from<T, false>(n, x, nullptr, e, lo);                                          \
-  }                                                                                               \
-  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e, T lo) {            \
-    return raddexp_from<T, true>(n, x, y, e, lo);                                                 \
-  }                                                                                               \
-  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }      \
-  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) {          \
-    vscaleextexp<T>(n, x, y, m, e);                                                               \
-  }                                                                                               \
-  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                          \
-    return ronlinesumexp<T>(n, x);                                                                \
-  }                                                                                               \
-  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                         \
-    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                                 \
-    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });            \
-  }                                                                                               \
-  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                                      \
-    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                                      \
-  }                                                                                               \
-  double softzo_##dt##_vsoftmaxgrad_avx2(size_t n, const T* x, T* y, double m, double e, T a,     \
-                                         const T* w, const T* t, T b, T c, T s) {                 \
-    return y ? softmaxgrad_q<T, true>(n, x, y, m, e, a, w, t, b, c, s)                            \
-             : softmaxgrad_q<T, false>(n, x, y, m, e, a, w, t, b, c, s);                          \
-  }                                                                                               \
-  void softzo_##dt##_vgradfromexp_avx2(size_t n, const T* x, T* y, T s, const T* w, const T* t,   \
-                                       T b, T c) {                                                \
-    gradfromexp_q<T>(n, x, y, s, w, t, b, c);                                                     \
-  }                                                                                               \
-  double softzo_##dt##_rklgrad_avx2(size_t n, const T* s, const T* t, T* y, double ms, double es, \
-                                    double mt, double et, T g, T c) {                             \
-    return y ? klgrad<T, true>(n, s, t, y, ms, es, mt, et, g, c)                                  \
-             : klgrad<T, false>(n, s, t, y, ms, es, mt, et, g, c);                                \
+#define SOFTZO_DEFINE_AVX2(T, dt)                                                            \
+  T softzo_##dt##_rmax_avx2(size_t n, const T* x, T* lo, size_t* imax) {                     \
+    return rmax<T>(n, x, lo, imax);                                                          \
+  }                                                                                          \
+  double softzo_##dt##_raddexp_avx2(size_t n, const T* x, double e, T lo) {                  \
+    return raddexp_from<T, false>(n, x, nullptr, e, lo);                                     \
+  }                                                                                          \
+  double softzo_##dt##_raddstoreexp_avx2(size_t n, const T* x, T* y, double e, T lo) {       \
+    return raddexp_from<T, true>(n, x, y, e, lo);                                            \
+  }                                                                                          \
+  void softzo_##dt##_vscale_avx2(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); } \
+  void softzo_##dt##_vscaleextexp_avx2(size_t n, const T* x, T* y, double m, double e) {     \
+    vscaleextexp<T>(n, x, y, m, e);                                                          \
+  }                                                                                          \
+  softzo_online softzo_##dt##_ronlinesumexp_avx2(size_t n, const T* x) {                     \
+    return ronlinesumexp<T>(n, x);                                                           \
+  }                                                                                          \
+  void softzo_##dt##_vsubc_avx2(size_t n, const T* x, T* y, T c1, T c2) {                    \
+    const Ops<T>::V v1 = Ops<T>::set1(c1), v2 = Ops<T>::set1(c2);                            \
+    map<T>(n, x, y, [&](Ops<T>::V v) { return Ops<T>::sub(Ops<T>::sub(v, v1), v2); });       \
+  }                                                                                          \
+  void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                                 \
+    map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                                 \
   }
 
 extern "C" {

@@ -9,19 +9,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/softmax/softmax_avx512_helpers.h"
+#include "isa/avx512.h"
 #include "kernels/softmax/softmax_kernels.h"
 
 namespace {
 
-// Each accumulator lane sums at most kFoldBlock terms in T before the block is folded into
-// double, which keeps the total's error independent of n (a 64M-element row stays near 2e-8).
-// Why 8, far under the 512 allowed: every float add into a lane holding a term near 1 rounds by
-// up to 6e-8 (and drops terms below that), and rows dominated by a few terms keep those errors.
-// Worst relative sum error over 18000 random rows (N(0, 3^2), N(0, 8^2), n up to 1e6): 4.3e-7
-// with 512, 2.1e-7 with 16, 1.7e-7 with 8 (the floor: a few adds per lane already cost that).
-// The fold (extract, 2 cvt, 2 add per accumulator) is ~4% of a block's ~500 uops.
-constexpr size_t kFoldBlock = 8;
 // The online fold runs an exp_pd per half and state (~10x a plain fold): 32 costs ~8% and
 // halves the worst error of 64 (5e-7 -> 2.4e-7).
 constexpr size_t kOnlineFoldBlock = 32;
@@ -100,50 +92,6 @@ typename A::T rmax(size_t n, const typename A::T* x, typename A::T* lo, size_t* 
   *imax = first_equal<A>(n, x, best_start, r);
   return r;
 }
-
-constexpr double kLn2 = 0x1.62e42fefa39efp-1;
-
-// exp(x) * 2^-e, and exactly 0 where that falls below 2^kMinScaled (x < (e + kMinScaled) ln2,
-// -inf included); needs x <= (e + 1) ln2. exp2p gives exp(x) = 2p * 2^(n-1), so the scalef
-// exponent n - 1 - e is <= 0: nothing can overflow, and the result is normal wherever it is
-// kept. The flush is the zero-masking of the scalef, free here (masked lanes are not computed,
-// so no subnormal is formed), so raddexp ignores the row minimum that lets the AVX2 kernels
-// drop theirs.
-template <class A>
-struct ScaledExp {
-  typename A::V thr, e1;
-  explicit ScaledExp(double e)
-      : thr(A::set1(A::above((e + A::kMinScaled) * kLn2))),
-        e1(A::set1(static_cast<typename A::T>(e + 1.0))) {}
-  SOFTZO_INLINE typename A::V operator()(typename A::V x) const {
-    typename A::V n;
-    const typename A::V p2 = A::exp2p(x, &n);
-    return A::maskz_scalef(A::cmp_nlt_uq(x, thr), p2, A::sub(n, e1));
-  }
-};
-
-// exp(x) * 2^-e * c, formed as exp(x) * 2^-(e - k) * (c / 2^k) with |c / 2^k| in [1, 2) where
-// |c| < 1 (2^k folded into the scalef exponent, which stays <= 0: the emulated scalef builds 2^b
-// in T and would overflow early for large b): the flush then applies to the result, so no
-// subnormal is formed. c / 2^k is rounded toward zero: |result| <= |c| exp(x) 2^-e, so softmax
-// entries stay <= 1.
-template <class A>
-struct ScaledExpTimes {
-  ScaledExp<A> f;
-  typename A::V s;
-  static double exponent(double e, double c) {
-    int k = 0;
-    frexp(c, &k);
-    return fabs(c) < 1.0 && c != 0.0 ? e - (k - 1) : e;
-  }
-  static typename A::T factor(double c) {
-    int k = 0;
-    const double m = frexp(c, &k);
-    return static_cast<typename A::T>(fabs(c) < 1.0 && c != 0.0 ? 2.0 * m : c);
-  }
-  ScaledExpTimes(double e, double c) : f(exponent(e, c)), s(A::set1(factor(c))) {}
-  SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::mul(f(x), s); }
-};
 
 // x * s where that product is normal, else 0: lanes below softzo_flush_threshold are masked out
 // of the multiply, so no subnormal is formed.
@@ -363,184 +311,32 @@ softzo_online ronlinesumexp(size_t n, const typename A::T* x) {
   return out;
 }
 
-// ---- loss passes (cross-entropy, KL) ---------------------------------------------------------
-
-// One vector of cross-entropy pass 2: q = w (b t + c), y = a p - q, and q (x - s) added where
-// q != 0 (NEQ_UQ keeps NaN, drops 0 * -inf). kW / kT: w / t given; kY: y given.
-template <class A, bool kY, bool kW, bool kT>
-struct SoftmaxGradStep {
-  typedef typename A::T T;
-  typedef typename A::V V;
-  const T *x, *w, *t;
-  T* y;
-  ScaledExpTimes<A> p;  // exp(x) * a / (m * 2^e)
-  V b, c, shift;
-  template <bool kTail>
-  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
-    const V xv = load_at<A, kTail>(x + i, k);  // before y (x == y allowed)
-    V q = kT ? A::fmadd(b, load_at<A, kTail>(t + i, k), c) : c;
-    if (kW) q = A::mul(q, load_at<A, kTail>(w + i, k));
-    // The exp is the bulk of the work; passes that want only the loss (y null) skip it.
-    if (kY) store_at<A, kTail>(y + i, k, A::fmsub(p.f(xv), p.s, q));
-    return A::mask_add(acc, A::cmp_neq_uq(q, A::zero()), acc, A::mul(q, A::sub(xv, shift)));
-  }
-};
-
-template <class A, bool kY, bool kW, bool kT>
-double softmaxgrad_q(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
-                     typename A::T a, const typename A::T* w, const typename A::T* t,
-                     typename A::T b, typename A::T c, typename A::T s) {
-  const SoftmaxGradStep<A, kY, kW, kT> f = {
-      x,          w,          t,         y, ScaledExpTimes<A>(e, static_cast<double>(a) / m),
-      A::set1(b), A::set1(c), A::set1(s)};
-  return reduce<A>(n, kFoldBlock, f);
-}
-
-template <class A, bool kY>
-double softmaxgrad_y(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
-                     typename A::T a, const typename A::T* w, const typename A::T* t,
-                     typename A::T b, typename A::T c, typename A::T s) {
-  if (w && t) return softmaxgrad_q<A, kY, true, true>(n, x, y, m, e, a, w, t, b, c, s);
-  if (w) return softmaxgrad_q<A, kY, true, false>(n, x, y, m, e, a, w, t, b, c, s);
-  if (t) return softmaxgrad_q<A, kY, false, true>(n, x, y, m, e, a, w, t, b, c, s);
-  return softmaxgrad_q<A, kY, false, false>(n, x, y, m, e, a, w, t, b, c, s);
-}
-
-template <class A>
-double softmaxgrad(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
-                   typename A::T a, const typename A::T* w, const typename A::T* t, typename A::T b,
-                   typename A::T c, typename A::T s) {
-  if (!w && !t && !(c != 0)) {
-    // q == 0 everywhere (c == 0 and no w that could turn 0 into NaN): a plain scaled exp, sum 0.
-    if (y) map<A>(n, x, y, ScaledExpTimes<A>(e, static_cast<double>(a) / m));
-    return 0.0;
-  }
-  return y ? softmaxgrad_y<A, true>(n, x, y, m, e, a, w, t, b, c, s)
-           : softmaxgrad_y<A, false>(n, x, y, m, e, a, w, t, b, c, s);
-}
-
-// One vector of cross-entropy's last pass after a reload: y = x s - q, x masked out of the
-// multiply where x s would be subnormal.
-template <class A, bool kQ, bool kW, bool kT>
-struct GradFromExpStep {
-  typedef typename A::T T;
-  typedef typename A::V V;
-  const T *x, *w, *t;
-  T* y;
-  V s, thr, b, c;
-  template <bool kTail>
-  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
-    const V xv = load_at<A, kTail>(x + i, k);
-    const V p = A::maskz_mul(A::cmp_nlt_uq(xv, thr), xv, s);
-    V q = A::zero();
-    if (kQ) {
-      q = kT ? A::fmadd(b, load_at<A, kTail>(t + i, k), c) : c;
-      if (kW) q = A::mul(q, load_at<A, kTail>(w + i, k));
-    }
-    store_at<A, kTail>(y + i, k, kQ ? A::sub(p, q) : p);
-    return acc;
-  }
-};
-
-template <class A, bool kQ, bool kW, bool kT>
-void gradfromexp(size_t n, const typename A::T* x, typename A::T* y, typename A::T s,
-                 const typename A::T* w, const typename A::T* t, typename A::T b, typename A::T c) {
-  const typename A::T thr = static_cast<typename A::T>(softzo_flush_threshold(A::kMinNormal, s));
-  const GradFromExpStep<A, kQ, kW, kT> f = {x,          w,         t, y, A::set1(s), A::set1(thr),
-                                            A::set1(b), A::set1(c)};
-  reduce<A>(n, kFoldBlock, f);
-}
-
-template <class A>
-void gradfromexp_q(size_t n, const typename A::T* x, typename A::T* y, typename A::T s,
-                   const typename A::T* w, const typename A::T* t, typename A::T b,
-                   typename A::T c) {
-  if (!(w || t || c != 0)) return gradfromexp<A, false, false, false>(n, x, y, s, w, t, b, c);
-  if (w && t) return gradfromexp<A, true, true, true>(n, x, y, s, w, t, b, c);
-  if (w) return gradfromexp<A, true, true, false>(n, x, y, s, w, t, b, c);
-  if (t) return gradfromexp<A, true, false, true>(n, x, y, s, w, t, b, c);
-  return gradfromexp<A, true, false, false>(n, x, y, s, w, t, b, c);
-}
-
-// One vector of the fused KL pass: p from the teacher t, q from the student s, y = g (q - p),
-// and p ((t - s) - c) added where p != 0 (so -inf teacher logits add 0, not NaN). p and q have
-// 1/m folded into their exponents (never subnormal); q - p is masked out of the multiply by g
-// where g (q - p) would be subnormal.
-template <class A, bool kY>
-struct KlGradStep {
-  typedef typename A::T T;
-  typedef typename A::V V;
-  const T *s, *t;
-  T* y;
-  ScaledExpTimes<A> ps, pt;
-  V g, c, thr;
-  template <bool kTail>
-  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
-    const V sv = load_at<A, kTail>(s + i, k);  // before y (y == s allowed)
-    const V tv = load_at<A, kTail>(t + i, k);
-    const V p = pt(tv);
-    if (kY) {
-      const V d = A::sub(ps(sv), p);
-      store_at<A, kTail>(y + i, k, A::maskz_mul(A::cmp_nlt_uq(A::abs(d), thr), g, d));
-    }
-    return A::mask_add(acc, A::cmp_neq_uq(p, A::zero()), acc, A::mul(p, A::sub(A::sub(tv, sv), c)));
-  }
-};
-
-template <class A, bool kY>
-double klgrad(size_t n, const typename A::T* s, const typename A::T* t, typename A::T* y, double ms,
-              double es, double mt, double et, typename A::T g, typename A::T c) {
-  const typename A::T thr = static_cast<typename A::T>(softzo_flush_threshold(A::kMinNormal, g));
-  const KlGradStep<A, kY> f = {s,
-                               t,
-                               y,
-                               ScaledExpTimes<A>(es, 1.0 / ms),
-                               ScaledExpTimes<A>(et, 1.0 / mt),
-                               A::set1(g),
-                               A::set1(c),
-                               A::set1(thr)};
-  return reduce<A>(n, kFoldBlock, f);
-}
-
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                           \
-  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo, size_t* imax) {                             \
-    return rmax<A>(n, x, lo, imax);                                                              \
-  }                                                                                              \
-  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                             \
-    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                                    \
-  }                                                                                              \
-  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {                  \
-    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                           \
-  }                                                                                              \
-  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                                  \
-    map<A>(n, x, y, FlushedScale<A>(s));                                                         \
-  }                                                                                              \
-  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {             \
-    vscaleextexp<A>(n, x, y, m, e);                                                              \
-  }                                                                                              \
-  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                             \
-    return ronlinesumexp<A>(n, x);                                                               \
-  }                                                                                              \
-  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                            \
-    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                                    \
-    map<A>(n, x, y, f);                                                                          \
-  }                                                                                              \
-  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }            \
-  double SOFTZO_FN(dt, vsoftmaxgrad)(size_t n, const T* x, T* y, double m, double e, T a,        \
-                                     const T* w, const T* t, T b, T c, T s) {                    \
-    return softmaxgrad<A>(n, x, y, m, e, a, w, t, b, c, s);                                      \
-  }                                                                                              \
-  void SOFTZO_FN(dt, vgradfromexp)(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, \
-                                   T c) {                                                        \
-    gradfromexp_q<A>(n, x, y, s, w, t, b, c);                                                    \
-  }                                                                                              \
-  double SOFTZO_FN(dt, rklgrad)(size_t n, const T* s, const T* t, T* y, double ms, double es,    \
-                                double mt, double et, T g, T c) {                                \
-    return y ? klgrad<A, true>(n, s, t, y, ms, es, mt, et, g, c)                                 \
-             : klgrad<A, false>(n, s, t, y, ms, es, mt, et, g, c);                               \
-  }
+#define SOFTZO_DEFINE_AVX512(T, dt, A)                                               \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo, size_t* imax) {                 \
+    return rmax<A>(n, x, lo, imax);                                                  \
+  }                                                                                  \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                 \
+    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                        \
+  }                                                                                  \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {      \
+    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                               \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                      \
+    map<A>(n, x, y, FlushedScale<A>(s));                                             \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) { \
+    vscaleextexp<A>(n, x, y, m, e);                                                  \
+  }                                                                                  \
+  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                 \
+    return ronlinesumexp<A>(n, x);                                                   \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                \
+    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                        \
+    map<A>(n, x, y, f);                                                              \
+  }                                                                                  \
+  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }
 
 extern "C" {
 SOFTZO_DEFINE_AVX512(float, f32, F32)

@@ -26,6 +26,8 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "kernels/kernel_list.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -80,57 +82,37 @@ typedef struct {
 // scaled kernel accepts elements up to 2^65 times 2^e (the bit tricks hold up to 2^127).
 #define SOFTZO_REST_SHIFT 64.0
 
-#define SOFTZO_DECLARE_SOFTMAX_KERNELS(T, dt, isa)                                                 \
-  /* max_i x_i, or NaN if any x_i is NaN (then *lo and *imax are undefined), else *lo = min_i */   \
-  /* x_i and *imax = the index of the first max; n >= 1. */                                        \
-  T softzo_##dt##_rmax_##isa(size_t n, const T* x, T* lo, size_t* imax);                           \
-  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1 + SOFTZO_REST_SHIFT) ln2 (e from the row max, or */  \
-  /* SOFTZO_REST_SHIFT below it for the rest of a row, see ops/exp_sums.h). lo <= every */         \
-  /* x_i (-inf if unknown): where lo is above the flush point a kernel may skip the flush. */      \
-  double softzo_##dt##_raddexp_##isa(size_t n, const T* x, double e, T lo);                        \
-  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). lo as raddexp. */       \
-  double softzo_##dt##_raddstoreexp_##isa(size_t n, const T* x, T* y, double e, T lo);             \
-  /* Softmax's last pass: y_i = min(x_i * s, 1) for x_i >= 0, s > 0, and 0 where x_i * s would */  \
-  /* fall below T's smallest normal (x_i is zeroed before the multiply: no subnormal is ever */    \
-  /* formed). The min keeps entries <= 1 whatever the rounding of s. */                            \
-  void softzo_##dt##_vscale_##isa(size_t n, const T* x, T* y, T s);                                \
-  /* y_i = min(exp(x_i) / (m * 2^e), 1), same domain as raddexp, m > 0 (two-pass pass 2, */        \
-  /* three-pass recompute pass 3); m's binary exponent is folded into e, so results below */       \
-  /* 2^(MIN_SCALED + 1) may be 0, never subnormal. */                                              \
-  void softzo_##dt##_vscaleextexp_##isa(size_t n, const T* x, T* y, double m, double e);           \
-  /* One pass: the online state above. NaN inputs give rest = NaN, +inf gives max = +inf. */       \
-  softzo_online softzo_##dt##_ronlinesumexp_##isa(size_t n, const T* x);                           \
-  /* y_i = (x_i - c1) - c2: log_softmax with c1 = max and c2 = log1p(rest). */                     \
-  void softzo_##dt##_vsubc_##isa(size_t n, const T* x, T* y, T c1, T c2);                          \
-  /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */        \
-  void softzo_##dt##_vexp_##isa(size_t n, const T* x, T* y);                                       \
-  /* Cross-entropy pass 2. With p_i = exp(x_i) / (m * 2^e) (domain as vscaleextexp) and */         \
-  /* target weights q_i = w_i * (b * t_i + c) (null w: w_i = 1; null t: t_i = 0), writes */        \
-  /* y_i = a * p_i - q_i unless y is null (a >= 0; a * p_i is formed without subnormals as in */   \
-  /* vscaleextexp), and returns sum_i q_i * (x_i - s), terms with q_i == 0 counting 0 (so -inf */  \
-  /* logits of untargeted classes add nothing); s = the row max makes every term <= 0. */          \
-  double softzo_##dt##_vsoftmaxgrad_##isa(size_t n, const T* x, T* y, double m, double e, T a,     \
-                                          const T* w, const T* t, T b, T c, T s);                  \
-  /* Cross-entropy's last pass after a reload (x holds the stored terms exp(.) * 2^-e'): */        \
-  /* y_i = x_i * s - q_i with q_i as vsoftmaxgrad's; x_i * s is 0 where it would be subnormal */   \
-  /* (x_i >= 0 is zeroed before the multiply). x == y allowed. */                                  \
-  void softzo_##dt##_vgradfromexp_##isa(size_t n, const T* x, T* y, T s, const T* w, const T* t,   \
-                                        T b, T c);                                                 \
-  /* Fused KL(p || q) of two rows: p_i = exp(t_i) / (mt * 2^et), q_i = exp(s_i) / (ms * 2^es) */   \
-  /* (teacher t, student s, domains as vscaleextexp). Writes y_i = g * (q_i - p_i) unless y */     \
-  /* is null (y == s allowed) and returns sum_i p_i * ((t_i - s_i) - c), terms with p_i == 0 */    \
-  /* counting 0; c = lse(t) - lse(s) makes the terms vanish when the rows agree. */                \
-  double softzo_##dt##_rklgrad_##isa(size_t n, const T* s, const T* t, T* y, double ms, double es, \
-                                     double mt, double et, T g, T c);
+// The softmax family's kernels (see kernels/kernel_list.h).
+#define SOFTZO_SOFTMAX_KERNELS(X, T, dt, isa)                                                     \
+  /* max_i x_i, or NaN if any x_i is NaN (then *lo and *imax are undefined), else *lo = min_i */  \
+  /* x_i and *imax = the index of the first max; n >= 1. */                                       \
+  X(T, rmax, (size_t n, const T* x, T* lo, size_t* imax), dt, isa)                                \
+  /* sum_i exp(x_i) * 2^-e, for x_i <= (e + 1 + SOFTZO_REST_SHIFT) ln2 (e from the row max, or */ \
+  /* SOFTZO_REST_SHIFT below it for the rest of a row, see ops/exp_sums.h). lo <= every */        \
+  /* x_i (-inf if unknown): where lo is above the flush point a kernel may skip the flush. */     \
+  X(double, raddexp, (size_t n, const T* x, double e, T lo), dt, isa)                             \
+  /* y_i = exp(x_i) * 2^-e; returns sum_i y_i (three-pass reload, pass 2). lo as raddexp. */      \
+  X(double, raddstoreexp, (size_t n, const T* x, T* y, double e, T lo), dt, isa)                  \
+  /* Softmax's last pass: y_i = min(x_i * s, 1) for x_i >= 0, s > 0, and 0 where x_i * s would */ \
+  /* fall below T's smallest normal (x_i is zeroed before the multiply: no subnormal is ever */   \
+  /* formed). The min keeps entries <= 1 whatever the rounding of s. */                           \
+  X(void, vscale, (size_t n, const T* x, T* y, T s), dt, isa)                                     \
+  /* y_i = min(exp(x_i) / (m * 2^e), 1), same domain as raddexp, m > 0 (two-pass pass 2, */       \
+  /* three-pass recompute pass 3); m's binary exponent is folded into e, so results below */      \
+  /* 2^(MIN_SCALED + 1) may be 0, never subnormal. */                                             \
+  X(void, vscaleextexp, (size_t n, const T* x, T* y, double m, double e), dt, isa)                \
+  /* One pass: the online state above. NaN inputs give rest = NaN, +inf gives max = +inf. */      \
+  X(softzo_online, ronlinesumexp, (size_t n, const T* x), dt, isa)                                \
+  /* y_i = (x_i - c1) - c2: log_softmax with c1 = max and c2 = log1p(rest). */                    \
+  X(void, vsubc, (size_t n, const T* x, T* y, T c1, T c2), dt, isa)                               \
+  /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */       \
+  X(void, vexp, (size_t n, const T* x, T* y), dt, isa)
 
-#define SOFTZO_DECLARE_SOFTMAX_ISA(isa)           \
-  SOFTZO_DECLARE_SOFTMAX_KERNELS(float, f32, isa) \
-  SOFTZO_DECLARE_SOFTMAX_KERNELS(double, f64, isa)
-
-SOFTZO_DECLARE_SOFTMAX_ISA(scalar)
-SOFTZO_DECLARE_SOFTMAX_ISA(avx2)
-SOFTZO_DECLARE_SOFTMAX_ISA(avx512)
-SOFTZO_DECLARE_SOFTMAX_ISA(avx512emu)
+#define SOFTZO_DECLARE_SOFTMAX(...) SOFTZO_KERNEL_DECLARE(, __VA_ARGS__)
+#define SOFTZO_DECLARE_SOFTMAX_ISA(isa)                           \
+  SOFTZO_SOFTMAX_KERNELS(SOFTZO_DECLARE_SOFTMAX, float, f32, isa) \
+  SOFTZO_SOFTMAX_KERNELS(SOFTZO_DECLARE_SOFTMAX, double, f64, isa)
+SOFTZO_FOR_EACH_KERNEL_ISA(SOFTZO_DECLARE_SOFTMAX_ISA)
 
 // The exact path for rows whose max lies outside [-LIMIT + 110, LIMIT] (e.g. 1e30 entries or
 // rows of only -1e30), any ISA: scalar loops that carry x - m exactly (in double, or a TwoSum

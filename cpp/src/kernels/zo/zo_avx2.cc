@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/softmax/avx2_ops.h"
+#include "isa/avx2.h"
 #include "kernels/zo/zo_kernels.h"
 
 namespace {

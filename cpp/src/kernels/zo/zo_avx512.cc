@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/softmax/softmax_avx512_helpers.h"
+#include "isa/avx512.h"
 #include "kernels/zo/zo_kernels.h"
 
 namespace {

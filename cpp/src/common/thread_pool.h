@@ -1,7 +1,7 @@
 // The library's own thread pool: the caller takes part, chunks are handed out by an atomic
 // counter, and a forked child starts with a fresh pool.
-#ifndef SOFTZO_OPS_THREAD_POOL_H_
-#define SOFTZO_OPS_THREAD_POOL_H_
+#ifndef SOFTZO_COMMON_THREAD_POOL_H_
+#define SOFTZO_COMMON_THREAD_POOL_H_
 
 #include <cstdint>
 #include <functional>
@@ -20,4 +20,4 @@ void parallel_for(int64_t num_tasks, int num_threads, const std::function<void(i
 
 }  // namespace softzo
 
-#endif  // SOFTZO_OPS_THREAD_POOL_H_
+#endif  // SOFTZO_COMMON_THREAD_POOL_H_

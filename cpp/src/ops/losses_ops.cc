@@ -7,10 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
 #include "ops/exp_sums.h"
 #include "ops/spherical_terms.h"
-#include "ops/thread_pool.h"
 #include "softzo/losses.h"
 
 namespace softzo {
@@ -249,12 +249,12 @@ class CrossEntropy {
       if (reload && lse.ok) {
         // y holds exp(x) 2^-(e - 64): p = y 2^-64 / normalizer.
         const double s = std::ldexp(pa / lse.sum.normalizer(), -static_cast<int>(kRestShift));
-        k_.vgradfromexp(static_cast<size_t>(n_), y, y, static_cast<T>(s), a_.weight, tw,
-                        static_cast<T>(g * b), static_cast<T>(g * c));
+        lk_.vgradfromexp(static_cast<size_t>(n_), y, y, static_cast<T>(s), a_.weight, tw,
+                         static_cast<T>(g * b), static_cast<T>(g * c));
       } else if (lse.ok) {
-        const double ret = k_.vsoftmaxgrad(static_cast<size_t>(n_), x, y, lse.sum.normalizer(),
-                                           lse.sum.e, static_cast<T>(pa), a_.weight, tw,
-                                           static_cast<T>(g * b), static_cast<T>(g * c), xmax);
+        const double ret = lk_.vsoftmaxgrad(static_cast<size_t>(n_), x, y, lse.sum.normalizer(),
+                                            lse.sum.e, static_cast<T>(pa), a_.weight, tw,
+                                            static_cast<T>(g * b), static_cast<T>(g * c), xmax);
         if (has_q) dot = g != 0.0 && std::isfinite(g) ? ret / g : q_dot(x, tw, b, c, xmax);
       } else {
         if (has_q && !reload) dot = q_dot(x, tw, b, c, xmax);  // before x is overwritten
@@ -305,8 +305,8 @@ class CrossEntropy {
 
   // sum_j q_j (x_j - s) without writing anything (the kernel with y = null).
   double q_dot(const T* x, const T* tw, double b, double c, T s) const {
-    return k_.vsoftmaxgrad(static_cast<size_t>(n_), x, nullptr, 1.0, 0.0, T(0), a_.weight, tw,
-                           static_cast<T>(b), static_cast<T>(c), s);
+    return lk_.vsoftmaxgrad(static_cast<size_t>(n_), x, nullptr, 1.0, 0.0, T(0), a_.weight, tw,
+                            static_cast<T>(b), static_cast<T>(c), s);
   }
 
   // Far-range rows: p_j = exp(x_j - M) / (1 + rest) with x_j - M exact, then the same affine
@@ -520,6 +520,7 @@ double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_
   if (divisor == 0.0 && !row_loss && rows > 0)
     throw std::invalid_argument("row_loss is required for per-row losses");
   const SoftmaxKernels<T>& k = softmax_kernels<T>();
+  const LossKernels<T>& lk = loss_kernels<T>();
   const double g = divisor == 0.0 ? 1.0 : 1.0 / divisor;
   const double inv_t = 1.0 / temperature;
   std::vector<double> losses(static_cast<size_t>(rows), 0.0);
@@ -545,8 +546,8 @@ double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_
       return;
     }
     const double c = (lt.max - ls.max) + (lt.l - ls.l);
-    losses[r] = k.rklgrad(static_cast<size_t>(classes), s, t, y, ls.sum.normalizer(), ls.sum.e,
-                          lt.sum.normalizer(), lt.sum.e, static_cast<T>(gy), static_cast<T>(c));
+    losses[r] = lk.rklgrad(static_cast<size_t>(classes), s, t, y, ls.sum.normalizer(), ls.sum.e,
+                           lt.sum.normalizer(), lt.sum.e, static_cast<T>(gy), static_cast<T>(c));
   });
   if (divisor == 0.0) {
     for (int64_t r = 0; r < rows; ++r) row_loss[r] = static_cast<T>(losses[r]);

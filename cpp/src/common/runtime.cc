@@ -1,8 +1,8 @@
 // The runtime settings of the public API (softzo/runtime.h) over dispatch and the pool.
 #include "softzo/runtime.h"
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
-#include "ops/thread_pool.h"
 
 namespace softzo {
 
@@ -25,6 +25,15 @@ bool isa_is_emulated(const std::string& name) {
 bool use_isa(const std::string& name) {
   Isa isa;
   return parse_isa(name.c_str(), &isa) && set_current_isa(isa);
+}
+
+bool use_isa_in_this_thread(const std::string& name) {
+  if (name.empty()) {
+    clear_thread_isa();
+    return true;
+  }
+  Isa isa;
+  return parse_isa(name.c_str(), &isa) && set_thread_isa(isa);
 }
 
 int num_threads() { return default_num_threads(); }

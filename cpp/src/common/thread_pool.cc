@@ -1,5 +1,5 @@
 // A small pool without OpenMP: libgomp hangs after fork and fights PyTorch's own runtime.
-#include "ops/thread_pool.h"
+#include "common/thread_pool.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -13,11 +13,16 @@
 #include <thread>
 #include <vector>
 
+#include "common/thread_context.h"
+
 namespace softzo {
 namespace {
 
+thread_local int t_isa_override = -1;
+
 struct Job {
   const std::function<void(int64_t)>* task;
+  int isa_override;  // the caller's, applied on every thread that runs a task
   int64_t num_tasks;
   int max_helpers;  // workers allowed to join besides the caller
   std::atomic<int64_t> next{0};
@@ -26,11 +31,14 @@ struct Job {
 };
 
 void run_tasks(Job& job) {
+  const int saved = t_isa_override;
+  t_isa_override = job.isa_override;
   int64_t finished = 0;
   for (int64_t i; (i = job.next.fetch_add(1, std::memory_order_relaxed)) < job.num_tasks;) {
     (*job.task)(i);
     ++finished;
   }
+  t_isa_override = saved;
   if (finished) job.done.fetch_add(finished, std::memory_order_acq_rel);
 }
 
@@ -50,6 +58,7 @@ class Pool {
     grow(helpers);
     auto job = std::make_shared<Job>();
     job->task = &task;
+    job->isa_override = t_isa_override;
     job->num_tasks = num_tasks;
     job->max_helpers = helpers;
     {
@@ -128,6 +137,9 @@ int initial_default_threads() {
 }
 
 }  // namespace
+
+int thread_isa_override() { return t_isa_override; }
+void set_thread_isa_override(int isa) { t_isa_override = isa; }
 
 int default_num_threads() {
   int n = g_default_threads.load(std::memory_order_relaxed);

@@ -11,10 +11,10 @@
 #include <utility>
 #include <vector>
 
+#include "common/blas.h"
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
-#include "ops/blas.h"
 #include "ops/spherical_terms.h"
-#include "ops/thread_pool.h"
 #include "softzo/factored.h"
 
 namespace softzo {

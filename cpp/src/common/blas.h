@@ -1,7 +1,7 @@
 // Row-major dense linear algebra for the factored layer, through the OpenBLAS of
 // scipy-openblas32 (its symbols carry the scipy_ prefix; 32-bit integers).
-#ifndef SOFTZO_OPS_BLAS_H_
-#define SOFTZO_OPS_BLAS_H_
+#ifndef SOFTZO_COMMON_BLAS_H_
+#define SOFTZO_COMMON_BLAS_H_
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -48,4 +48,4 @@ inline int gesdd(int64_t n, double* a, double* s, double* u, double* vt) {
 
 }  // namespace softzo::blas
 
-#endif  // SOFTZO_OPS_BLAS_H_
+#endif  // SOFTZO_COMMON_BLAS_H_
