@@ -5,7 +5,9 @@ Every loss reads the logits once for the row's logsumexp (or statistics) and onc
 the gradient and the target terms; no N x V intermediate is ever allocated (with
 ``grad_out=logits`` not even the gradient). Inputs are NumPy arrays, PyTorch CPU tensors or JAX
 CPU arrays, read without copying (a class axis that is not unit-stride is copied first); results
-come back in the input's framework. The class-index losses also take PyTorch's unbatched form:
+come back in the input's framework. Cross-entropy, comp-sum, KL, the Z-loss and the spherical
+losses also take float16 and bfloat16 (NumPy's, ml_dtypes', torch's, JAX's), computed in float32
+with the results rounded once to the input's type. The class-index losses also take PyTorch's unbatched form:
 1-D logits (V,) with a 0-d target give 0-d per-row results and a (V,) gradient. For autograd,
 see :mod:`softzo.torch`.
 
@@ -23,7 +25,19 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import as_input, check_choice, check_num_threads, check_out, finish, framework_of
+from ._arrays import (
+    HALF_DTYPES,
+    as_input,
+    check_choice,
+    check_num_threads,
+    check_out,
+    copy_into,
+    dtype_name,
+    finish,
+    float32_copy,
+    framework_of,
+    to_dtype,
+)
 
 __all__ = [
     "comp_sum_loss",
@@ -55,11 +69,18 @@ def _numpy_view(x: Any, framework: str) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else np.asarray(x)
 
 
-def _scores(x: Any, name: str, unbatched_ok: bool = True) -> tuple[np.ndarray, str, bool]:
+def _scores(
+    x: Any, name: str, unbatched_ok: bool = True, half_ok: bool = False
+) -> tuple[np.ndarray, str, bool, str | None]:
     """A 2-D float view (rows, classes) of x with a unit-stride class axis (copied only if it is
-    not), its framework, and whether x was 1-D (classes,): PyTorch's unbatched form, one row."""
+    not), its framework, whether x was 1-D (classes,): PyTorch's unbatched form, one row, and
+    its half dtype ("float16", "bfloat16") or None. Half inputs (only where half_ok) become a
+    float32 copy: this general path computes them in float32 and rounds the results once."""
     view, framework = as_input(x, name)
-    arr = _numpy_view(view, framework)
+    half = dtype_name(view) if dtype_name(view) in HALF_DTYPES else None
+    if half and not half_ok:
+        raise TypeError(f"{name} must be float32 or float64 for this loss, got {half}")
+    arr = float32_copy(view, framework) if half else _numpy_view(view, framework)
     unbatched = unbatched_ok and arr.ndim == 1
     if unbatched:
         arr = arr[np.newaxis]
@@ -70,7 +91,17 @@ def _scores(x: Any, name: str, unbatched_ok: bool = True) -> tuple[np.ndarray, s
         raise ValueError(f"{name} must have at least one class, got shape {tuple(view.shape)}")
     if arr.shape[1] > 1 and arr.strides[1] != arr.itemsize:
         arr = np.ascontiguousarray(arr)
-    return arr, framework, unbatched
+    return arr, framework, unbatched, half
+
+
+def _like_logits(value: Any, name: str, x: np.ndarray, half: str | None) -> np.ndarray:
+    """Soft targets or class weights as a NumPy view of the logits' dtype (a float32 copy for
+    half logits, which must then be matched in kind)."""
+    view, fw = as_input(value, name)
+    want = half or dtype_name(x)
+    if dtype_name(view) != want:
+        raise TypeError(f"{name} must have the logits' dtype {want}, got {dtype_name(view)}")
+    return float32_copy(view, fw) if half else _numpy_view(view, fw)
 
 
 def _class_indices(target: Any, rows: int, unbatched: bool = False) -> np.ndarray:
@@ -104,11 +135,6 @@ def _is_soft(target: Any) -> bool:
     return "float" in str(dtype)
 
 
-def _same_dtype(arr: np.ndarray, like: np.ndarray, name: str) -> None:
-    if arr.dtype != like.dtype:
-        raise TypeError(f"{name} must have the logits' dtype {like.dtype}, got {arr.dtype}")
-
-
 def _float_arg(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
     try:
         v = float(value)
@@ -121,22 +147,39 @@ def _float_arg(value: Any, name: str, lo: float | None = None, hi: float | None 
 
 
 def _grad_target(
-    grad_out: Any, logits: np.ndarray, framework: str, unbatched: bool
+    grad_out: Any, logits: np.ndarray, framework: str, unbatched: bool, half: str | None = None
 ) -> tuple[np.ndarray, Any]:
     """The array the gradient is written to (a 2-D NumPy view) and what to return for it: the
-    caller's ``grad_out``, or None for a new array (wrapped after it is written: JAX copies)."""
+    caller's ``grad_out``, or None for a new array (wrapped after it is written: JAX copies).
+    For half logits it is a float32 array, and the second item is grad_out's checked view, which
+    ``_finish_grad`` rounds it into."""
     if grad_out is None:
         return np.empty(logits.shape, dtype=logits.dtype), None  # wrapped once it is written
     shape = logits.shape[1:] if unbatched else logits.shape
-    gv = check_out(grad_out, logits, shape, "grad_out")
+    gv = check_out(grad_out, logits, shape, "grad_out", dtype=half)
+    if half:
+        return np.empty(logits.shape, dtype=np.float32), gv
     g = _numpy_view(gv, framework_of(gv)).reshape(logits.shape)
     if g.shape[1] > 1 and g.strides[1] != g.itemsize:
         raise ValueError("grad_out must be unit-stride along the class axis")
     return g, grad_out
 
 
-def _wrap(arr: np.ndarray, framework: str) -> Any:
-    """A NumPy result handed to the caller's framework without a copy."""
+def _finish_grad(grad: np.ndarray, grad_result: Any, grad_out: Any, fw, unbatched, half) -> Any:
+    """The gradient to return: a new array of the caller's framework (and dtype), or grad_out."""
+    if grad_result is None:
+        return _wrap(_gradient(grad, unbatched), fw, half)
+    if half:
+        copy_into(grad_result, _gradient(grad, unbatched))
+        return grad_out
+    return grad_result
+
+
+def _wrap(arr: np.ndarray, framework: str, half: str | None = None) -> Any:
+    """A NumPy result handed to the caller's framework without a copy; a float32 result of a
+    half input rounded to its type."""
+    if half:
+        return to_dtype(arr, half, framework)
     if framework == "torch":
         import torch
 
@@ -144,7 +187,10 @@ def _wrap(arr: np.ndarray, framework: str) -> Any:
     return finish(arr, framework)
 
 
-def _scalar(value: float, dtype: np.dtype, framework: str) -> Any:
+def _scalar(value: float, dtype: np.dtype, framework: str, half: str | None = None) -> Any:
+    if half:  # rounded from float64, once
+        result = to_dtype(np.asarray(value, dtype=np.float64), half, framework)
+        return result[()] if framework == "numpy" else result
     return (
         _wrap(np.asarray(value, dtype=dtype), framework)
         if framework != "numpy"
@@ -156,10 +202,10 @@ def _reduction(reduction: Any) -> int:
     return _REDUCTION_CODE[check_choice(reduction, "reduction", REDUCTIONS)]
 
 
-def _loss_result(value, row_loss, dtype, framework, reduction, unbatched=False):
+def _loss_result(value, row_loss, dtype, framework, reduction, unbatched=False, half=None):
     if reduction == "none":
-        return _wrap(_per_row(row_loss, unbatched), framework)
-    return _scalar(value, dtype, framework)
+        return _wrap(_per_row(row_loss, unbatched), framework, half)
+    return _scalar(value, dtype, framework, half)
 
 
 def _threads(num_threads: Any) -> bool:
@@ -193,8 +239,10 @@ def cross_entropy(
     "mean"). This is not the Z-loss of de Brébisson & Vincent: that is :func:`z_loss`.
 
     Args:
-        logits: (N, V) float32/float64, or (V,): PyTorch's unbatched form, one row whose loss
-            (for "none" too) and logsumexp are 0-d and whose gradient is (V,).
+        logits: (N, V) float32, float64, float16 or bfloat16 (computed in float32: each row
+            widened exactly, the loss, gradient and lse rounded once to the type), or (V,):
+            PyTorch's unbatched form, one row whose loss (for "none" too) and logsumexp are 0-d
+            and whose gradient is (V,).
         target: (N,) integer class indices in [0, V) or ``ignore_index`` (0-d for (V,) logits);
             or soft targets of the logits' shape and dtype (finite; weighted by ``weight`` and
             smoothed like PyTorch).
@@ -240,7 +288,7 @@ def _cross_entropy(
             result = None
         if result is not None:
             return result
-    x, fw, unbatched = _scores(logits, "logits")
+    x, fw, unbatched, half = _scores(logits, "logits", half_ok=True)
     n, v = x.shape
     smoothing = _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0)
     lse_scale = _float_arg(lse_square_scale, "lse_square_scale", 0.0)
@@ -248,8 +296,7 @@ def _cross_entropy(
     threads = check_num_threads(num_threads)
     hard = soft = None
     if _is_soft(target):
-        soft = _numpy_view(*as_input(target, "target"))
-        _same_dtype(soft, x, "target")
+        soft = _like_logits(target, "target", x, half)
         shape = (v,) if unbatched else x.shape
         if soft.shape != shape:
             raise ValueError(f"target (soft) must have the logits' shape {shape}, got {soft.shape}")
@@ -258,30 +305,30 @@ def _cross_entropy(
             soft = np.ascontiguousarray(soft)
     else:
         hard = _class_indices(target, n, unbatched)
-    w = _weight(weight, x)
+    w = _weight(weight, x, half)
     ignore = _int_arg(ignore_index, "ignore_index")
     want_grad = return_grad or grad_out is not None
-    grad, grad_result = _grad_target(grad_out, x, fw, unbatched) if want_grad else (None, None)
+    grad, grad_result = (
+        _grad_target(grad_out, x, fw, unbatched, half) if want_grad else (None, None)
+    )
     lse = np.empty(n, dtype=x.dtype) if return_lse else None
     rows = np.empty(n, dtype=x.dtype) if reduction == "none" else None
     value = _core._cross_entropy(
         x, hard, soft, w, ignore, smoothing, lse_scale, 1.0, red, grad, lse, rows, threads
     )
-    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched, half)
     out = (loss,)
     if want_grad:
-        out += (_wrap(_gradient(grad, unbatched), fw) if grad_result is None else grad_result,)
+        out += (_finish_grad(grad, grad_result, grad_out, fw, unbatched, half),)
     if return_lse:
-        out += (_wrap(_per_row(lse, unbatched), fw),)
+        out += (_wrap(_per_row(lse, unbatched), fw, half),)
     return out if len(out) > 1 else loss
 
 
-def _weight(weight: Any, x: np.ndarray) -> np.ndarray | None:
+def _weight(weight: Any, x: np.ndarray, half: str | None = None) -> np.ndarray | None:
     if weight is None:
         return None
-    view, fw = as_input(weight, "weight")
-    w = np.ascontiguousarray(_numpy_view(view, fw))
-    _same_dtype(w, x, "weight")
+    w = np.ascontiguousarray(_like_logits(weight, "weight", x, half))
     if w.shape != (x.shape[1],):
         raise ValueError(f"weight must have shape ({x.shape[1]},), got {w.shape}")
     return w
@@ -319,15 +366,15 @@ def comp_sum_loss(
     )
     if result is not None:
         return result
-    x, fw, unbatched = _scores(logits, "logits")
+    x, fw, unbatched, half = _scores(logits, "logits", half_ok=True)
     hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
     rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
     value = _core._cross_entropy(
         x, hard, None, None, no_row, 0.0, 0.0, tau_v, red, grad, None, rows, threads
     )
-    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
-    return (loss, _wrap(_gradient(grad, unbatched), fw)) if return_grad else loss
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched, half)
+    return (loss, _wrap(_gradient(grad, unbatched), fw, half)) if return_grad else loss
 
 
 # ---- the spherical family --------------------------------------------------------------------
@@ -391,13 +438,13 @@ def _spherical(o, target, kind, a, b, eps, reduction, return_grad, num_threads):
     result = _core._spherical_loss_any(o, target, kind, a, b, eps, red, bool(return_grad), threads)
     if result is not None:
         return result
-    x, fw, unbatched = _scores(o, "outputs" if kind == 0 else "o")
+    x, fw, unbatched, half = _scores(o, "outputs" if kind == 0 else "o", half_ok=True)
     hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
     rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
     value = _core._spherical_loss(x, hard, kind, a, b, eps, red, grad, rows, threads)
-    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
-    return (loss, _wrap(_gradient(grad, unbatched), fw)) if return_grad else loss
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched, half)
+    return (loss, _wrap(_gradient(grad, unbatched), fw, half)) if return_grad else loss
 
 
 def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> Any:
@@ -412,6 +459,8 @@ def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> An
         if result is not None:
             return result
     view, fw = as_input(x, "x")
+    if dtype_name(view) in HALF_DTYPES:
+        raise TypeError(f"x must be float32 or float64 for {kind} normalisation, got {dtype_name(view)}")
     arr = _numpy_view(view, fw)
     ax = normalize_axis(axis, arr.ndim)
     moved = np.moveaxis(arr, ax, -1)
@@ -463,7 +512,7 @@ def stablemax_cross_entropy(
     result = _core._stablemax_cross_entropy_any(logits, target, red, bool(return_grad), threads)
     if result is not None:
         return result
-    x, fw, unbatched = _scores(logits, "logits")
+    x, fw, unbatched, _ = _scores(logits, "logits")
     hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
     rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
@@ -505,9 +554,12 @@ def kl_div(
     )
     if result is not None:
         return result
-    s, fw, _ = _scores(student_logits, "student_logits", unbatched_ok=False)
-    t, _, _ = _scores(teacher_logits, "teacher_logits", unbatched_ok=False)
-    _same_dtype(t, s, "teacher_logits")
+    s, fw, _, half = _scores(student_logits, "student_logits", unbatched_ok=False, half_ok=True)
+    t, _, _, t_half = _scores(teacher_logits, "teacher_logits", unbatched_ok=False, half_ok=True)
+    if t_half != half or t.dtype != s.dtype:
+        raise TypeError(
+            f"teacher_logits must have the student's dtype {half or s.dtype}, got {t_half or t.dtype}"
+        )
     if t.shape != s.shape:
         raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
     n, v = s.shape
@@ -515,8 +567,8 @@ def kl_div(
     grad = np.empty(s.shape, dtype=s.dtype) if return_grad else None
     rows = np.empty(n, dtype=s.dtype) if reduction == "none" else None
     value = _core._kl_div(s, t, temp, float(divisor), grad, rows, threads)
-    loss = _loss_result(value, rows, s.dtype, fw, "none" if reduction == "none" else "sum")
-    return (loss, _wrap(grad, fw)) if return_grad else loss
+    loss = _loss_result(value, rows, s.dtype, fw, "none" if reduction == "none" else "sum", half=half)
+    return (loss, _wrap(grad, fw, half)) if return_grad else loss
 
 
 # ---- HL-Gauss --------------------------------------------------------------------------------
@@ -560,7 +612,7 @@ def hl_gauss_targets(
 def hl_gauss_values(probs: Any, vmin: float, vmax: float) -> Any:
     """Expected value sum_k probs_k * center_k of (N, num_bins) bin probabilities (the
     prediction an HL-Gauss model makes after a softmax over its logits)."""
-    p, fw, _ = _scores(probs, "probs", unbatched_ok=False)
+    p, fw, _, _ = _scores(probs, "probs", unbatched_ok=False)
     lo, hi = _float_arg(vmin, "vmin"), _float_arg(vmax, "vmax")
     if not lo < hi:
         raise ValueError(f"vmin must be < vmax, got {vmin} and {vmax}")

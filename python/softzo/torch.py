@@ -4,7 +4,9 @@ Importing this module imports torch (an optional dependency: ``import softzo`` n
 Each loss runs :mod:`softzo.losses` once in the forward pass with ``return_grad=True`` on the
 CPU tensors (read without copying, outside autograd), keeps the gradient, and the backward pass
 only scales it by the incoming gradient: no softmax or log-softmax is saved. Logits must be
-float32 or float64 CPU tensors of shape (N, V), or (V,) with a 0-d target (PyTorch's unbatched
+float32, float64, float16 or bfloat16 CPU tensors (halves are computed in float32, and the loss
+and gradient rounded once to their type; StableMax takes float32 and float64 only) of shape
+(N, V), or (V,) with a 0-d target (PyTorch's unbatched
 form, for the class-index losses); other devices and dtypes raise the errors of
 :mod:`softzo.losses`. Gradients flow to the logits (or outputs) only: targets, class weights and
 teacher logits get none. When the logits do not need a gradient (``torch.no_grad()``, or
