@@ -667,8 +667,9 @@ def linear_cross_entropy(
             "none" ((N,) losses; the gradients are those of their sum).
         softcap: Gemma 2's logit soft cap: logits ``softcap * tanh(z / softcap)`` (> 0), or None.
         return_grad: also return d loss / d h, d loss / d weight (and d loss / d bias with a bias).
-        num_threads: threads for this call, the library's and OpenBLAS's (default:
-            ``softzo.info()["num_threads"]``); the results are the same for any count.
+        num_threads: threads for this call (default: ``softzo.info()["num_threads"]``); each
+            GEMM is cut into slices fixed by its shape, each one single-threaded OpenBLAS call
+            on the library's pool, so the results are the same for any count.
         grad_filter: Cut Cross-Entropy's gradient filtering: blocks of 128 rows x 1024 classes
             whose |softmax - target| entries are all below this value (and hold no target) are
             left out of the gradient GEMMs (CCE uses 2**-12 for bfloat16). None (the default):

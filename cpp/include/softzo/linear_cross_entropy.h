@@ -13,8 +13,8 @@
 // copies of h and grad_h (N x d) and one block of W and grad_W (block x d); never N x V.
 //
 // Results do not depend on the thread count: blocks and chunks depend on the shape only, every
-// row's statistics are merged in block order, and each GEMM is one BLAS call whose results do
-// not depend on how OpenBLAS splits it.
+// row's statistics are merged in block order, and each GEMM is cut into slices fixed by its
+// shape, each one single-threaded OpenBLAS call, shared by the library's pool.
 #ifndef SOFTZO_LINEAR_CROSS_ENTROPY_H_
 #define SOFTZO_LINEAR_CROSS_ENTROPY_H_
 
@@ -48,7 +48,7 @@ struct LinearCrossEntropyArgs {
   T* grad_weight = nullptr;  // classes x dim, or null (with grad_h: both or neither)
   T* grad_bias = nullptr;    // classes, or null
   T* row_loss = nullptr;     // rows; required for kNone
-  int num_threads = 0;       // 0: the library default; also OpenBLAS's threads for the call
+  int num_threads = 0;       // 0: the library default (OpenBLAS runs on 1 thread per slice)
 };
 
 // Returns the reduced loss (kMean: over rows whose target is not ignore_index, NaN if there are
