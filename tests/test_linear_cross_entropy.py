@@ -96,7 +96,9 @@ def check_against_references(ours, ref, theirs, what):
         err = np.abs(np.asarray(o, np.float64) - r)
         bound = 3 * _err(t, r) + 8 * sc
         worst = np.unravel_index(np.argmax(err - bound), np.shape(err)) if np.ndim(err) else ()
-        assert (err <= bound).all(), f"{what} {name}: {err[worst]:.3g} > {np.asarray(bound)[worst]:.3g}"
+        assert (err <= bound).all(), (
+            f"{what} {name}: {err[worst]:.3g} > {np.asarray(bound)[worst]:.3g}"
+        )
 
 
 def problem(rng, n, d, v, scale=1.0, bias=False, ignore=()):
@@ -362,3 +364,28 @@ def test_info_is_untouched_by_blas_threads():
     L.linear_cross_entropy(h, h, np.zeros(3, np.int64), num_threads=1)
     assert blas_threads() == before
     assert softzo.info()["num_threads"] >= 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softcap_kernel_every_isa(dtype, rng):
+    """c tanh(x / c) on every ISA within 4 ulp(c) of the long double answer (the
+    vector files' 1 - 2 / (1 + exp(2x / c)) is absolute-accurate), +-inf to +-c, NaN kept."""
+    from softzo import _testing
+
+    c = dtype(30.0)
+    x = np.concatenate([
+        rng.standard_normal(5000) * 40, rng.standard_normal(1000) * 1e-3,
+        np.array([0.0, -0.0, 1e-30, 500.0, -500.0, 1e5, np.inf, -np.inf, np.nan]),
+    ]).astype(dtype)  # fmt: skip
+    exact = (np.longdouble(c) * np.tanh(x.astype(np.longdouble) / np.longdouble(c))).astype(
+        np.float64
+    )
+    for isa in softzo.info()["isas_available"]:
+        for n in (x.size, 13, 1):
+            y = np.full(n, 7, dtype)
+            _testing.vsoftcap(x[:n], y, c, isa)
+            ok = np.isfinite(x[:n])
+            err = np.abs(y[ok].astype(np.float64) - exact[:n][ok])
+            assert err.max() <= 4 * np.spacing(c), (isa, float(err.max() / np.spacing(c)))
+            np.testing.assert_array_equal(y[np.isinf(x[:n])], np.sign(x[:n][np.isinf(x[:n])]) * c)
+            assert np.isnan(y[np.isnan(x[:n])]).all()
