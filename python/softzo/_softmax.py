@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _cuda
 from ._arrays import (
     as_input,
     check_choice,
@@ -67,6 +67,11 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
                         pass
                     else:
                         return target
+    if _cuda.is_device_array(x):
+        check_choice(algorithm, "algorithm", ALGORITHMS)
+        check_choice(all_masked, "all_masked", ALL_MASKED)
+        check_num_threads(num_threads)
+        return _cuda.softmax_family(x, axis, out, all_masked, 1 if log else 0)
     xv, framework = as_input(x, "x")
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)
@@ -97,7 +102,9 @@ def softmax(
 
     Args:
         x: float32 or float64 array of any shape and strides: a NumPy array, a PyTorch CPU
-            tensor or a JAX CPU array (read without copying; never modified unless ``out is x``).
+            tensor or a JAX CPU array (read without copying; never modified unless ``out is x``);
+            or, in a build with the CUDA backend, a float32/float16/bfloat16 CUDA torch tensor or
+            CuPy array (the result stays on its device; see README, CUDA).
         axis: the axis to normalise over (any axis, negative counts from the end).
         out: optional array of x's shape and dtype to write into; ``out=x`` works in place.
             It must not otherwise overlap x.
@@ -171,6 +178,10 @@ def logsumexp(
             result = np.empty(x.shape[:ax] + x.shape[ax + 1 :], x.dtype)
             _core._logsumexp(x, result, ax, code, num_threads or 0)
             return result[()] if result.ndim == 0 else result
+    if _cuda.is_device_array(x):
+        check_choice(algorithm, "algorithm", ALGORITHMS)
+        check_num_threads(num_threads)
+        return _cuda.softmax_family(x, axis, None, "nan", 2)
     xv, framework = as_input(x, "x")
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)
