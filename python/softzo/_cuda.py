@@ -240,7 +240,9 @@ def cross_entropy(
     if grad_out is not None:
         gd = d.same_device(grad_out, "grad_out")
         if gd.dtype != dt or tuple(grad_out.shape) != tuple(x.shape):
-            raise ValueError(f"grad_out must have the logits' dtype {dt} and shape {tuple(x.shape)}")
+            raise ValueError(
+                f"grad_out must have the logits' dtype {dt} and shape {tuple(x.shape)}"
+            )
         if gd.is_torch and grad_out.requires_grad:
             raise ValueError("grad_out must not require grad: softzo writes it outside autograd")
         g2 = grad_out.reshape(1, -1) if unbatched else grad_out
@@ -263,7 +265,9 @@ def cross_entropy(
     result = rows.reshape(()) if (rows is not None and unbatched) else (rows if red == 0 else loss)
     out = (result,)
     if want_grad:
-        out += (grad_result if grad_result is not None else (grad.reshape(v) if unbatched else grad),)
+        out += (
+            grad_result if grad_result is not None else (grad.reshape(v) if unbatched else grad),
+        )
     if return_lse:
         out += (lse.reshape(()) if unbatched else lse,)
     return out if len(out) > 1 else result

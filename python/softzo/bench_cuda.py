@@ -67,9 +67,9 @@ def softmax_cases(reps: int) -> list[dict]:
         ref_out = torch.empty_like(x)
         nbytes = x.numel() * 4
         fns = {
-            "softzo": lambda: softzo.softmax(x, out=out),
-            "torch": lambda: torch.softmax(x, -1, out=ref_out),
-            "copy": lambda: ref_out.copy_(x),
+            "softzo": lambda x=x, out=out: softzo.softmax(x, out=out),
+            "torch": lambda x=x, r=ref_out: torch.softmax(x, -1, out=r),
+            "copy": lambda x=x, r=ref_out: r.copy_(x),
         }
         t = _interleaved(fns, reps)
         copy_gbs = 2 * nbytes / t["copy"] / 1e6
@@ -87,7 +87,6 @@ def softmax_cases(reps: int) -> list[dict]:
                 "max_abs_err_vs_fp64": err,
             }
         )
-        del x, out, ref_out
         torch.cuda.empty_cache()
     return rows
 
@@ -166,7 +165,7 @@ def cross_entropy_case(reps: int) -> dict:
 def mezo_case(reps: int, numel: int = 1_000_000_000) -> dict:
     import torch
 
-    import softzo.optim as optim
+    from softzo import optim
 
     chunk = 50_000_000  # 20 tensors of 5e7: a model's worth of parameter tensors
     params = [torch.zeros(chunk, device="cuda") for _ in range(numel // chunk)]
@@ -235,7 +234,7 @@ def main(out_dir: Path, reps: int = 20) -> None:
     ):
         try:
             rows += case()
-        except Exception as e:  # one failing case must not lose the others' figures
+        except Exception as e:  # noqa: BLE001 (one failing case must not lose the others')
             print(f"{name} case failed: {type(e).__name__}: {e}")
         torch.cuda.empty_cache()
     info = softzo.info()["cuda"]

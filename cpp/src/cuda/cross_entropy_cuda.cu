@@ -18,9 +18,9 @@ namespace cuda {
 namespace {
 
 struct Totals {
-  double weight_total;   // sum of the class weights (classes without weights)
-  double counted;        // rows not ignored
-  double target_weight;  // sum of their targets' weights
+  double weight_total;         // sum of the class weights (classes without weights)
+  double counted;              // rows not ignored
+  double target_weight;        // sum of their targets' weights
   unsigned long long bad_row;  // first row with a bad target, or ~0
 };
 
@@ -278,8 +278,8 @@ void run(const CrossEntropyArgs& a, cudaStream_t stream) {
   }
   if (rows == 0) {
     if (a.reduction != Reduction::kNone) {
-      reduce_kernel<T><<<1, 32, 0, stream>>>(row_value, 0, totals,
-                                             a.reduction == Reduction::kMean, static_cast<T*>(a.loss));
+      reduce_kernel<T><<<1, 32, 0, stream>>>(row_value, 0, totals, a.reduction == Reduction::kMean,
+                                             static_cast<T*>(a.loss));
       check_launch("reduce_kernel");
     }
     return;
@@ -305,9 +305,8 @@ void run(const CrossEntropyArgs& a, cudaStream_t stream) {
       static_cast<T*>(a.row_loss), row_value, totals, mass, p);
   check_launch("cross_entropy row_kernel");
   if (a.reduction != Reduction::kNone) {
-    reduce_kernel<T><<<1, 1024, 0, stream>>>(row_value, rows, totals,
-                                             a.reduction == Reduction::kMean,
-                                             static_cast<T*>(a.loss));
+    reduce_kernel<T><<<1, 1024, 0, stream>>>(
+        row_value, rows, totals, a.reduction == Reduction::kMean, static_cast<T*>(a.loss));
     check_launch("reduce_kernel");
   }
 }

@@ -148,8 +148,8 @@ __device__ __forceinline__ float scaled_exp(float x, Scale s) {
   float r = fmaf(n, -kLn2HiF, x);
   r = fmaf(n, -kLn2LoF, r);
   const float p = kPoly ? exp_reduced_poly(r) : exp_reduced_mufu(r);
-  const unsigned bits = (static_cast<unsigned>(__float_as_int(t)) -
-                         static_cast<unsigned>(s.shift) + 127u) << 23;
+  const unsigned bits =
+      (static_cast<unsigned>(__float_as_int(t)) - static_cast<unsigned>(s.shift) + 127u) << 23;
   return n - s.e < -125.0f ? 0.0f : p * __int_as_float(static_cast<int>(bits));
 }
 
@@ -283,7 +283,8 @@ template <typename T, typename F>
 __device__ __forceinline__ void transform(const T* x, T* y, int64_t lo, int64_t hi, F&& f) {
   constexpr int W = Vec16<T>::kWidth;
   const int64_t tid = threadIdx.x, step = blockDim.x;
-  const uintptr_t ax = reinterpret_cast<uintptr_t>(x + lo), ay = reinterpret_cast<uintptr_t>(y + lo);
+  const uintptr_t ax = reinterpret_cast<uintptr_t>(x + lo),
+                  ay = reinterpret_cast<uintptr_t>(y + lo);
   int64_t head = static_cast<int64_t>(((16 - (ax & 15)) & 15) / sizeof(T));
   const bool vec = (ax & 15) == (ay & 15) && (ax % sizeof(T)) == 0;
   if (!vec || head > hi - lo) head = hi - lo;

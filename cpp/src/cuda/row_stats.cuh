@@ -84,9 +84,7 @@ __device__ RowStats range_stats(const T* x, int64_t lo, int64_t hi, Shared& sh) 
   } else {  // far range (1e30-style masks): x - M exact in double, one double exp each
     visit(
         x, lo, hi,
-        [&](int64_t i, float v) {
-          acc += i == b.at ? 0.0 : exp(static_cast<double>(v) - m);
-        },
+        [&](int64_t i, float v) { acc += i == b.at ? 0.0 : exp(static_cast<double>(v) - m); },
         [] {});
     s.rest = block_sum(acc, sh.sums);
   }
@@ -96,12 +94,12 @@ __device__ RowStats range_stats(const T* x, int64_t lo, int64_t hi, Shared& sh) 
 // What the output pass needs from a row's statistics.
 struct Finish {
   int status;
-  bool scaled;      // in the scaled range: exp(x) 2^-e, else exact double exps
-  float max;        // M
-  Scale scale;      // 2^-e
-  float inv;        // 1 / (exp(M) 2^-e (1 + rest))  (scaled) ...
-  double inv_exact; // ... or 1 / (1 + rest)         (far range)
-  float log1p_rest; // lse - M
+  bool scaled;       // in the scaled range: exp(x) 2^-e, else exact double exps
+  float max;         // M
+  Scale scale;       // 2^-e
+  float inv;         // 1 / (exp(M) 2^-e (1 + rest))  (scaled) ...
+  double inv_exact;  // ... or 1 / (1 + rest)         (far range)
+  float log1p_rest;  // lse - M
 };
 
 __device__ __forceinline__ Finish make_finish(const RowStats& s) {

@@ -150,8 +150,8 @@ void run(SoftmaxOp op, const T* x, T* y, int64_t rows, int64_t n, bool zero_mask
   }
   const SoftmaxPlan plan = softmax_plan(rows, n);
   if (!plan.split) {
-    row_kernel<T><<<static_cast<unsigned>(rows), plan.threads, 0, stream>>>(x, y, n, code,
-                                                                            zero_masked);
+    row_kernel<T>
+        <<<static_cast<unsigned>(rows), plan.threads, 0, stream>>>(x, y, n, code, zero_masked);
     check_launch("row_kernel");
     return;
   }
@@ -187,11 +187,12 @@ void softmax_rows(SoftmaxOp op, DType dt, const void* x, void* y, int64_t rows, 
       run(op, static_cast<const __half*>(x), static_cast<__half*>(y), rows, n, zero, s);
       break;
     case DType::kBFloat16:
-      run(op, static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), rows, n,
-          zero, s);
+      run(op, static_cast<const __nv_bfloat16*>(x), static_cast<__nv_bfloat16*>(y), rows, n, zero,
+          s);
       break;
     default:
-      throw std::invalid_argument("softzo CUDA: the softmax family takes float32, float16, bfloat16");
+      throw std::invalid_argument(
+          "softzo CUDA: the softmax family takes float32, float16, bfloat16");
   }
 }
 

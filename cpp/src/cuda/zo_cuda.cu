@@ -56,7 +56,8 @@ __device__ __forceinline__ void gauss_f32(uint32_t wa, uint32_t wb, float* zc, f
   const float u1 = static_cast<float>((wa >> 8) + 1) * 0x1p-24f;
   const uint32_t ix = static_cast<uint32_t>(__float_as_int(u1)) + SOFTZO_ZO_F32_LOG_OFFSET;
   const float e = static_cast<float>(static_cast<int32_t>(ix >> 23) - 127);
-  const float m = __int_as_float(static_cast<int>((ix & 0x007fffffu) + SOFTZO_ZO_F32_SQRTHALF_BITS));
+  const float m =
+      __int_as_float(static_cast<int>((ix & 0x007fffffu) + SOFTZO_ZO_F32_SQRTHALF_BITS));
   const float f = m - 1.0f;
   const float s = f / (f + 2.0f);
   const float hfsq = (f * 0.5f) * f;
