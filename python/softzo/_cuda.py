@@ -146,7 +146,10 @@ def softmax_family(x: Any, axis: Any, out: Any, all_masked: str, op: int) -> Any
     if xa.ndim == 0:
         raise ValueError("x must have at least one dimension, got a 0-d array")
     ax = normalize_axis(axis, xa.ndim)
-    rows_view = contiguous(_move_axis_last(xa, ax))
+    last_contiguous = ax == xa.ndim - 1 and (
+        xa.is_contiguous() if hasattr(xa, "is_contiguous") else xa.flags.c_contiguous
+    )
+    rows_view = xa if last_contiguous else contiguous(_move_axis_last(xa, ax))
     n = rows_view.shape[-1] if rows_view.ndim else 1
     rows = 1
     for s in rows_view.shape[:-1]:

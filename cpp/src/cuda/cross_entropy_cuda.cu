@@ -36,6 +36,7 @@ __global__ void prep_kernel(const int64_t* target, int64_t rows, int64_t classes
   __shared__ double scratch[kMaxWarps];
   __shared__ unsigned long long bad;
   if (threadIdx.x == 0) bad = ~0ull;
+  __syncthreads();  // before any thread's atomicMin
   double wt = 0.0;
   if (w) {
     for (int64_t j = threadIdx.x; j < classes; j += blockDim.x) wt += to_float(w[j]);
