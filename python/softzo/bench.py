@@ -543,7 +543,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--reps", type=int, default=None, help="repetitions (default: by size)")
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: the GPU benchmark of softzo.bench_cuda (writes cuda.md)",
+    )
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        from . import bench_cuda
+
+        bench_cuda.main(args.out, args.reps or 20)
+        return
     if args.quick:
         print(quick())
         return
