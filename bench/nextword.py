@@ -1,6 +1,6 @@
 """Next-word prediction on the Python standard library's text: factored Z-loss vs dense softmax.
 
-``python -m softzo.bench_nextword [--epochs E] [--max-tokens N] [--eval-tokens N] [--quick]``
+``python -m bench.nextword [--epochs E] [--max-tokens N] [--eval-tokens N] [--quick]``
 
 A real task on real text that nobody here wrote, built offline and on the fly (nothing of it is
 committed): the words of every ``.py`` file of the running interpreter's standard library
@@ -43,7 +43,8 @@ measured on a fixed random sample of ``--eval-tokens`` test positions (dense: ``
 the logits; factored: ``layer.topk``), ``<unk>`` targets included as errors. With
 ``--equal-time`` (the default) the factored variant then keeps training on further slices until
 its training time reaches the dense variant's total, evaluated about 4 times on the way. Writes
-``nextword.md`` and ``nextword.png`` (accuracy against cumulative training time) to ``--out``.
+``nextword.md`` and ``nextword.png`` (accuracy against cumulative training time) to ``--out``
+(default ``bench/results`` of the checkout; ``--quick`` writes only with ``--out``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._common import RESULTS, load, provenance, pyplot, write
 
 WORD_RE = re.compile(r"\w+")
 ESCAPE_RE = re.compile(
@@ -250,7 +253,7 @@ def _body(torch: Any, corpus: Corpus, cfg: Config) -> Any:
 
 def factored_layer_class() -> Any:
     """``softzo.torch.FactoredOutputLayer``."""
-    from .torch import FactoredOutputLayer
+    from softzo.torch import FactoredOutputLayer
 
     return FactoredOutputLayer
 
@@ -538,13 +541,8 @@ def report(corpus: Corpus, cfg: Config, runs: Runs, header: str) -> str:
 
 
 def _plot(runs: Runs, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for (kind, (eps, _)), color in zip(runs.items(), ("tab:blue", "tab:orange")):
@@ -572,9 +570,8 @@ def _limit_blas_threads(n: int) -> Any:
     """Caps OpenBLAS (the factored layer's BLAS; torch's own GEMMs are not affected)."""
     os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # read if OpenBLAS is not loaded yet
     try:
+        from softzo import spherical  # noqa: F401  (loads the layer's OpenBLAS, to cap it)
         from threadpoolctl import threadpool_limits
-
-        from . import spherical  # noqa: F401  (loads the layer's OpenBLAS, so it can be capped)
     except ImportError:
         return None
     return threadpool_limits(limits=n, user_api="blas")
@@ -582,7 +579,7 @@ def _limit_blas_threads(n: int) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m softzo.bench_nextword", description=__doc__.split("\n")[0]
+        prog="python -m bench.nextword", description=__doc__.split("\n")[0]
     )
     d = Config()
     parser.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
@@ -593,7 +590,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--eval-tokens", type=int, default=None, help=f"test targets evaluated ({d.eval_tokens})"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="2 epochs of 4096 tokens, 2048 evaluated; no files"
+        "--quick",
+        action="store_true",
+        help="2 epochs of 4096 tokens, 2048 evaluated; files only with --out",
     )
     parser.add_argument(
         "--equal-time",
@@ -602,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="then train the factored variant for as long as the dense one trained",
     )
     parser.add_argument("--variants", nargs="+", choices=list(LABELS), default=list(LABELS))
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
     for f in dataclasses.fields(Config):
         if f.name not in ("epochs", "max_tokens", "eval_tokens"):
             kwargs: dict[str, Any] = {"type": type(f.default), "default": f.default}
@@ -619,9 +618,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         values[f.name] = v
     cfg = Config(**values)
     t_start = time.perf_counter()
-    from .bench import _load, _provenance
-
-    load0 = _load()
+    load0 = load()
     limiter = _limit_blas_threads(cfg.blas_threads)
     corpus = build_corpus(context=cfg.context)
     print(
@@ -638,17 +635,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     if limiter is not None:
         limiter.restore_original_limits()
     print("\n".join(summary_table(runs, cfg)))
-    if args.quick:
+    out = args.out if args.out or args.quick else RESULTS
+    if out is None:
         return
     header = (
         "# Next-word prediction on the Python standard library: factored Z-loss vs dense softmax\n"
-        f"\n{_provenance('softzo.bench_nextword', argv, t_start, load0)} (other processes "
+        f"\n{provenance('bench.nextword', argv, t_start, load0)} (other processes "
         "on the machine's 2 cores slow every number here)\n"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nextword.md").write_text(report(corpus, cfg, runs, header), encoding="utf-8")
-    _plot(runs, args.out / "nextword.png")
-    print(f"wrote {args.out / 'nextword.md'} and nextword.png", file=sys.stderr)
+    write(out, "nextword.md", report(corpus, cfg, runs, header))
+    _plot(runs, out / "nextword.png")
 
 
 if __name__ == "__main__":
