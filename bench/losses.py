@@ -271,13 +271,16 @@ def _probe(mode: str, shape: Shape) -> dict[str, Any]:
     return {"extra": extra, "traced": traced, "reset": reset}
 
 
-def _memory(shapes: Sequence[Shape]) -> dict[tuple[Shape, str], dict[str, Any]]:
-    """Each mode's peak in its own fresh interpreter (allocator state would leak across runs)."""
+def _memory(
+    shapes: Sequence[Shape], modes: Sequence[str] = tuple(CE_MODES)
+) -> dict[tuple[Shape, str], dict[str, Any]]:
+    """Each mode's peak in its own fresh interpreter (allocator state would leak across runs),
+    ``python -m bench.losses --probe`` run from the repository's root."""
     res = {}
     for shape in shapes:
         if shape not in MEMORY_SHAPES:
             continue
-        for mode in CE_MODES:
+        for mode in modes:
             cmd = [sys.executable, "-m", "bench.losses", "--probe", mode, label(shape)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=REPO).stdout
             res[shape, mode] = json.loads(out.strip().splitlines()[-1])
