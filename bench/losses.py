@@ -566,7 +566,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             + ", ".join(DISTRIBUTIONS[d] for d in dists)
             + " (targets never a masked or padded class). Times are the minimum over "
             "interleaved repetitions, every input of a shape in one run; each call is timed "
-            "alone, so the in-place modes' fresh copy of the logits is not counted. "
+            "alone, so the in-place modes' fresh copy of the logits is not counted (it leaves "
+            "them in cache where they fit, as the layer that just produced them would). "
             f"{PINNED_NOTE[pinned]} 'x torch' is the time of torch's faster call on the same "
             "input (F.cross_entropy or nn.CrossEntropyLoss, + backward) over the candidate's. "
             "'vs N(0,1)': the time over the same candidate's on N(0,1) logits. % roofline: the "

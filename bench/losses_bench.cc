@@ -2,15 +2,18 @@
 // float32 and float64, on LLM-like batches and every input distribution, next to a streaming
 // roofline over the same bytes.
 //
-//   build/bench/softzo_bench_losses --benchmark_filter='/f32/avx2/normal/64x32000$|^stream'
-//   build/bench/softzo_bench_losses --benchmark_filter='^cross_entropy/f32/avx512/.*/64x32000$'
+//   build/bench/softzo_bench_losses --benchmark_filter='/f32/avx2/normal/64x32000/|^stream_read3'
+//   build/bench/softzo_bench_losses --benchmark_filter='^cross_entropy/f32/avx512/.*/64x32000/'
+//
+// (Google Benchmark appends /real_time to every name: end a filter with "/", not "$".)
 //
 // Names are loss/dtype/isa/input/rows x classes[/threads:2], input being one of bench_inputs.h's
 // distributions (normal, wide30, wide100, masked, padded, temp0.1; targets are never a masked or
 // padded class, KL's teacher masks the student's classes, and the Z-loss, undefined on -inf,
 // skips masked). Bytes/s counts the nominal traffic of the fused two-pass scheme: logits read
 // twice, the gradient written once (3 element sizes per element; the in-place variant writes
-// over the logits it reads, a fresh copy of them made before each iteration, untimed).
+// over the logits it reads, a fresh copy of them made before each iteration, untimed, which
+// leaves them in cache where they fit, as the layer that just produced them would).
 // stream_read3/dtype/shape reads the same bytes once per element three times over, the
 // roofline to compare against.
 // "avx512emu" is the AVX-512 code lowered to AVX2 by SIMDe (not a speed to quote).

@@ -4,16 +4,14 @@
 // how far its speed depends on the values.
 //
 //   cmake -S . -B build -DSOFTZO_BUILD_BENCH=ON && cmake --build build -j
-//   build/bench/softzo_bench_softmax                          # everything: ~30 min on 2 cores
-//   build/bench/softzo_bench_softmax
-//   --benchmark_filter='/f32/.*/avx2/normal/32768$|^stream_.*/f32/32768$'
-//   build/bench/softzo_bench_softmax
-//   --benchmark_filter='^log_softmax/f32/two_pass/avx512/.*/32768$'
+//   build/bench/softzo_bench_softmax                     # everything: ~30 min on 2 cores
+//   build/bench/softzo_bench_softmax --benchmark_filter='/f32/.*/avx2/normal/32768/'
+//   build/bench/softzo_bench_softmax --benchmark_filter='^log_softmax/f32/two_pass/.*/32768/'
 //
 // Names are op/dtype/algorithm/isa/input/size[/threads:2], size being n or rows x n and input
 // one of bench_inputs.h's distributions (normal, wide30, wide100, masked, padded, temp0.1); the
 // roofline is stream_read/dtype/size (one read pass) and stream_scale/dtype/size (one read+write
-// pass).
+// pass). Google Benchmark appends /real_time to every name: end a filter with "/", not "$".
 // "avx512emu" is the AVX-512 code lowered to AVX2 by SIMDe (not a speed to quote). Bytes/s is
 // nominal traffic: one element size per read pass, two per read+write pass, with no write-
 // allocate reads. Each benchmark runs for 0.05 s unless --benchmark_min_time says otherwise
