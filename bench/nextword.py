@@ -592,13 +592,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="2 epochs of 4096 tokens, 2048 evaluated; files only with --out",
+        help="1 epoch of 1024 tokens, 512 evaluated, no equal-time run; files only with --out",
     )
     parser.add_argument(
         "--equal-time",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="then train the factored variant for as long as the dense one trained",
+        default=None,
+        help="then train the factored variant for as long as the dense one trained (default: "
+        "yes, but not with --quick)",
     )
     parser.add_argument("--variants", nargs="+", choices=list(LABELS), default=list(LABELS))
     parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
@@ -609,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 kwargs["choices"] = ["adam", "sgd"]
             parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     args = parser.parse_args(argv)
-    quick = {"epochs": 2, "max_tokens": 4096, "eval_tokens": 2048} if args.quick else {}
+    quick = {"epochs": 1, "max_tokens": 1024, "eval_tokens": 512} if args.quick else {}
+    equal_time = not args.quick if args.equal_time is None else args.equal_time
     values = {}
     for f in dataclasses.fields(Config):
         v = getattr(args, f.name)
@@ -629,7 +631,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs: Runs = {}
     for kind in args.variants:
         budget = None
-        if kind == "factored" and args.equal_time and "dense" in runs:
+        if kind == "factored" and equal_time and "dense" in runs:
             budget = sum(e.train_s for e in runs["dense"][0])
         runs[kind] = train_variant(kind, corpus, cfg, time_budget=budget)
     if limiter is not None:
