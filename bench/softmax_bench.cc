@@ -4,7 +4,7 @@
 // how far its speed depends on the values.
 //
 //   cmake -S . -B build -DSOFTZO_BUILD_BENCH=ON && cmake --build build -j
-//   build/bench/softzo_bench_softmax                     # everything: ~30 min on 2 cores
+//   build/bench/softzo_bench_softmax                     # everything: ~20 min on 2 cores
 //   build/bench/softzo_bench_softmax --benchmark_filter='/f32/.*/avx2/normal/32768/'
 //   build/bench/softzo_bench_softmax --benchmark_filter='^log_softmax/f32/two_pass/.*/32768/'
 //
