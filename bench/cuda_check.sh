@@ -57,7 +57,7 @@ fi
 tail -5 "$OUT_DIR/test_cpu.log"
 
 # 3. The benchmark (its own failures are reported per case inside).
-if timeout 300 $PY -m softzo.bench --device cuda --reps "${SOFTZO_BENCH_REPS:-20}" \
+if timeout 300 $PY -m bench.cuda --reps "${SOFTZO_BENCH_REPS:-20}" \
     --out bench/results >"$OUT_DIR/bench_cuda.log" 2>&1; then
   stage bench ok
 else

@@ -1,4 +1,4 @@
-"""CUDA benchmark (``python -m softzo.bench --device cuda``): softzo against torch on the GPU,
+"""CUDA benchmark (``python -m bench.cuda``): softzo against torch on the GPU,
 each as a share of the device's measured copy bandwidth, interleaved in one process.
 
 Cases (issue 15's targets): softmax float32 on (4096, 32000) and on one 64M-element row; bf16
@@ -56,9 +56,8 @@ def _copy_gbs(nbytes: int, reps: int) -> tuple[float, float]:
 
 
 def softmax_cases(reps: int) -> list[dict]:
-    import torch
-
     import softzo
+    import torch
 
     rows = []
     for shape in [(4096, 32000), (1, 64 << 20)]:
@@ -92,10 +91,9 @@ def softmax_cases(reps: int) -> list[dict]:
 
 
 def cross_entropy_case(reps: int) -> dict:
+    import softzo.losses as L
     import torch
     import torch.nn.functional as F
-
-    import softzo.losses as L
 
     n, v = 8192, 128256
     torch.manual_seed(0)
@@ -164,7 +162,6 @@ def cross_entropy_case(reps: int) -> dict:
 
 def mezo_case(reps: int, numel: int = 1_000_000_000) -> dict:
     import torch
-
     from softzo import optim
 
     chunk = 50_000_000  # 20 tensors of 5e7: a model's worth of parameter tensors
@@ -219,12 +216,11 @@ def _table(rows: list[dict]) -> str:
 
 def main(out_dir: Path, reps: int = 20) -> None:
     """Runs every case, prints the table, writes cuda.md and cuda.json to out_dir."""
+    import softzo
     import torch
 
-    import softzo
-
     if not torch.cuda.is_available():
-        raise SystemExit("python -m softzo.bench --device cuda: no CUDA device visible")
+        raise SystemExit("python -m bench.cuda: no CUDA device visible")
     t0 = time.time()
     rows = []
     for name, case in (
@@ -241,7 +237,7 @@ def main(out_dir: Path, reps: int = 20) -> None:
     table = _table(rows)
     heading = (
         "# softzo CUDA benchmark\n\n"
-        f"`python -m softzo.bench --device cuda`, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"`python -m bench.cuda`, {time.strftime('%Y-%m-%d %H:%M')}, "
         f"{torch.cuda.get_device_name(0)} (compute capability "
         f"{'.'.join(map(str, torch.cuda.get_device_capability(0)))}), torch {torch.__version__}, "
         f"{time.time() - t0:.0f} s. Median of {reps} CUDA-event timings per function, best of "
@@ -260,3 +256,13 @@ def main(out_dir: Path, reps: int = 20) -> None:
         Path(extra).mkdir(parents=True, exist_ok=True)
         (Path(extra) / "cuda.md").write_text(text, encoding="utf-8")
         (Path(extra) / "cuda.json").write_text(json.dumps({"rows": rows, "cuda": info}, indent=1))
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--reps", type=int, default=20)
+    args = parser.parse_args()
+    main(args.out, args.reps)
