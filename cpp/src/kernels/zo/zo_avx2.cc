@@ -32,75 +32,9 @@ SOFTZO_ZO_INLINE __m256i load256(const void* p) {
   return _mm256_load_si256(reinterpret_cast<const __m256i*>(p));
 }
 
-// What float and double share: isa/avx2.h's Ops<T>, its masked loads and stores.
-template <typename T>
-struct Avx2LanesOf {
-  using O = Ops<T>;
-  using V = typename O::V;
-  using M = __m256i;        // a partial vector's lanes: all ones
-  using RadWord = __m256i;  // the Philox word in every 32-bit lane
-  static constexpr size_t kLanes = O::kLanes;
-  static constexpr int kHalves = O::kHalves;
-  static SOFTZO_ZO_INLINE V load(const T* p) { return O::load(p); }
-  static SOFTZO_ZO_INLINE V load_n(const T* p, const M* mk) { return ::load_n<T>(p, mk); }
-  static SOFTZO_ZO_INLINE void store_n(T* p, const M* mk, V v) { ::store_n<T>(p, mk, v); }
-  static SOFTZO_ZO_INLINE M tail(size_t rem) { return O::tail_mask(rem); }
-  static SOFTZO_ZO_INLINE V keep(V v, const M* mk) { return ::keep_n<T>(v, mk); }
-  static SOFTZO_ZO_INLINE __m256d half_pd(V v, int h) {
-    __m256d d[kHalves];
-    O::to_double(v, d);
-    return d[h];
-  }
-  static SOFTZO_ZO_INLINE RadWord rad_word(uint32_t w) {
-    return _mm256_set1_epi32(static_cast<int32_t>(w));
-  }
-  // z = +1 where the sign bit of m is set, -1 elsewhere.
-  static SOFTZO_ZO_INLINE V rad(V m) { return O::blend(O::set1(T(-1)), O::set1(T(1)), m); }
-};
-
-template <typename T>
-struct Avx2Lanes;
-
-template <>
-struct Avx2Lanes<float> : Avx2LanesOf<float> {
-  static SOFTZO_ZO_INLINE __m256 select_bits(uint32_t bits, __m256 a, __m256 b) {
-    const __m256i bit = load256(kLaneBit32);
-    const __m256i v = _mm256_and_si256(_mm256_set1_epi32(static_cast<int32_t>(bits)), bit);
-    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, bit)));
-  }
-  static SOFTZO_ZO_INLINE __m256 rad_full(__m256i w, size_t v) {
-    return rad(_mm256_castsi256_ps(_mm256_sllv_epi32(w, load256(kShift32[v]))));
-  }
-  static SOFTZO_ZO_INLINE __m256 rad_at(__m256i w, size_t p) {
-    const __m256i cnt =
-        _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(31 - p)), load256(kIota));
-    return rad(_mm256_castsi256_ps(_mm256_sllv_epi32(w, cnt)));
-  }
-};
-
-template <>
-struct Avx2Lanes<double> : Avx2LanesOf<double> {
-  static SOFTZO_ZO_INLINE __m256d select_bits(uint32_t bits, __m256d a, __m256d b) {
-    const __m256i bit = load256(kLaneBit64);
-    const __m256i v = _mm256_and_si256(_mm256_set1_epi64x(bits), bit);
-    return _mm256_blendv_pd(a, b, _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, bit)));
-  }
-  // w holds the word in both halves of each 64-bit lane; bit j moves to bit 63 with 63 - j.
-  static SOFTZO_ZO_INLINE __m256d rad_full(__m256i w, size_t v) {
-    return rad(_mm256_castsi256_pd(_mm256_sllv_epi64(w, load256(kShift64[v]))));
-  }
-  static SOFTZO_ZO_INLINE __m256d rad_at(__m256i w, size_t p) {
-    const __m256i cnt = _mm256_sub_epi64(_mm256_set1_epi64x(static_cast<int64_t>(63 - p)),
-                                         _mm256_setr_epi64x(0, 1, 2, 3));
-    return rad(_mm256_castsi256_pd(_mm256_sllv_epi64(w, cnt)));
-  }
-};
-
+// The ISA trait (see zo_simd.h).
 struct Avx2 {
   SOFTZO_ZO_WIDTH(256, 128, _mm_)
-  template <typename T>
-  using Lanes = Avx2Lanes<T>;
-
   static SOFTZO_ZO_INLINE I set1_64(uint64_t v) {
     return _mm256_set1_epi64x(static_cast<int64_t>(v));
   }
@@ -128,6 +62,67 @@ struct Avx2 {
   static SOFTZO_ZO_INLINE I zext64(H a) { return _mm256_cvtepu32_epi64(a); }
   static SOFTZO_ZO_INLINE I sext64(H a) { return _mm256_cvtepi32_epi64(a); }
   static SOFTZO_ZO_INLINE D cvt_pd(H a) { return _mm256_cvtepi32_pd(a); }
+};
+
+// What float and double share: isa/avx2.h's Ops<T>, its masked loads and stores.
+template <typename T>
+struct Avx2LanesOf {
+  using O = Ops<T>;
+  using V = typename O::V;
+  using M = __m256i;        // a partial vector's lanes: all ones
+  using RadWord = __m256i;  // the Philox word in every 32-bit lane
+  static constexpr size_t kLanes = O::kLanes;
+  static constexpr int kHalves = O::kHalves;
+  static SOFTZO_ZO_INLINE V load(const T* p) { return O::load(p); }
+  static SOFTZO_ZO_INLINE V load_n(const T* p, const M* mk) { return ::load_n<T>(p, mk); }
+  static SOFTZO_ZO_INLINE void store_n(T* p, const M* mk, V v) { ::store_n<T>(p, mk, v); }
+  static SOFTZO_ZO_INLINE M tail(size_t rem) { return O::tail_mask(rem); }
+  static SOFTZO_ZO_INLINE V keep(V v, const M* mk) { return ::keep_n<T>(v, mk); }
+  static SOFTZO_ZO_INLINE __m256d half_pd(V v, int h) {
+    __m256d d[kHalves];
+    O::to_double(v, d);
+    return d[h];
+  }
+  static SOFTZO_ZO_INLINE RadWord rad_word(uint32_t w) {
+    return _mm256_set1_epi32(static_cast<int32_t>(w));
+  }
+  // z = +1 where the sign bit of m is set, -1 elsewhere.
+  static SOFTZO_ZO_INLINE V rad(V m) { return O::blend(O::set1(T(-1)), O::set1(T(1)), m); }
+};
+
+template <>
+struct Lanes<Avx2, float> : Avx2LanesOf<float> {
+  static SOFTZO_ZO_INLINE __m256 select_bits(uint32_t bits, __m256 a, __m256 b) {
+    const __m256i bit = load256(kLaneBit32);
+    const __m256i v = _mm256_and_si256(_mm256_set1_epi32(static_cast<int32_t>(bits)), bit);
+    return _mm256_blendv_ps(a, b, _mm256_castsi256_ps(_mm256_cmpeq_epi32(v, bit)));
+  }
+  static SOFTZO_ZO_INLINE __m256 rad_full(__m256i w, size_t v) {
+    return rad(_mm256_castsi256_ps(_mm256_sllv_epi32(w, load256(kShift32[v]))));
+  }
+  static SOFTZO_ZO_INLINE __m256 rad_at(__m256i w, size_t p) {
+    const __m256i cnt =
+        _mm256_sub_epi32(_mm256_set1_epi32(static_cast<int32_t>(31 - p)), load256(kIota));
+    return rad(_mm256_castsi256_ps(_mm256_sllv_epi32(w, cnt)));
+  }
+};
+
+template <>
+struct Lanes<Avx2, double> : Avx2LanesOf<double> {
+  static SOFTZO_ZO_INLINE __m256d select_bits(uint32_t bits, __m256d a, __m256d b) {
+    const __m256i bit = load256(kLaneBit64);
+    const __m256i v = _mm256_and_si256(_mm256_set1_epi64x(bits), bit);
+    return _mm256_blendv_pd(a, b, _mm256_castsi256_pd(_mm256_cmpeq_epi64(v, bit)));
+  }
+  // w holds the word in both halves of each 64-bit lane; bit j moves to bit 63 with 63 - j.
+  static SOFTZO_ZO_INLINE __m256d rad_full(__m256i w, size_t v) {
+    return rad(_mm256_castsi256_pd(_mm256_sllv_epi64(w, load256(kShift64[v]))));
+  }
+  static SOFTZO_ZO_INLINE __m256d rad_at(__m256i w, size_t p) {
+    const __m256i cnt = _mm256_sub_epi64(_mm256_set1_epi64x(static_cast<int64_t>(63 - p)),
+                                         _mm256_setr_epi64x(0, 1, 2, 3));
+    return rad(_mm256_castsi256_pd(_mm256_sllv_epi64(w, cnt)));
+  }
 };
 
 }  // namespace zo

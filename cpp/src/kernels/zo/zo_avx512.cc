@@ -17,56 +17,9 @@
 namespace {
 namespace zo {
 
-template <typename T>
-struct Avx512Element;
-template <>
-struct Avx512Element<float> {
-  using type = ::F32;
-};
-template <>
-struct Avx512Element<double> {
-  using type = ::F64;
-};
-
-// isa/avx512.h's element traits F32 / F64, as zo_simd.h's lane trait.
-template <typename T>
-struct Avx512Lanes {
-  using A = typename Avx512Element<T>::type;
-  using V = typename A::V;
-  using M = typename A::K;
-  using RadWord = uint32_t;
-  static constexpr size_t kLanes = A::kLanes;
-  static constexpr int kHalves = A::kHalves;
-  static SOFTZO_ZO_INLINE V load(const T* p) { return A::load(p); }
-  static SOFTZO_ZO_INLINE V load_n(const T* p, const M* k) {
-    return k ? A::load_or(A::zero(), *k, p) : A::load(p);
-  }
-  static SOFTZO_ZO_INLINE void store_n(T* p, const M* k, V v) {
-    if (k) {
-      A::store_mask(p, *k, v);
-    } else {
-      A::store(p, v);
-    }
-  }
-  static SOFTZO_ZO_INLINE M tail(size_t rem) { return A::tail(rem); }
-  static SOFTZO_ZO_INLINE V keep(V v, const M* k) { return k ? A::maskz_mov(*k, v) : v; }
-  static SOFTZO_ZO_INLINE V select_bits(uint32_t bits, V a, V b) {
-    return A::blend(static_cast<M>(bits), a, b);
-  }
-  static SOFTZO_ZO_INLINE __m512d half_pd(V v, int h) { return A::half(v, h); }
-  static SOFTZO_ZO_INLINE RadWord rad_word(uint32_t w) { return w; }
-  // The bits are the blend's lane mask.
-  static SOFTZO_ZO_INLINE V rad_at(uint32_t w, size_t p) {
-    return A::blend(static_cast<M>(w >> p), A::set1(T(-1)), A::set1(T(1)));
-  }
-  static SOFTZO_ZO_INLINE V rad_full(uint32_t w, size_t v) { return rad_at(w, v * kLanes); }
-};
-
+// The ISA trait (see zo_simd.h).
 struct Avx512 {
   SOFTZO_ZO_WIDTH(512, 256, _mm256_)
-  template <typename T>
-  using Lanes = Avx512Lanes<T>;
-
   static SOFTZO_ZO_INLINE I set1_64(uint64_t v) {
     return _mm512_set1_epi64(static_cast<int64_t>(v));
   }
@@ -111,6 +64,51 @@ struct Avx512 {
   static SOFTZO_ZO_INLINE I sext64(H a) { return _mm512_cvtepi32_epi64(a); }
   static SOFTZO_ZO_INLINE D cvt_pd(H a) { return _mm512_cvtepi32_pd(a); }
 #endif
+};
+
+template <typename T>
+struct Avx512Element;
+template <>
+struct Avx512Element<float> {
+  using type = ::F32;
+};
+template <>
+struct Avx512Element<double> {
+  using type = ::F64;
+};
+
+// isa/avx512.h's element traits F32 / F64, as zo_simd.h's lane trait.
+template <typename T>
+struct Lanes<Avx512, T> {
+  using A = typename Avx512Element<T>::type;
+  using V = typename A::V;
+  using M = typename A::K;
+  using RadWord = uint32_t;
+  static constexpr size_t kLanes = A::kLanes;
+  static constexpr int kHalves = A::kHalves;
+  static SOFTZO_ZO_INLINE V load(const T* p) { return A::load(p); }
+  static SOFTZO_ZO_INLINE V load_n(const T* p, const M* k) {
+    return k ? A::load_or(A::zero(), *k, p) : A::load(p);
+  }
+  static SOFTZO_ZO_INLINE void store_n(T* p, const M* k, V v) {
+    if (k) {
+      A::store_mask(p, *k, v);
+    } else {
+      A::store(p, v);
+    }
+  }
+  static SOFTZO_ZO_INLINE M tail(size_t rem) { return A::tail(rem); }
+  static SOFTZO_ZO_INLINE V keep(V v, const M* k) { return k ? A::maskz_mov(*k, v) : v; }
+  static SOFTZO_ZO_INLINE V select_bits(uint32_t bits, V a, V b) {
+    return A::blend(static_cast<M>(bits), a, b);
+  }
+  static SOFTZO_ZO_INLINE __m512d half_pd(V v, int h) { return A::half(v, h); }
+  static SOFTZO_ZO_INLINE RadWord rad_word(uint32_t w) { return w; }
+  // The bits are the blend's lane mask.
+  static SOFTZO_ZO_INLINE V rad_at(uint32_t w, size_t p) {
+    return A::blend(static_cast<M>(w >> p), A::set1(T(-1)), A::set1(T(1)));
+  }
+  static SOFTZO_ZO_INLINE V rad_full(uint32_t w, size_t v) { return rad_at(w, v * kLanes); }
 };
 
 }  // namespace zo

@@ -18,17 +18,17 @@
 //   SOFTZO_ZO_WIDTH(...): types I (L 32-bit words), H (its lower or upper half), F (L floats)
 //     and D (L / 2 doubles), kWords = L, and the members that differ only in the intrinsics'
 //     width (the arithmetic, casts, shifts, ...);
-//   Lanes<T>, the lane trait of T (below);
 //   set1_64, xor3 (a ^ b ^ c), blend_odd32 (odd 32-bit lanes from b), select_odd (lanes whose
 //     q is odd from b, for F and D), abs and le_bits (bit l: a_l <= b_l, ordered) for F and D,
 //     hsum (of the lanes of a D), and from half vectors hi (the upper half of an I), zext64
 //     (uint32 -> uint64), sext64 (int32 -> int64) and cvt_pd (int32 -> double).
-// Lanes<T> provides V (the vector of T: F or D), M (a partial vector's lane mask), kLanes,
-// kHalves (D vectors per V), load, load_n / store_n (the lanes of M only, given one),
-// tail(count), keep (lanes outside M zeroed), select_bits (lanes whose bit is set from b),
-// half_pd (a D of V's half h) and the rademacher expansion: rad_word(w), then rad_full(word,
-// v) for bits v L .. v L + kLanes - 1 of w and rad_at(word, p) for bits p, p + 1, ...
-// (lanes past bit 31 undefined), each +1 where the bit is set, -1 elsewhere.
+// The ISA's file also specialises Lanes<S, T>, the lane trait of T on S, which provides V (the
+// vector of T: F or D), M (a partial vector's lane mask), kLanes, kHalves (D vectors per V),
+// load, load_n / store_n (the lanes of M only, given one), tail(count), keep (lanes outside M
+// zeroed), select_bits (lanes whose bit is set from b), half_pd (a D of V's half h) and the
+// rademacher expansion: rad_word(w), then rad_full(word, v) for bits v L .. v L + kLanes - 1 of
+// w and rad_at(word, p) for bits p, p + 1, ... (lanes past bit 31 undefined), each +1 where the
+// bit is set, -1 elsewhere.
 #ifndef SOFTZO_KERNELS_ZO_ZO_SIMD_H_
 #define SOFTZO_KERNELS_ZO_ZO_SIMD_H_
 
@@ -105,6 +105,10 @@
 namespace {
 // Nested so that nothing here can collide with the ISA helper headers' anonymous namespace.
 namespace zo {
+
+// The lane trait of T on the ISA trait S (see above), specialised in the ISA's file.
+template <class S, typename T>
+struct Lanes;
 
 // Scalar fma in T (one rounding; a float fma through double would round twice).
 SOFTZO_ZO_INLINE float fma_s(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
@@ -447,7 +451,7 @@ struct SegTile<S, double> {
 
 template <class S, typename T, class Tile, class Op>
 void run_tiles(size_t n, uint64_t offset, const Philox<S>& ph, Op& op_ref) {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   constexpr size_t L = A::kLanes, kTile = kTileBlocks<S> * Tile::kPerBlock;
   Op op = op_ref;  // a local copy stays in registers: stores through theta cannot alias it
   alignas(64) T buf[kTile];
@@ -480,7 +484,7 @@ void run_tiles(size_t n, uint64_t offset, const Philox<S>& ph, Op& op_ref) {
 // 32k + j.
 template <class S, typename T, class Op>
 void run_rademacher(size_t n, uint64_t offset, const Philox<S>& ph, Op& op_ref) {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   constexpr size_t L = A::kLanes, kWords = 4 * S::kWords, kBatch = 32 * kWords;
   Op op = op_ref;  // a local copy stays in registers: stores through theta cannot alias it
   alignas(64) uint32_t words[kWords];
@@ -543,7 +547,7 @@ void run(size_t n, uint64_t offset, const softzo_zo_stream* s, Op& op) {
 
 template <class S, typename T>
 struct FillOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   T* y;
   SOFTZO_ZO_INLINE void operator()(size_t i, typename A::V z, const typename A::M* mk) {
     A::store_n(y + i, mk, z);
@@ -552,7 +556,7 @@ struct FillOp {
 
 template <class S, typename T>
 struct AxpyOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   using V = typename A::V;
   V c;
   T* theta;
@@ -564,7 +568,7 @@ struct AxpyOp {
 
 template <class S, typename T>
 struct RestoreUpdateOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   using V = typename A::V;
   V c_restore, decay, neg_step;
   T* theta;
@@ -594,7 +598,7 @@ SOFTZO_ZO_INLINE uint32_t mask_bits(const uint32_t* mask, size_t n, size_t i, si
 // masked store.
 template <class S, typename T, class Inner>
 struct MaskedOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   using V = typename A::V;
   Inner inner;
   const uint32_t* mask;
@@ -609,7 +613,7 @@ struct MaskedOp {
 // Partial vectors load sigma = 0 into the lanes past n: their inf / NaN is never stored.
 template <class S, typename T>
 struct AxpyDiagOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   using V = typename A::V;
   V c;
   const T* sigma;
@@ -622,7 +626,7 @@ struct AxpyDiagOp {
 
 template <class S, typename T>
 struct HiZooOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   using V = typename A::V;
   V c_restore, decay, neg_step, keep, gain;
   T* sigma;
@@ -647,7 +651,7 @@ struct HiZooOp {
 // sum_i a_i b_i in double lanes: one accumulator per half of a float vector.
 template <class S, typename T>
 struct DoubleSum {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   typename S::D acc[2] = {S::zero_pd(), S::zero_pd()};
   SOFTZO_ZO_INLINE void add_products(typename A::V a, typename A::V b) {
     for (int h = 0; h < A::kHalves; ++h) {
@@ -659,7 +663,7 @@ struct DoubleSum {
 
 template <class S, typename T>
 struct SumSqOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   DoubleSum<S, T> sum;
   SOFTZO_ZO_INLINE void operator()(size_t, typename A::V z, const typename A::M* mk) {
     const typename A::V zk = A::keep(z, mk);
@@ -669,7 +673,7 @@ struct SumSqOp {
 
 template <class S, typename T>
 struct DotOp {
-  using A = typename S::template Lanes<T>;
+  using A = Lanes<S, T>;
   const T* v;
   DoubleSum<S, T> sum;
   SOFTZO_ZO_INLINE void operator()(size_t i, typename A::V z, const typename A::M* mk) {
@@ -698,7 +702,7 @@ struct Kernels {
   // 32 elements per mask word: |theta| <= threshold per vector (NaN takes no part), shifted into
   // place.
   static void mask_build(size_t n, T threshold, const T* theta, uint32_t* mask) {
-    using A = typename S::template Lanes<T>;
+    using A = Lanes<S, T>;
     constexpr size_t L = A::kLanes;
     const typename A::V thr = S::set1(threshold);
     size_t w = 0;
