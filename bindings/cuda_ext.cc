@@ -1,12 +1,13 @@
 // softzo._core's CUDA entries: device pointers (as integers), shapes and the caller's stream,
 // checked and provided by python/softzo/_cuda.py, which reads them off torch tensors and CuPy
 // arrays. Without SOFTZO_HAVE_CUDA only _cuda_built() and the (host-side) plan exist.
+#include "cuda_ext.h"
+
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/string.h>
 
 #include <cstdint>
 
-#include "cuda_ext.h"
 #include "softzo/cuda.h"
 
 namespace nb = nanobind;
@@ -75,9 +76,9 @@ void def_cuda(nb::module_& m) {
       "_cuda_cross_entropy",
       [](int dt, uintptr_t logits, int64_t rows, int64_t classes, int64_t stride, uintptr_t target,
          int64_t ignore_index, uintptr_t soft, int64_t soft_stride, uintptr_t weight,
-         double label_smoothing, double lse_square_scale, double tau, int reduction,
-         uintptr_t grad, int64_t grad_stride, uintptr_t lse, uintptr_t row_loss, uintptr_t loss,
-         int device, uintptr_t stream) {
+         double label_smoothing, double lse_square_scale, double tau, int reduction, uintptr_t grad,
+         int64_t grad_stride, uintptr_t lse, uintptr_t row_loss, uintptr_t loss, int device,
+         uintptr_t stream) {
         cu::CrossEntropyArgs a;
         a.dt = dtype_of(dt);
         a.logits = ptr(logits);

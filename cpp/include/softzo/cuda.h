@@ -45,11 +45,11 @@ void softmax_rows(SoftmaxOp op, DType dt, const void* x, void* y, int64_t rows, 
 
 // How softmax_rows lays out a problem: host-side logic, testable without a GPU.
 struct SoftmaxPlan {
-  bool split = false;     // rows split into chunks across blocks
-  int threads = 0;        // per block
-  int64_t chunk = 0;      // elements per chunk (split rows)
-  int64_t chunks = 1;     // per row
-  int64_t blocks = 0;     // of the main pass
+  bool split = false;  // rows split into chunks across blocks
+  int threads = 0;     // per block
+  int64_t chunk = 0;   // elements per chunk (split rows)
+  int64_t chunks = 1;  // per row
+  int64_t blocks = 0;  // of the main pass
 };
 SoftmaxPlan softmax_plan(int64_t rows, int64_t n);
 

@@ -1,8 +1,8 @@
 // AVX-512 building blocks for softmax_avx512.cc, losses_avx512.cc and zo_avx512.cc: masked
 // memory access, horizontal reductions, float->double widening, the exp kernels and the scaled
-// exp, the F32 / F64 traits, the running totals and the unrolled map / reduction loops. Everything here is static or in an anonymous namespace (and
-// forced inline), so neither the native nor the SIMDe-emulated object exports or weakly defines
-// anything from it.
+// exp, the F32 / F64 traits, the running totals and the unrolled map / reduction loops. Everything
+// here is static or in an anonymous namespace (and forced inline), so neither the native nor the
+// SIMDe-emulated object exports or weakly defines anything from it.
 #ifndef SOFTZO_ISA_AVX512_H_
 #define SOFTZO_ISA_AVX512_H_
 
