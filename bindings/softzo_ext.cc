@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "array_checks.h"
+#include "cuda_ext.h"
 #include "framework_arrays.h"
 #include "loss_any.h"
 #include "softzo/softzo.h"
@@ -441,6 +442,7 @@ NB_MODULE(_core, m) {
   def_losses<float>(m);
   def_losses<double>(m);
   softzo_bindings::def_loss_any(m);
+  softzo_bindings::def_cuda(m);
   def_zo<float>(m);
   def_zo<double>(m);
   m.def(

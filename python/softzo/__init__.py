@@ -28,7 +28,11 @@ __version__ = "0.1.0"
 
 
 def info() -> dict:
-    """The runtime: ``isa`` in use, ``isas_available``, ``isas_emulated`` and ``num_threads``."""
+    """The runtime: ``isa`` in use, ``isas_available``, ``isas_emulated``, ``num_threads``, and
+    ``cuda``: None without the CUDA backend, else its ``device_count`` and ``devices`` (name,
+    compute capability, multiprocessors, memory)."""
+    from . import _cuda
+
     available = list(_core.available_isas())
     return {
         "version": __version__,
@@ -36,6 +40,7 @@ def info() -> dict:
         "isas_available": available,
         "isas_emulated": [name for name in available if _core.isa_is_emulated(name)],
         "num_threads": _core.num_threads(),
+        "cuda": _cuda.info(),
     }
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _cuda
 from ._arrays import (
     HALF_DTYPES,
     as_input,
@@ -23,7 +23,6 @@ ALGORITHMS = ("auto", "two_pass", "three_pass_reload", "three_pass_recompute", "
 ALL_MASKED = ("nan", "zero")
 # What _core takes for an algorithm: its index here, the order of softzo::SoftmaxAlgorithm.
 _ALGORITHM_CODES = {name: code for code, name in enumerate(ALGORITHMS)}
-_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
 def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
@@ -49,6 +48,11 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
                 result = None
             if result is not None:
                 return result
+    if _cuda.is_device_array(x):
+        check_choice(algorithm, "algorithm", ALGORITHMS)
+        check_choice(all_masked, "all_masked", ALL_MASKED)
+        check_num_threads(num_threads)
+        return _cuda.softmax_family(x, axis, out, all_masked, 1 if log else 0)
     xv, framework = as_input(x, "x")
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)
@@ -93,6 +97,8 @@ def softmax(
             (bfloat16: ml_dtypes'), a PyTorch CPU tensor or a JAX CPU array (read without
             copying; never modified unless ``out is x``). Half types are computed in float32
             (each row widened exactly into a per-thread buffer) and rounded once to the type.
+            In a build with the CUDA backend, also a float32/float16/bfloat16 CUDA torch tensor
+            or CuPy array (the result stays on its device; see README, CUDA).
         axis: the axis to normalise over (any axis, negative counts from the end).
         out: optional array of x's shape and dtype to write into; ``out=x`` works in place.
             It must not otherwise overlap x.
@@ -159,6 +165,10 @@ def logsumexp(
             result = None
         if result is not None:
             return result[()] if type(result) is np.ndarray and result.ndim == 0 else result
+    if _cuda.is_device_array(x):
+        check_choice(algorithm, "algorithm", ALGORITHMS)
+        check_num_threads(num_threads)
+        return _cuda.softmax_family(x, axis, None, "nan", 2)
     xv, framework = as_input(x, "x")
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)

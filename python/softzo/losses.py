@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _cuda
 from ._arrays import (
     HALF_DTYPES,
     as_input,
@@ -291,6 +291,13 @@ def _cross_entropy(
             result = None
         if result is not None:
             return result
+    if _cuda.is_device_array(logits):
+        return _cuda.cross_entropy(
+            logits, target, weight, _int_arg(ignore_index, "ignore_index"),
+            _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0),
+            _float_arg(lse_square_scale, "lse_square_scale", 0.0), 1.0,
+            check_choice(reduction, "reduction", REDUCTIONS), return_grad, grad_out, return_lse,
+        )  # fmt: skip
     x, fw, unbatched, half = _scores(logits, "logits", half_ok=True)
     n, v = x.shape
     smoothing = _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0)
@@ -369,6 +376,10 @@ def comp_sum_loss(
     )
     if result is not None:
         return result
+    if _cuda.is_device_array(logits):
+        return _cuda.cross_entropy(
+            logits, target, None, no_row, 0.0, 0.0, tau_v, reduction, return_grad, None, False
+        )
     x, fw, unbatched, half = _scores(logits, "logits", half_ok=True)
     hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None

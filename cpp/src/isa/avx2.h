@@ -1,7 +1,8 @@
-// AVX2 + FMA building blocks shared by the AVX2 kernel files (softmax_avx2.cc, losses_avx2.cc):
-// the Ops<T> traits (loads, masks, arithmetic, the exp range reduction), horizontal sums and
-// the unrolled elementwise map. Everything is in an anonymous namespace, so each kernel object
-// keeps its own internal copy and exports nothing weak. Include only from -mavx2 -mfma files.
+// AVX2 + FMA building blocks shared by the AVX2 kernel files (softmax_avx2.cc, losses_avx2.cc,
+// zo_avx2.cc): the Ops<T> traits (loads, masks, arithmetic, the exp range reduction), the
+// scaled exp with its flush, horizontal sums, the running totals and the unrolled loops. Everything
+// is in an anonymous namespace, so each kernel object keeps its own internal copy and exports
+// nothing weak. Include only from -mavx2 -mfma files.
 #ifndef SOFTZO_ISA_AVX2_H_
 #define SOFTZO_ISA_AVX2_H_
 

@@ -1,8 +1,8 @@
-// AVX-512 building blocks for softmax_avx512.cc and losses_avx512.cc: masked memory access,
-// horizontal reductions, float->double widening, the exp kernels, the F32 / F64 traits and the
-// unrolled map / reduction loops. Everything here is static or in an anonymous namespace (and
-// forced inline), so neither the native nor the SIMDe-emulated object exports or weakly defines
-// anything from it.
+// AVX-512 building blocks for softmax_avx512.cc, losses_avx512.cc and zo_avx512.cc: masked
+// memory access, horizontal reductions, float->double widening, the exp kernels and the scaled
+// exp, the F32 / F64 traits, the running totals and the unrolled map / reduction loops. Everything
+// here is static or in an anonymous namespace (and forced inline), so neither the native nor the
+// SIMDe-emulated object exports or weakly defines anything from it.
 #ifndef SOFTZO_ISA_AVX512_H_
 #define SOFTZO_ISA_AVX512_H_
 
@@ -169,7 +169,7 @@ static SOFTZO_INLINE double softzo_hadd_pd(__m512d v) {
 // (every step scales by 2), and 2^(n-1) stays finite at n = 128 / 1024, where SIMDe's
 // emulated scalef (a * exp2(b) with exp2 built in the element type) would overflow early.
 
-// 2 p(r) ~ 2 exp(r) on |r| <= ln2/2 + tiny: the degree-6 polynomial of avx2_ops.h doubled
+// 2 p(r) ~ 2 exp(r) on |r| <= ln2/2 + tiny: the degree-6 polynomial of isa/avx2.h doubled
 // (exact), ~1 ulp where degree 5 reached 1.98.
 static SOFTZO_INLINE __m512 softzo_exp2poly_ps(__m512 r) {
   __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(0x1.6b500cp-9f), r, _mm512_set1_ps(0x1.126cc0p-6f));

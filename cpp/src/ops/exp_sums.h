@@ -1,6 +1,6 @@
 // A row's sum of exps with the largest element's own term kept apart, the two-pass (extended
 // exponent) sum built from the rmax and raddexp kernels, and the scalar helpers both op files
-// (softmax_ops.cc, loss_ops.cc) use to turn it into lse, log-probabilities and losses.
+// (softmax_ops.cc, losses_ops.cc) use to turn it into lse, log-probabilities and losses.
 //
 // Why the max's term is kept apart: late in training one logit dominates its row, and what
 // matters (lse - max, the target's log-probability, the loss) is log(1 + rest) with a tiny rest.

@@ -15,6 +15,7 @@ from .. import _core
 from .._arrays import check_choice, check_num_threads
 from ._checks import loss_value
 from ._comm import Rounds, channel_for
+from ._device import DeviceFlat, DeviceLowPrecision, new_mask_bits
 from ._low_precision import LowPrecision, flat_view
 from ._subset import Subset
 from ._subspace import Subspace
@@ -49,6 +50,10 @@ class ZerothOrder:
     ``num_threads`` (None: softzo's default), ``process_group`` (None, or a torch.distributed
     group), ``parallel`` ("data" or "directions") and ``timeout`` (seconds, 300); see
     :mod:`softzo.optim`."""
+
+    # Whether every step is engine moves only (MeZO, SPSA), which run on CUDA parameters;
+    # optimisers that materialise z or keep per-parameter state in NumPy do not yet.
+    _device_moves = False
 
     def __init__(
         self,
@@ -89,6 +94,16 @@ class ZerothOrder:
                 self._views.append((view, offset, gi))
                 self._lowp.append(low)
                 offset += view.size
+        self._on_device = any(isinstance(v, DeviceFlat) for v, _, _ in self._views)
+        if self._on_device:
+            if not all(isinstance(v, DeviceFlat) for v, _, _ in self._views):
+                raise ValueError("params mixes CUDA and CPU tensors; give one kind")
+            if not self._device_moves:
+                raise ValueError(
+                    f"{type(self).__name__} does not run on CUDA parameters yet; MeZO and SPSA do"
+                )
+            if subspace is not None or engine["process_group"] is not None:
+                raise ValueError("subspace= and process_group= take CPU parameters only for now")
         self._scratch: np.ndarray | None = None
         # Sparse MeZO: per-tensor bits and thresholds of the current step (None: no mask).
         self.sparsity: float | None = None
@@ -173,10 +188,17 @@ class ZerothOrder:
                 thr=thr,
                 offset=offset,
                 pieces=pieces,
+                publish=None,
             ):
                 # A piece starting at element s of the tensor draws z_{offset + s} onwards: the
                 # values the whole-tensor call would use there.
                 for start, stop in pieces:
+                    if isinstance(theta, DeviceFlat):
+                        theta[start:stop].move(
+                            self.seed, self.step_count & 0xFFFFFFFF, direction, self.dist,
+                            offset + start, c, lr_i, g_i, wd_i, bits, thr, publish,
+                        )  # fmt: skip
+                        continue
                     _core._zo_restore_update(
                         self.seed,
                         self.step_count & 0xFFFFFFFF,
@@ -204,6 +226,15 @@ class ZerothOrder:
         low = self._lowp[i]
         if low is None:
             kernel(view, c)
+            return
+        if isinstance(low, DeviceLowPrecision):
+            # One pass on the device: the update moves the master and publishes it, a
+            # perturbation publishes round(master + applied z) and leaves the master alone.
+            applied = 0.0 if updates else low.applied + c
+            if updates and low.applied + c != 0.0:
+                raise AssertionError("an update must end the perturbation it restores")
+            kernel(view, applied, publish=low)
+            low.applied = applied
             return
         applied = low.applied + c
         if updates:
@@ -354,7 +385,11 @@ class ZerothOrder:
             return
         for i, (view, _, _) in enumerate(self._views):
             if self._bits[i] is None:
-                self._bits[i] = np.zeros((view.size + 31) // 32, dtype=np.uint32)
+                self._bits[i] = (
+                    new_mask_bits(view)
+                    if isinstance(view, DeviceFlat)
+                    else np.zeros((view.size + 31) // 32, dtype=np.uint32)
+                )
             self._thresholds[i] = self._mask_threshold(i, view)
         self._building = True
 
@@ -363,12 +398,13 @@ class ZerothOrder:
         smaller tensor): the smallest sampled |theta_j| with at least that fraction of the
         sample at or below it."""
         if view.size <= MASK_SAMPLE:
-            sample = np.abs(view)
+            sample = np.abs(view.to_numpy() if isinstance(view, DeviceFlat) else view)
         else:
             gen = np.random.Generator(
                 np.random.Philox(key=self.seed, counter=[0, 0, self.step_count, i])
             )
-            sample = np.abs(view[gen.integers(0, view.size, MASK_SAMPLE)])
+            at = gen.integers(0, view.size, MASK_SAMPLE)
+            sample = np.abs(view.take(at) if isinstance(view, DeviceFlat) else view[at])
         sample = sample[~np.isnan(sample)]
         if sample.size == 0:
             return 0.0
@@ -380,6 +416,8 @@ class ZerothOrder:
         bits = self._bits[index]
         if bits is None:
             return None
+        if not isinstance(bits, np.ndarray):  # on the device
+            bits = bits.cpu().numpy().view(np.uint32)
         n = self._views[index][0].size
         return np.unpackbits(bits.view(np.uint8), bitorder="little")[:n].astype(bool)
 

@@ -33,12 +33,17 @@ class LowPrecision:
 
 def flat_view(p: Any, index: int) -> tuple[np.ndarray, LowPrecision | None]:
     """A writable 1-D float32/64 NumPy view of parameter ``p`` (NumPy array or torch CPU tensor),
-    or, for float16 / bfloat16, its float32 master copy and the low-precision handle."""
+    or, for float16 / bfloat16, its float32 master copy and the low-precision handle. CUDA torch
+    tensors give the device views of ``_device``."""
     name = f"params[{index}]"
     fw = framework_of(p)
     if fw == "torch":
+        if p.device.type == "cuda":
+            from ._device import device_view
+
+            return device_view(p, name)
         if p.device.type != "cpu":
-            raise ValueError(f"{name} is on device '{p.device}'; softzo runs on the CPU")
+            raise ValueError(f"{name} is on device '{p.device}'; softzo runs on the CPU and CUDA")
         if not p.is_contiguous():
             raise ValueError(f"{name} must be contiguous: it is updated in place, without a copy")
         import torch

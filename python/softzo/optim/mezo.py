@@ -56,6 +56,8 @@ class MeZO(ZerothOrder):
     re-rounded whole in each pass. Not combinable with ``sparsity`` or ``subspace``.
     """
 
+    _device_moves = True
+
     def __init__(
         self,
         params: Iterable[Any],

@@ -1,7 +1,8 @@
-"""The next-word benchmark's data pipeline (softzo.bench_nextword), on tiny hand-made trees."""
+"""The next-word benchmark's data pipeline (bench.nextword), on tiny hand-made trees."""
 
 import numpy as np
-from softzo import bench_nextword as bn
+
+from bench import nextword as bn
 
 
 def test_words_keep_identifiers_numbers_and_prose_but_not_escapes():

@@ -1,10 +1,11 @@
-"""Benchmarks of the zeroth-order engine: ``python -m softzo.bench_zo [--n N] [--reps R]``.
+"""Benchmarks of the zeroth-order engine: ``python -m bench.zo [--quick] [--n N] [--reps R]
+[--out DIR]``.
 
 float32, 1 thread, parameters of ``--n`` elements (default 1e8, 400 MB). In one process,
 interleaved, minimum over repetitions:
 
 - perturb theta += c z (Rademacher, Gaussian) against the streaming read+write roofline of the
-  same buffer (``_stream_scale``: one read and one write pass), and with the segmented
+  same buffer (``stream_scale``: one read and one write pass), and with the segmented
   distribution, whose transform of a Philox word is a few integer operations: the rate of
   Philox4x32-10 itself at one 32-bit word per element, the ceiling of any draw (Box-Muller's
   included) that spends a word per element;
@@ -21,18 +22,34 @@ interleaved, minimum over repetitions:
   set to 2 as well);
 - peak extra memory of a MeZO step (VmHWM growth; the direction is never stored).
 
-Prints a Markdown table; ``--out FILE`` also writes it.
+Prints a Markdown table and writes ``zo.md`` into ``bench/results`` (``--out DIR``);
+``--quick`` (4M parameters, 2 repetitions) writes only with ``--out``. ``python -m bench.isa``
+compares the perturbation kernels across ISAs.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from softzo import _core, optim
 
-from . import _core, _testing, optim
+from ._common import (
+    RESULTS,
+    load,
+    provenance,
+    reset_peak_memory,
+    status_kib,
+    stream_scale,
+    warn_if_loaded,
+    write,
+)
+
+QUICK_N = 1 << 22
 
 
 def _best(fn: Callable[[], object], reps: int) -> float:
@@ -42,23 +59,6 @@ def _best(fn: Callable[[], object], reps: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
-
-
-def _vm_hwm_kib() -> int:
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return 0
-
-
-def _reset_hwm() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="utf-8") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
 
 
 def run(n: int, reps: int) -> str:
@@ -78,7 +78,7 @@ def run(n: int, reps: int) -> str:
     hizoo = optim.HiZOO([theta], lr=1e-9, eps=1e-3, num_threads=1)
     mezo2 = optim.MeZO([theta], lr=1e-9, eps=1e-3, num_threads=2)
     cands = {
-        "stream read+write (roofline)": lambda: _testing.stream_scale(theta, out, 1),
+        "stream read+write (roofline)": stream_scale(theta, out, 1),
         "perturb, rademacher": perturb(0),
         "perturb, gaussian": perturb(1),
         "perturb, segmented (the Philox word rate)": perturb(2),
@@ -129,10 +129,10 @@ def run(n: int, reps: int) -> str:
     for k, t in times.items():
         rows.append((k, t, n / t / 1e9, roof / t, t / roof))
     hwm = "n/a"
-    if _reset_hwm():
-        base = _vm_hwm_kib()
+    if reset_peak_memory():
+        base = status_kib("VmHWM")
         mezo.step(lambda: 0.0)
-        hwm = f"{(_vm_hwm_kib() - base) / 1024:.2f} MiB"
+        hwm = f"{(status_kib('VmHWM') - base) / 1024:.2f} MiB"
     lines = [
         (
             f"float32, 1 thread unless stated, {n:.3g} parameters ({n * 4 / 2**20:.0f} MiB), "
@@ -167,18 +167,27 @@ def run(n: int, reps: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100_000_000)
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--out", default=None)
-    args = ap.parse_args()
-    table = run(args.n, args.reps)
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m bench.zo", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="4M parameters, 2 repetitions, no files")
+    ap.add_argument("--n", type=int, default=None, help="parameters (default 1e8)")
+    ap.add_argument("--reps", type=int, default=None, help="repetitions (default 5)")
+    ap.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
+    args = ap.parse_args(argv)
+    out = args.out if args.out or args.quick else RESULTS
+    n = args.n or (QUICK_N if args.quick else 100_000_000)
+    reps = args.reps or (2 if args.quick else 5)
+    t0, load0 = time.perf_counter(), load()
+    warn_if_loaded(load0)
+    table = run(n, reps)
     print(table)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write("# softzo zeroth-order engine benchmark\n\n`python -m softzo.bench_zo`\n\n")
-            f.write(table + "\n")
+    if out is not None:
+        heading = (
+            "# softzo zeroth-order engine benchmark\n\n"
+            f"{provenance('bench.zo', argv, t0, load0)} (other processes competing for the "
+            "cores make every number here slower and noisier)\n\n"
+        )
+        write(out, "zo.md", heading + table + "\n")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""The COCO yardstick's measures (softzo.bench_coco), checked without cocoex on hand-made runs."""
+"""The COCO yardstick's measures (bench.coco), checked without cocoex on hand-made runs."""
 
 import math
 
 import numpy as np
 import pytest
-from softzo import bench_coco as bc
+
+from bench import coco as bc
 
 
 def test_targets_are_cocos_51():

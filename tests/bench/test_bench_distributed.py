@@ -1,4 +1,4 @@
-"""softzo.bench_distributed on a small model: the table's rows and its byte accounting."""
+"""bench.distributed on a small model: the table's rows and its byte accounting."""
 
 import pytest
 
@@ -6,9 +6,9 @@ pytest.importorskip("torch")
 
 
 def test_small_run_reports_every_case_and_the_payloads():
-    from softzo import bench_distributed
+    from bench import distributed
 
-    table = bench_distributed.run(params=5000, steps=1, reps=1)
+    table = distributed.run(params=5000, steps=1, reps=1)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "ms |" in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
         "single process (rank 0 alone, full batch)",

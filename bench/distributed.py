@@ -1,4 +1,4 @@
-"""Zeroth-order training on 2 gloo ranks: ``python -m softzo.bench_distributed [--params N]``.
+"""Zeroth-order training on 2 gloo ranks: ``python -m bench.distributed [--quick] [--params N]``.
 
 A torch MLP of about ``--params`` parameters (default 1e7: 1000 -> 5000 -> 1000, float32) and
 a batch of 64 examples (32 per rank). In one run, on 2 spawned processes of 1 thread each,
@@ -17,18 +17,21 @@ Bytes per step: softzo's ``comm_bytes`` (the payload a rank sends in a ring all-
 DDP's ring all-reduce payload 2 (W - 1) / W * 4 * parameters, both also measured as the bytes
 that crossed the loopback interface during the steps (/proc/net/dev, both ranks' traffic
 with TCP and gloo headers, and any other loopback traffic on the machine), per rank and step.
-Writes ``bench/results/distributed.md`` (``--out``).
+Writes ``distributed.md`` into ``bench/results`` of the checkout (``--out DIR``); ``--quick``
+(1e5 parameters, 1 round of 2 steps) writes only with ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from ._common import RESULTS, load, provenance, warn_if_loaded, write
 
 BATCH, WORLD = 64, 2
 
@@ -60,9 +63,8 @@ def _model(params: int):
 def _rank(rank: int, port: int, params: int, steps: int, reps: int, out: str) -> None:
     import torch
     import torch.distributed as dist
-
-    from . import optim
-    from .distributed.local import init_gloo
+    from softzo import optim
+    from softzo.distributed.local import init_gloo
 
     torch.set_num_threads(1)
     init_gloo(rank, WORLD, port, timeout=600.0)
@@ -130,7 +132,7 @@ def _rank(rank: int, port: int, params: int, steps: int, reps: int, out: str) ->
 def run(params: int, steps: int, reps: int) -> str:
     import multiprocessing
 
-    from .distributed.local import free_port
+    from softzo.distributed.local import free_port
 
     port = free_port()
     out = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"softzo_bench_distributed_{port}.npz")
@@ -180,27 +182,32 @@ def run(params: int, steps: int, reps: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    from .bench import _load, _provenance
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", type=int, default=10_000_000)
-    ap.add_argument("--steps", type=int, default=5, help="steps per round and case")
-    ap.add_argument("--reps", type=int, default=5, help="interleaved rounds")
-    ap.add_argument("--out", type=Path, default=Path("bench/results"))
-    args = ap.parse_args(argv)
-    t0, load0 = time.perf_counter(), _load()
-    table = run(args.params, args.steps, args.reps)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    heading = (
-        "# softzo zeroth-order training across processes\n\n"
-        f"{_provenance('softzo.bench_distributed', argv, t0, load0)} (other processes "
-        "competing for the 2 cores make every time here slower and noisier; both ranks share "
-        "them, so the 2-rank rows cannot show the speed-up of separate machines)\n\n"
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.distributed", description=__doc__.splitlines()[0]
     )
-    (args.out / "distributed.md").write_text(heading + table, encoding="utf-8")
-    print(f"wrote {args.out / 'distributed.md'}", file=sys.stderr)
+    ap.add_argument("--quick", action="store_true", help="1e5 parameters, 1 round of 2 steps")
+    ap.add_argument("--params", type=int, default=None, help="default 1e7")
+    ap.add_argument("--steps", type=int, default=None, help="steps per round and case (5)")
+    ap.add_argument("--reps", type=int, default=None, help="interleaved rounds (5)")
+    ap.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
+    args = ap.parse_args(argv)
+    out = args.out if args.out or args.quick else RESULTS
+    params = args.params or (100_000 if args.quick else 10_000_000)
+    steps = args.steps or (2 if args.quick else 5)
+    reps = args.reps or (1 if args.quick else 5)
+    t0, load0 = time.perf_counter(), load()
+    warn_if_loaded(load0)
+    table = run(params, steps, reps)
+    print(table)
+    if out is not None:
+        heading = (
+            "# softzo zeroth-order training across processes\n\n"
+            f"{provenance('bench.distributed', argv, t0, load0)} (other processes "
+            "competing for the 2 cores make every time here slower and noisier; both ranks share "
+            "them, so the 2-rank rows cannot show the speed-up of separate machines)\n\n"
+        )
+        write(out, "distributed.md", heading + table)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Next-word prediction on the Python standard library's text: factored Z-loss vs dense softmax.
 
-``python -m softzo.bench_nextword [--epochs E] [--max-tokens N] [--eval-tokens N] [--quick]``
+``python -m bench.nextword [--epochs E] [--max-tokens N] [--eval-tokens N] [--quick]``
 
 A real task on real text that nobody here wrote, built offline and on the fly (nothing of it is
 committed): the words of every ``.py`` file of the running interpreter's standard library
@@ -43,7 +43,8 @@ measured on a fixed random sample of ``--eval-tokens`` test positions (dense: ``
 the logits; factored: ``layer.topk``), ``<unk>`` targets included as errors. With
 ``--equal-time`` (the default) the factored variant then keeps training on further slices until
 its training time reaches the dense variant's total, evaluated about 4 times on the way. Writes
-``nextword.md`` and ``nextword.png`` (accuracy against cumulative training time) to ``--out``.
+``nextword.md`` and ``nextword.png`` (accuracy against cumulative training time) to ``--out``
+(default ``bench/results`` of the checkout; ``--quick`` writes only with ``--out``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ._common import RESULTS, load, provenance, pyplot, write
 
 WORD_RE = re.compile(r"\w+")
 ESCAPE_RE = re.compile(
@@ -250,9 +253,9 @@ def _body(torch: Any, corpus: Corpus, cfg: Config) -> Any:
 
 def factored_layer_class() -> Any:
     """``softzo.torch.FactoredOutputHead``."""
-    from .torch import FactoredOutputLayer
+    from softzo.torch import FactoredOutputHead
 
-    return FactoredOutputLayer
+    return FactoredOutputHead
 
 
 def _epoch_positions(corpus: Corpus, cfg: Config) -> Iterator[np.ndarray]:
@@ -538,13 +541,8 @@ def report(corpus: Corpus, cfg: Config, runs: Runs, header: str) -> str:
 
 
 def _plot(runs: Runs, path: Path) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for (kind, (eps, _)), color in zip(runs.items(), ("tab:blue", "tab:orange")):
@@ -572,9 +570,8 @@ def _limit_blas_threads(n: int) -> Any:
     """Caps OpenBLAS (the factored layer's BLAS; torch's own GEMMs are not affected)."""
     os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # read if OpenBLAS is not loaded yet
     try:
+        from softzo import spherical  # noqa: F401  (loads the layer's OpenBLAS, to cap it)
         from threadpoolctl import threadpool_limits
-
-        from . import spherical  # noqa: F401  (loads the layer's OpenBLAS, so it can be capped)
     except ImportError:
         return None
     return threadpool_limits(limits=n, user_api="blas")
@@ -582,7 +579,7 @@ def _limit_blas_threads(n: int) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m softzo.bench_nextword", description=__doc__.split("\n")[0]
+        prog="python -m bench.nextword", description=__doc__.split("\n")[0]
     )
     d = Config()
     parser.add_argument("--epochs", type=int, default=None, help=f"default {d.epochs}")
@@ -593,16 +590,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--eval-tokens", type=int, default=None, help=f"test targets evaluated ({d.eval_tokens})"
     )
     parser.add_argument(
-        "--quick", action="store_true", help="2 epochs of 4096 tokens, 2048 evaluated; no files"
+        "--quick",
+        action="store_true",
+        help="1 epoch of 1024 tokens, 512 evaluated, no equal-time run; files only with --out",
     )
     parser.add_argument(
         "--equal-time",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="then train the factored variant for as long as the dense one trained",
+        default=None,
+        help="then train the factored variant for as long as the dense one trained (default: "
+        "yes, but not with --quick)",
     )
     parser.add_argument("--variants", nargs="+", choices=list(LABELS), default=list(LABELS))
-    parser.add_argument("--out", type=Path, default=Path("bench/results"))
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
     for f in dataclasses.fields(Config):
         if f.name not in ("epochs", "max_tokens", "eval_tokens"):
             kwargs: dict[str, Any] = {"type": type(f.default), "default": f.default}
@@ -610,7 +610,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 kwargs["choices"] = ["adam", "sgd"]
             parser.add_argument("--" + f.name.replace("_", "-"), **kwargs)
     args = parser.parse_args(argv)
-    quick = {"epochs": 2, "max_tokens": 4096, "eval_tokens": 2048} if args.quick else {}
+    quick = {"epochs": 1, "max_tokens": 1024, "eval_tokens": 512} if args.quick else {}
+    equal_time = not args.quick if args.equal_time is None else args.equal_time
     values = {}
     for f in dataclasses.fields(Config):
         v = getattr(args, f.name)
@@ -619,9 +620,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         values[f.name] = v
     cfg = Config(**values)
     t_start = time.perf_counter()
-    from .bench import _load, _provenance
-
-    load0 = _load()
+    load0 = load()
     limiter = _limit_blas_threads(cfg.blas_threads)
     corpus = build_corpus(context=cfg.context)
     print(
@@ -632,23 +631,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs: Runs = {}
     for kind in args.variants:
         budget = None
-        if kind == "factored" and args.equal_time and "dense" in runs:
+        if kind == "factored" and equal_time and "dense" in runs:
             budget = sum(e.train_s for e in runs["dense"][0])
         runs[kind] = train_variant(kind, corpus, cfg, time_budget=budget)
     if limiter is not None:
         limiter.restore_original_limits()
     print("\n".join(summary_table(runs, cfg)))
-    if args.quick:
+    out = args.out if args.out or args.quick else RESULTS
+    if out is None:
         return
     header = (
         "# Next-word prediction on the Python standard library: factored Z-loss vs dense softmax\n"
-        f"\n{_provenance('softzo.bench_nextword', argv, t_start, load0)} (other processes "
+        f"\n{provenance('bench.nextword', argv, t_start, load0)} (other processes "
         "on the machine's 2 cores slow every number here)\n"
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "nextword.md").write_text(report(corpus, cfg, runs, header), encoding="utf-8")
-    _plot(runs, args.out / "nextword.png")
-    print(f"wrote {args.out / 'nextword.md'} and nextword.png", file=sys.stderr)
+    write(out, "nextword.md", report(corpus, cfg, runs, header))
+    _plot(runs, out / "nextword.png")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Benchmarks of the factored output layer: ``python -m softzo.bench_factored``.
+"""Benchmarks of the factored output layer: ``python -m bench.factored [--quick] [--out DIR]``.
 
 float32, the machine's threads (OpenBLAS's default), the Z-loss; in one process:
 
@@ -10,20 +10,22 @@ float32, the machine's threads (OpenBLAS's default), the Z-loss; in one process:
   (:func:`softzo.spherical.dense_step`), with the memory each holds and its peak (VmHWM growth
   over the step).
 
-Prints a Markdown table; ``--out FILE`` also writes it. ``--quick`` uses smaller sizes.
+Prints a Markdown table and writes ``factored.md`` into ``bench/results`` (``--out DIR``);
+``--quick`` uses smaller sizes and writes only with ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
+from softzo import spherical
 
-from . import spherical
-from .bench_zo import _reset_hwm, _vm_hwm_kib
+from ._common import RESULTS, load, provenance, reset_peak_memory, status_kib, warn_if_loaded, write
 
 MIB = 1 << 20
 
@@ -47,10 +49,10 @@ def _factored_times(D: int, d: int, m: int, steps: int) -> tuple[float, float, f
     t0 = time.perf_counter()
     layer.stabilize()
     stab = time.perf_counter() - t0
-    _reset_hwm()
-    base = _vm_hwm_kib()
+    reset_peak_memory()
+    base = status_kib("VmHWM")
     layer.step(*batches[0])
-    peak = (_vm_hwm_kib() - base) / 1024
+    peak = (status_kib("VmHWM") - base) / 1024
     return statistics.median(times), stab, peak
 
 
@@ -65,10 +67,10 @@ def _dense_time(D: int, d: int, m: int, reps: int) -> tuple[float, float]:
         t0 = time.perf_counter()
         spherical.dense_step(w, h, t, lr=0.1)
         best = min(best, time.perf_counter() - t0)
-    _reset_hwm()
-    base = _vm_hwm_kib()
+    reset_peak_memory()
+    base = status_kib("VmHWM")
     spherical.dense_step(w, h, t, lr=0.1)
-    peak = (_vm_hwm_kib() - base) / 1024
+    peak = (status_kib("VmHWM") - base) / 1024
     del w
     return best, peak
 
@@ -81,7 +83,7 @@ def run(quick: bool) -> str:
         "| step + amortised stabilisation | peak extra memory of a step |"
     )
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, float32, Z-loss.",
+        "float32, Z-loss, OpenBLAS's default threads.",
         "",
         f"### Cost against the number of classes D (m = {m}, d = {d})",
         "",
@@ -97,12 +99,13 @@ def run(quick: bool) -> str:
             f"| {stab * 1e3:.0f} ms | {(step + stab / 100) * 1e3:.2f} ms | {peak:.1f} MiB |"
         )
     D, d, m = (793_471, 512, 200) if not quick else (100_000, 128, 64)
+    setting = "Quick check" if quick else "One Billion Word setting"
     step, stab, fpeak = _factored_times(D, d, m, steps=10 if quick else 30)
     dense, dpeak = _dense_time(D, d, m, reps=2 if quick else 3)
     amortised = step + stab / 100
     lines += [
         "",
-        f"### One Billion Word setting (D = {D:,}, d = {d}, m = {m})",
+        f"### {setting} (D = {D:,}, d = {d}, m = {m})",
         "",
         "| step | time | held memory | peak extra memory of a step |",
         "|---|---:|---:|---:|",
@@ -126,16 +129,24 @@ def run(quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m softzo.bench_factored", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
-    parser.add_argument("--out", help="also write the Markdown table to this file")
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.factored", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes; files only with --out")
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
     args = parser.parse_args(argv)
+    out = args.out if args.out or args.quick else RESULTS
+    t0, load0 = time.perf_counter(), load()
+    warn_if_loaded(load0)
     table = run(args.quick)
     print(table)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write(f"Command: `python -m softzo.bench_factored --out {args.out}`\n\n{table}")
+    if out is not None:
+        heading = (
+            "# softzo factored output layer benchmark\n\n"
+            f"{provenance('bench.factored', argv, t0, load0)}\n\n"
+        )
+        write(out, "factored.md", heading + table)
 
 
 if __name__ == "__main__":

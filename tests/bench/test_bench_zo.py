@@ -1,17 +1,18 @@
-"""python -m softzo.bench_zo at a tiny size: every case runs and the table is self-consistent."""
+"""python -m bench.zo at a tiny size: every case runs and the table is self-consistent."""
 
 from __future__ import annotations
 
 import re
 
 import pytest
-from softzo import bench_zo
+
+from bench import zo
 
 
 def test_bench_zo_table_is_consistent():
     pytest.importorskip("torch")
     n = 1 << 20
-    table = bench_zo.run(n, reps=1)
+    table = zo.run(n, reps=1)
     rows = {}
     for line in table.splitlines():
         m = re.match(r"\| (.+?) \| ([\d.]+) ms \| ([\d.]+) \| (\d+)% \| ([\d.]+) \|$", line)

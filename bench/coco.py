@@ -1,7 +1,7 @@
 """External yardstick: softzo's SPSA against nevergrad's SPSA and pycma's CMA-ES on COCO's
 ``bbob-largescale`` suite.
 
-``python -m softzo.bench_coco [--dims 80,160,320,640] [--functions 1,2,6,...] [--instances 1]
+``python -m bench.coco [--dims 80,160,320,640] [--functions 1,2,6,...] [--instances 1]
 [--budget-mult 50] [--workers 2] [--quick] [--out DIR]``
 
 The default run (about 20 minutes on 2 cores) takes two functions per COCO group: f1 sphere, f2
@@ -15,7 +15,7 @@ about 2.5 times as long.
 
 Needs the benchmark-only packages ``coco-experiment`` (``cocoex``), ``nevergrad``, ``cma`` (pycma)
 and matplotlib, none of which softzo depends on: ``pip install coco-experiment nevergrad cma
-matplotlib`` (or softzo's ``bench`` extra).
+matplotlib`` (or ``pip install .[bench]``).
 
 Protocol. Every (function, dimension, instance) problem of the suite is solved once by each
 optimiser with the same budget of ``budget_mult * d`` evaluations, counted by a wrapper that
@@ -45,8 +45,8 @@ rounded to the 0.01 grid on which COCO draws f_opt, and checked with ``final_tar
 Report, per dimension: the fraction of (function, instance, target) triples each optimiser
 reached, and softzo's SPSA against nevergrad's per function as wins / ties / losses (by targets
 reached, summed over instances; and by the median Delta f). ``--out DIR`` (default
-bench/results for a full run; ``--quick`` writes files only with ``--out``) writes coco.md and
-coco.png. Runs are spread over ``--workers`` processes, each limited to one thread.
+``bench/results`` of the checkout for a full run; ``--quick`` writes files only with ``--out``)
+writes coco.md and coco.png. Runs are spread over ``--workers`` processes, each limited to one thread.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ import datetime
 import json
 import math
 import os
-import shlex
 import sys
 import tempfile
 import time
@@ -66,6 +65,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from ._common import RESULTS, command, load, machine, pyplot
 
 SUITE = "bbob-largescale"
 DIMS = (80, 160, 320, 640)
@@ -228,7 +229,7 @@ def _problem(function: int, dim: int, instance: int) -> tuple[Any, float]:
 
 
 def _run_softzo(fun: Counted, x0, lower, upper, budget: int, seed: int) -> None:
-    from . import optim
+    from softzo import optim
 
     options = {**SPSA_OPTIONS, "num_threads": 1}
     optim.minimize(
@@ -453,13 +454,8 @@ def report(records: list[dict[str, Any]], solvers: Sequence[str] = tuple(SOLVERS
 
 def _plot(records: list[dict[str, Any]], path: Path, solvers: Sequence[str] = tuple(SOLVERS)):
     """Left: fraction of targets reached against dimension; right: per function, all dims."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot written", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return
     summary = summarise(records, solvers)
     dims = [d for d in summary if d != "all"]
@@ -511,7 +507,7 @@ def _ints(text: str) -> list[int]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m softzo.bench_coco", description=__doc__.split("\n")[0]
+        prog="python -m bench.coco", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dims", type=_ints, default=None, help="default 80,160,320,640")
     parser.add_argument(
@@ -527,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         action="store_true",
         help="d=80, f1,2,8,10,15,20, 20*d evaluations; files only with --out",
     )
-    parser.add_argument("--out", type=Path, default=None, help="default: bench/results")
+    parser.add_argument("--out", type=Path, default=None, help=f"default: {RESULTS}")
     parser.add_argument("--save-records", type=Path, default=None, help="also write runs (JSON)")
     parser.add_argument(
         "--from-records", type=Path, default=None, help="report runs saved by --save-records"
@@ -536,8 +532,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     dims = args.dims or (QUICK["dims"] if args.quick else DIMS)
     functions = args.functions or (QUICK["functions"] if args.quick else FUNCTION_SUBSET)
     mult = args.budget_mult or (QUICK["budget_mult"] if args.quick else BUDGET_MULT)
-    out = args.out if args.out or args.quick else Path("bench/results")
-    from .bench import _load, _machine
+    out = args.out if args.out or args.quick else RESULTS
 
     if args.from_records:
         saved = json.loads(args.from_records.read_text(encoding="utf-8"))
@@ -547,12 +542,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         if "--save-records" in argv_used:  # where the runs are saved changes nothing
             i = argv_used.index("--save-records")
             del argv_used[i : i + 2]
-        t0, load0 = time.perf_counter(), _load()
+        t0, load0 = time.perf_counter(), load()
         records = run(dims, functions, args.instances, mult, args.workers)
         meta = {
-            "command": " ".join(["python -m softzo.bench_coco", *map(shlex.quote, argv_used)]),
+            "command": command("bench.coco", argv_used),
             "wall": time.perf_counter() - t0,
-            "load": [load0, _load()],
+            "load": [load0, load()],
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "workers": args.workers,
             "dims": list(dims),
@@ -571,10 +566,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = SPSA_OPTIONS or "documented defaults"
     heading = (
         "# softzo SPSA on COCO bbob-largescale\n\n"
-        f"{_machine()}\n"
+        f"{machine()}\n"
         f"- {_versions()}\n"
         f"- date: {meta['date']}\n"
-        f"- command: `{meta['command']}` ({meta['wall'] / 60:.1f} min wall on "
+        f"- command (from the repository's root): `{meta['command']}` "
+        f"({meta['wall'] / 60:.1f} min wall on "
         f"{meta['workers']} worker processes of one thread)\n"
         f"- 1-minute load average before / after: {meta['load'][0]:.2f} / "
         f"{meta['load'][1]:.2f}\n\n"
@@ -590,7 +586,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "f_opt + t (t = 10^2, 10^1.8, ..., 10^-8: COCO's 51 ECDF targets) is reached when the "
         "best f of all evaluations is <= it. W/T/L: functions where softzo's SPSA reached more / "
         "as many / fewer targets than nevergrad's (summed over instances), or a smaller / equal "
-        "/ larger median best f − f_opt. See the docstring of `softzo/bench_coco.py`.\n\n"
+        "/ larger median best f − f_opt. See the docstring of `bench/coco.py`.\n\n"
     )
     out.mkdir(parents=True, exist_ok=True)
     (out / "coco.md").write_text(heading + tables, encoding="utf-8")
