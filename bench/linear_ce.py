@@ -22,21 +22,21 @@
    minimum over repetitions of a batch's mean.
 
 Writes a Markdown table (the CPU, the date and the command above it) to ``--out``
-(default ``bench/results/linear_ce.md``).
+(a directory; default ``bench/results/``) as ``linear_ce.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ._common import RESULTS, load, provenance, reset_peak_memory, status_kib, warn_if_loaded, write
 
 THREADS = 2
 FULL = {"sizes": [(4096, 2048, 128256), (8192, 2048, 128256)], "reps": 1}
@@ -49,25 +49,6 @@ MODES = {
     "torch_gemm": "GEMM floor: 3 `torch.matmul`",
 }
 TINY = (8, 16, 64)
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def _openblas():
@@ -142,13 +123,13 @@ def measure_mode(mode: str, n: int, d: int, v: int) -> dict:
     """Runs in a fresh subprocess: (seconds, peak extra MiB) of one run of the mode."""
     _mode_runner(mode, *TINY)()  # libraries, threads and allocator warm
     run = _mode_runner(mode, n, d, v)
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # resets VmHWM to the current resident set
-    before = _status_kib("VmRSS")
+    if not reset_peak_memory():
+        raise RuntimeError("cannot reset VmHWM (/proc/self/clear_refs): no peak memory figure")
+    before = status_kib("VmRSS")
     start = time.perf_counter()
     result = run()
     seconds = time.perf_counter() - start
-    peak = _status_kib("VmHWM")
+    peak = status_kib("VmHWM")
     del result
     return {"seconds": seconds, "peak_mib": (peak - before) / 1024}
 
@@ -246,41 +227,33 @@ def run_bf16(quick: bool) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.linear_ce", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
-    parser.add_argument("--out", default="bench/results/linear_ce.md")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     parser.add_argument("--reps", type=int, default=None, help="subprocess runs per mode")
     parser.add_argument("--measure", nargs=4, metavar=("MODE", "N", "D", "V"),
                         help=argparse.SUPPRESS)  # fmt: skip
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.measure:
         mode, n, d, v = args.measure
         print(json.dumps(measure_mode(mode, int(n), int(d), int(v))))
         return
+    t0, load0 = time.perf_counter(), load()
+    warn_if_loaded(load0)
     config = QUICK if args.quick else FULL
     reps = args.reps or config["reps"]
-    import torch
-
-    command = "python -m bench.linear_ce" + (" --quick" if args.quick else "")
-    header = [
-        "# softzo's fused linear cross-entropy and bfloat16 kernels vs PyTorch",
-        "",
-        (
-            f"CPU: {cpu_name()} ({os.cpu_count()} logical CPUs), {THREADS} threads for each side; "
-            f"torch {torch.__version__}; {datetime.date.today().isoformat()}."
-        ),
-        f"Command: `{command}`. See the module docstring of `bench/linear_ce.py` for the method.",
-        "",
-        "## Linear + cross-entropy, float32, forward + backward",
-        "",
-    ]
-    lines = header + run_linear(config["sizes"], reps)
-    lines += ["", "## bfloat16 kernels (torch bfloat16 tensors in and out)", ""]
-    lines += run_bf16(args.quick)
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    body = ["## Linear + cross-entropy, float32, forward + backward", ""]
+    body += run_linear(config["sizes"], reps)
+    body += ["", "## bfloat16 kernels (torch bfloat16 tensors in and out)", ""]
+    body += run_bf16(args.quick)
+    heading = (
+        "# softzo's fused linear cross-entropy and bfloat16 kernels vs PyTorch\n\n"
+        f"{provenance('bench.linear_ce', argv, t0, load0)}\n"
+        f"- {THREADS} threads for each side; the method: `bench/linear_ce.py`'s docstring\n\n"
+    )
+    text = heading + "\n".join(body) + "\n"
+    write(args.out, "linear_ce.md", text)
     print(text)
 
 
