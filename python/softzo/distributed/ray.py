@@ -46,6 +46,8 @@ from ..optim._methods import METHODS
 
 __all__ = ["Driver", "Replica"]
 
+DEFAULT_STARTUP_TIMEOUT = 300.0  # seconds for new actors to start and take the state
+
 
 class _DriverChannel(Channel):
     """An actor's side of the exchange: its row goes to the driver, everyone's comes back."""
@@ -159,6 +161,8 @@ class Driver:
         method: a name of :func:`softzo.optim.minimize` ("mezo", "spsa", "rge", ...).
         options: keyword arguments of the optimiser class (lr, eps, seed, parallel, ...).
         timeout: seconds the driver waits for the actors at each exchange.
+        startup_timeout: seconds it waits for new actors to start (a process each, which
+            imports softzo and builds its replica: seconds on a loaded machine).
         on_failure: "raise" or "retry" (drop the failed actors and run the step again).
         actor_options: passed to ``ray.remote`` (``{"num_cpus": 1}``, ...).
     """
@@ -171,6 +175,7 @@ class Driver:
         method: str = "mezo",
         options: dict[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         on_failure: str = "raise",
         actor_options: dict[str, Any] | None = None,
     ) -> None:
@@ -186,6 +191,9 @@ class Driver:
         self.timeout = float(timeout)
         if not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.startup_timeout = float(startup_timeout)
+        if not self.startup_timeout > 0:
+            raise ValueError(f"startup_timeout must be > 0 seconds, got {startup_timeout!r}")
         self._make, self._method, self._options = make_replica, method, dict(options or {})
         self._actor_cls = (
             ray.remote(**actor_options)(Replica) if actor_options else ray.remote(Replica)
@@ -208,12 +216,12 @@ class Driver:
                 self._actor_cls.remote(self._make, self._next_index, self._method, self._options)
             )
             self._next_index += 1
-        self._get([a.set_timeout.remote(self.timeout) for a in new])
+        self._get([a.set_timeout.remote(self.timeout) for a in new], self.startup_timeout)
         source = self.actors[0] if self.actors else new[0]
-        state = self._get(source.get_state.remote())
+        state = self._get(source.get_state.remote(), self.startup_timeout)
         ref = self._ray.put(state)
         targets = new if self.actors else new[1:]
-        self._get([a.set_state.remote(ref) for a in targets])
+        self._get([a.set_state.remote(ref) for a in targets], self.startup_timeout)
         self.comm_bytes_total += len(targets) * sum(p.nbytes for p in state[1])
         self.actors += new
 
@@ -221,8 +229,8 @@ class Driver:
         """Stops actor ``index`` (between steps); the others keep their ranks' order."""
         self._ray.kill(self.actors.pop(index))
 
-    def _get(self, refs: Any) -> Any:
-        return self._ray.get(refs, timeout=self.timeout)
+    def _get(self, refs: Any, timeout: float | None = None) -> Any:
+        return self._ray.get(refs, timeout=self.timeout if timeout is None else timeout)
 
     # -- steps -----------------------------------------------------------------------------------
 
