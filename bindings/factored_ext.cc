@@ -1,5 +1,6 @@
-// nanobind module softzo._factored: the factored output layer (softzo/factored.h), a module of
-// its own because it links OpenBLAS. Arrays are C-contiguous (python/softzo/spherical.py makes
+// nanobind module softzo._factored: the factored output layer (softzo/factored.h) and the fused
+// linear cross-entropy (linear_cross_entropy_ext.cc), a module of its own because it links
+// OpenBLAS. Arrays are C-contiguous (python/softzo/spherical.py makes
 // them so); each layer holds a mutex, since the GIL is released during compute.
 #include <cblas.h>
 #include <nanobind/nanobind.h>
@@ -13,6 +14,7 @@
 #include <tuple>
 #include <utility>
 
+#include "linear_cross_entropy_ext.h"
 #include "softzo/factored.h"
 
 namespace nb = nanobind;
@@ -247,6 +249,7 @@ NB_MODULE(_factored, m) {
   m.doc() = "softzo's factored output layer; use softzo.spherical instead.";
   bind_layer<float>(m, "FactoredLayer32");
   bind_layer<double>(m, "FactoredLayer64");
+  def_linear_cross_entropy(m);
   // OpenBLAS's own pool is process-wide; on a loaded machine one thread is often faster.
   m.def("set_blas_threads", [](int n) {
     if (n < 1) throw std::invalid_argument("num_threads must be >= 1, got " + std::to_string(n));

@@ -6,6 +6,8 @@
 #include <new>
 #include <vector>
 
+#include "softzo/half.h"
+
 namespace softzo_bindings {
 
 namespace {
@@ -62,8 +64,12 @@ struct NumpyApi {
   PyObject* empty = nullptr;
   PyObject* float32 = nullptr;  // numpy.dtype objects
   PyObject* float64 = nullptr;
+  PyObject* float16 = nullptr;
+  PyObject* uint16 = nullptr;
   PyObject* float32_scalar = nullptr;  // numpy.float32 and numpy.float64
   PyObject* float64_scalar = nullptr;
+  PyObject* view = nullptr;  // attribute names
+  PyObject* dtype = nullptr;
 };
 
 struct TorchApi {
@@ -105,11 +111,15 @@ const NumpyApi& numpy_api() {
     api.empty = attribute(np, "empty");
     api.float32 = dtype ? PyObject_CallFunction(dtype, "s", "float32") : nullptr;
     api.float64 = dtype ? PyObject_CallFunction(dtype, "s", "float64") : nullptr;
+    api.float16 = dtype ? PyObject_CallFunction(dtype, "s", "float16") : nullptr;
+    api.uint16 = dtype ? PyObject_CallFunction(dtype, "s", "uint16") : nullptr;
     api.float32_scalar = attribute(np, "float32");
     api.float64_scalar = attribute(np, "float64");
+    api.view = PyUnicode_InternFromString("view");
+    api.dtype = PyUnicode_InternFromString("dtype");
     PyErr_Clear();
-    if (type && PyType_Check(type) && api.empty && api.float32 && api.float64 &&
-        api.float32_scalar && api.float64_scalar) {
+    if (type && PyType_Check(type) && api.empty && api.float32 && api.float64 && api.float16 &&
+        api.uint16 && api.float32_scalar && api.float64_scalar && api.view && api.dtype) {
       api.ndarray = reinterpret_cast<PyTypeObject*>(type);
     } else {
       Py_XDECREF(type);
@@ -118,6 +128,25 @@ const NumpyApi& numpy_api() {
     Py_XDECREF(np);
   }
   return api;
+}
+
+// NumPy's bfloat16 dtype (ml_dtypes'), once ml_dtypes has been imported (by whoever made a
+// bfloat16 NumPy array or JAX array); null before.
+PyObject* numpy_bfloat16() {
+  static PyObject* dtype = nullptr;
+  if (!dtype) {
+    PyObject* ml = imported("ml_dtypes");
+    PyObject* type = attribute(ml, "bfloat16");
+    PyObject* np = imported("numpy");
+    PyObject* np_dtype = attribute(np, "dtype");
+    Py_XDECREF(np);
+    dtype = type && np_dtype ? PyObject_CallOneArg(np_dtype, type) : nullptr;
+    if (!dtype) PyErr_Clear();
+    Py_XDECREF(np_dtype);
+    Py_XDECREF(type);
+    Py_XDECREF(ml);
+  }
+  return dtype;
 }
 
 const ExchangeApi* exchange_api_of(PyObject* type) {
@@ -212,6 +241,27 @@ nb::object torch_capsule(nb::handle x) {
   return nb::steal(capsule);
 }
 
+// A uint16 view of x when x is a NumPy bfloat16 (ml_dtypes) array, which neither DLPack nor the
+// buffer protocol exports; an invalid object otherwise.
+nb::object numpy_bfloat16_bits(nb::handle x) {
+  PyObject* bf16 = numpy_bfloat16();
+  if (!bf16) return nb::object();
+  const NumpyApi& api = numpy_api();
+  PyObject* dtype = PyObject_GetAttr(x.ptr(), api.dtype);
+  const int same = dtype ? PyObject_RichCompareBool(dtype, bf16, Py_EQ) : -1;
+  Py_XDECREF(dtype);
+  PyObject* bits = same == 1 ? PyObject_CallMethodOneArg(x.ptr(), api.view, api.uint16) : nullptr;
+  if (!bits) PyErr_Clear();
+  return nb::steal(bits);
+}
+
+// JAX's DLPack capsule of x (its buffer protocol has no bfloat16), or an invalid object.
+nb::object jax_capsule(nb::handle x) {
+  PyObject* capsule = PyObject_CallMethod(x.ptr(), "__dlpack__", nullptr);
+  if (!capsule) PyErr_Clear();
+  return nb::steal(capsule);
+}
+
 template <typename ND>
 DLTensor described(const ND& nd) {
   DLTensor t{};
@@ -298,20 +348,33 @@ nb::object new_torch(nb::dlpack::dtype dtype, int ndim, const int64_t* shape, vo
   return nb::steal(tensor);
 }
 
+// bfloat16 arrays are made as uint16 (whose memory nanobind can view) and returned as a
+// bfloat16 view of it.
 nb::object new_numpy(nb::dlpack::dtype dtype, int ndim, const int64_t* shape, void** data) {
   const NumpyApi& api = numpy_api();
+  PyObject* bf16 = nullptr;
+  if (is_bfloat16(dtype) && !(bf16 = numpy_bfloat16())) {
+    throw nb::type_error("bfloat16 NumPy arrays need ml_dtypes (pip install ml_dtypes)");
+  }
   nb::object dims = nb::steal(PyTuple_New(ndim));
   for (int d = 0; d < ndim; ++d) {
     PyTuple_SET_ITEM(dims.ptr(), d, PyLong_FromLongLong(shape[d]));
   }
-  PyObject* args[] = {dims.ptr(), is_float32(dtype) ? api.float32 : api.float64};
+  PyObject* numpy_dtype = is_float32(dtype)   ? api.float32
+                          : is_float64(dtype) ? api.float64
+                          : is_float16(dtype) ? api.float16
+                                              : api.uint16;
+  PyObject* args[] = {dims.ptr(), numpy_dtype};
   PyObject* array = PyObject_Vectorcall(api.empty, args, 2, nullptr);
   if (!array) throw nb::python_error();
   nb::object result = nb::steal(array);
   nb::ndarray<nb::device::cpu> view;
   if (!nb::try_cast(result, view, false)) throw nb::type_error("numpy.empty gave no array");
   *data = view.data();
-  return result;
+  if (!bf16) return result;
+  PyObject* typed = PyObject_CallMethodOneArg(result.ptr(), api.view, bf16);
+  if (!typed) throw nb::python_error();
+  return nb::steal(typed);
 }
 
 nb::object new_jax(nb::dlpack::dtype dtype, int ndim, const int64_t* shape, void** data) {
@@ -376,13 +439,23 @@ bool view_in(nb::handle x, Framework fw, ArrayView* view) {
       break;
     case Framework::kJax:  // its buffer protocol: a memoryview has no __dlpack__ to try first
       source = nb::steal(PyMemoryView_FromObject(x.ptr()));
-      if (!source.is_valid()) PyErr_Clear();
+      if (!source.is_valid()) {
+        PyErr_Clear();
+        source = jax_capsule(x);
+      }
       break;
     default:
       return false;
   }
-  return source.is_valid() && nb::try_cast(source, view->in_, false) &&
-         view->take(described(view->in_));
+  if (source.is_valid() && nb::try_cast(source, view->in_, false)) {
+    return view->take(described(view->in_));
+  }
+  if (fw != Framework::kNumpy) return false;
+  const nb::object bits = numpy_bfloat16_bits(x);
+  if (!bits.is_valid() || !nb::try_cast(bits, view->in_, false)) return false;
+  const bool ok = view->take(described(view->in_));
+  view->t_.dtype = kBfloat16;
+  return ok;
 }
 
 bool view_out(nb::handle x, Framework fw, ArrayView* view) {
@@ -400,8 +473,15 @@ bool view_out(nb::handle x, Framework fw, ArrayView* view) {
     }
     source = torch_capsule(x);
   }
-  return source.is_valid() && nb::try_cast(source, view->out_, false) &&
-         view->take(described(view->out_));
+  if (source.is_valid() && nb::try_cast(source, view->out_, false)) {
+    return view->take(described(view->out_));
+  }
+  if (fw != Framework::kNumpy) return false;
+  const nb::object bits = numpy_bfloat16_bits(x);  // a view of a writeable array is writeable
+  if (!bits.is_valid() || !nb::try_cast(bits, view->out_, false)) return false;
+  const bool ok = view->take(described(view->out_));
+  view->t_.dtype = kBfloat16;
+  return ok;
 }
 
 nb::object new_array(Framework fw, nb::dlpack::dtype dtype, int ndim, const int64_t* shape,
@@ -417,6 +497,17 @@ nb::object new_array(Framework fw, nb::dlpack::dtype dtype, int ndim, const int6
 }
 
 nb::object new_scalar(Framework fw, nb::dlpack::dtype dtype, double value) {
+  if (is_half(dtype)) {  // the bits rounded here, once (NumPy's bfloat16(value) rounds twice)
+    const uint16_t bits =
+        is_float16(dtype) ? softzo::to_float16(value).bits : softzo::to_bfloat16(value).bits;
+    void* data = nullptr;
+    nb::object result = new_array(fw, dtype, 0, nullptr, &data);
+    std::memcpy(data, &bits, sizeof bits);
+    if (fw != Framework::kNumpy) return result;
+    PyObject* scalar = PyObject_GetItem(result.ptr(), nb::tuple().ptr());  // a[()]
+    if (!scalar) throw nb::python_error();
+    return nb::steal(scalar);
+  }
   if (fw == Framework::kNumpy) {
     const NumpyApi& api = numpy_api();
     nb::object v = nb::steal(PyFloat_FromDouble(value));

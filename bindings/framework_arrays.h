@@ -14,6 +14,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "softzo/half.h"
+
 namespace softzo_bindings {
 
 namespace nb = nanobind;
@@ -58,22 +60,25 @@ class ArrayView {
 
 // A read-only view of x (of framework fw) without a copy. False, holding nothing, when x has
 // none here: a torch tensor with its negation bit set (DLPack would drop the sign), a device
-// array, a dtype DLPack or the buffer protocol cannot describe.
+// array, a dtype DLPack or the buffer protocol cannot describe. float16 and bfloat16 arrays are
+// viewed too: NumPy's bfloat16 (ml_dtypes, which neither DLPack nor the buffer protocol
+// export) through a uint16 view of it, JAX's through DLPack (its buffer protocol has no bf16).
 bool view_in(nb::handle x, Framework fw, ArrayView* view);
 
 // A writable view of x: a writeable NumPy array or a torch tensor that does not require grad
 // (JAX arrays are immutable). False, holding nothing, otherwise.
 bool view_out(nb::handle x, Framework fw, ArrayView* view);
 
-// A new C-contiguous array of fw (kNumpy, kTorch or kJax) and `dtype`, with `ndim` dimensions
-// `shape`; *data points at its first element. torch allocates its own tensors (through the
-// exchange API; on older torch and for JAX the data is allocated here, 64-byte aligned so that
+// A new C-contiguous array of fw (kNumpy, kTorch or kJax) and `dtype` (float32, float64,
+// float16 or bfloat16; NumPy bfloat16 is ml_dtypes', imported by whoever passed one), with `ndim`
+// dimensions `shape`; *data points at its first element. torch allocates its own tensors (through
+// the exchange API; on older torch and for JAX the data is allocated here, 64-byte aligned so that
 // JAX takes it without a copy, and handed over through DLPack).
 nb::object new_array(Framework fw, nb::dlpack::dtype dtype, int ndim, const int64_t* shape,
                      void** data);
 
-// A scalar of fw and dtype holding value: a NumPy scalar (numpy.float32 or numpy.float64), a
-// 0-d torch tensor or JAX array.
+// A scalar of fw and dtype holding value (rounded once to a half dtype): a NumPy scalar
+// (numpy.float32, float64, float16 or ml_dtypes.bfloat16), a 0-d torch tensor or JAX array.
 nb::object new_scalar(Framework fw, nb::dlpack::dtype dtype, double value);
 
 // Test hook: whether torch tensors go through the C exchange API (true, where torch has it)
@@ -82,5 +87,19 @@ bool use_torch_exchange_api(bool enable);
 
 inline bool is_float32(nb::dlpack::dtype d) { return d == nb::dtype<float>(); }
 inline bool is_float64(nb::dlpack::dtype d) { return d == nb::dtype<double>(); }
+constexpr nb::dlpack::dtype kFloat16{static_cast<uint8_t>(nb::dlpack::dtype_code::Float), 16, 1};
+constexpr nb::dlpack::dtype kBfloat16{static_cast<uint8_t>(nb::dlpack::dtype_code::Bfloat), 16, 1};
+inline bool is_float16(nb::dlpack::dtype d) { return d == kFloat16; }
+inline bool is_bfloat16(nb::dlpack::dtype d) { return d == kBfloat16; }
+inline bool is_half(nb::dlpack::dtype d) { return is_float16(d) || is_bfloat16(d); }
+
+// f(T{}) with T the C++ type of the float dtype d (float32, float64, float16 or bfloat16).
+template <typename F>
+auto by_dtype(nb::dlpack::dtype d, F&& f) {
+  if (is_float32(d)) return f(float{});
+  if (is_float64(d)) return f(double{});
+  if (is_float16(d)) return f(softzo::float16{});
+  return f(softzo::bfloat16{});
+}
 
 }  // namespace softzo_bindings

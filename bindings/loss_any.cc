@@ -35,11 +35,13 @@ struct Scores {
 
 bool unit_stride(const ArrayView& v, size_t d) { return v.shape(d) <= 1 || v.stride(d) == 1; }
 
-// Reads rows and classes off s->view: float, 2-D (or 1-D when unbatched_ok), at least one row
-// and one class, unit-stride classes.
-bool shape_scores(Scores* s, bool unbatched_ok) {
+// Reads rows and classes off s->view: float (float16 / bfloat16 only where half_ok), 2-D (or
+// 1-D when unbatched_ok), at least one row and one class, unit-stride classes.
+bool shape_scores(Scores* s, bool unbatched_ok, bool half_ok) {
   const ArrayView& v = s->view;
-  if (!is_float32(v.dtype()) && !is_float64(v.dtype())) return false;
+  if (!is_float32(v.dtype()) && !is_float64(v.dtype()) && !(half_ok && is_half(v.dtype()))) {
+    return false;
+  }
   if (v.ndim() == 2) {
     s->rows = static_cast<int64_t>(v.shape(0));
     s->classes = static_cast<int64_t>(v.shape(1));
@@ -57,9 +59,10 @@ bool shape_scores(Scores* s, bool unbatched_ok) {
   return s->rows > 0 && s->classes >= 1 && unit_stride(v, v.ndim() - 1);
 }
 
-bool scores_of(nb::handle x, bool unbatched_ok, Scores* s) {
+bool scores_of(nb::handle x, bool unbatched_ok, bool half_ok, Scores* s) {
   s->fw = framework_of(x);
-  return s->fw != Framework::kNone && view_in(x, s->fw, &s->view) && shape_scores(s, unbatched_ok);
+  return s->fw != Framework::kNone && view_in(x, s->fw, &s->view) &&
+         shape_scores(s, unbatched_ok, half_ok);
 }
 
 enum class Target { kNone, kIndices, kSoft };
@@ -78,7 +81,7 @@ Target target_of(nb::handle t, const Scores& s, bool soft_ok, Scores* target) {
                                         unit_stride(v, 0);
     return fits ? Target::kIndices : Target::kNone;
   }
-  const bool soft = soft_ok && v.dtype() == s.dtype() && shape_scores(target, s.unbatched) &&
+  const bool soft = soft_ok && v.dtype() == s.dtype() && shape_scores(target, s.unbatched, true) &&
                     target->unbatched == s.unbatched && target->rows == s.rows &&
                     target->classes == s.classes;
   return soft ? Target::kSoft : Target::kNone;
@@ -209,7 +212,7 @@ nb::object cross_entropy_any(nb::handle logits, nb::handle target, nb::handle we
                              bool want_lse, int num_threads) {
   Scores x, t;
   ArrayView w;
-  if (!scores_of(logits, true, &x)) return nb::none();
+  if (!scores_of(logits, true, true, &x)) return nb::none();
   const Target kind = target_of(target, x, tau == 1.0, &t);
   if (kind == Target::kNone || (!weight.is_none() && !class_weights(weight, x, &w))) {
     return nb::none();
@@ -237,7 +240,7 @@ nb::object cross_entropy_any(nb::handle logits, nb::handle target, nb::handle we
                            reduction,
                            num_threads};
   const double value =
-      x.f32() ? run_cross_entropy<float>(c, o, lse) : run_cross_entropy<double>(c, o, lse);
+      by_dtype(x.dtype(), [&](auto tag) { return run_cross_entropy<decltype(tag)>(c, o, lse); });
   return result(x, value, o, lse);
 }
 
@@ -268,13 +271,13 @@ double run_spherical(const Scores& x, const ArrayView& t, int kind, double a_, d
 nb::object spherical_any(nb::handle outputs_, nb::handle target, int kind, double a, double b,
                          double eps, int reduction, bool want_grad, int num_threads) {
   Scores x, t;
-  if (!scores_of(outputs_, true, &x) || target_of(target, x, false, &t) != Target::kIndices) {
+  if (!scores_of(outputs_, true, true, &x) || target_of(target, x, false, &t) != Target::kIndices) {
     return nb::none();
   }
   const Outputs o = outputs(x, want_grad, reduction == 0);
-  const double value =
-      x.f32() ? run_spherical<float>(x, t.view, kind, a, b, eps, reduction, o, num_threads)
-              : run_spherical<double>(x, t.view, kind, a, b, eps, reduction, o, num_threads);
+  const double value = by_dtype(x.dtype(), [&](auto tag) {
+    return run_spherical<decltype(tag)>(x, t.view, kind, a, b, eps, reduction, o, num_threads);
+  });
   return result(x, value, o, NewArray{});
 }
 
@@ -293,7 +296,7 @@ double run_stablemax(const Scores& x, const ArrayView& t, int reduction, const O
 nb::object stablemax_cross_entropy_any(nb::handle logits, nb::handle target, int reduction,
                                        bool want_grad, int num_threads) {
   Scores x, t;
-  if (!scores_of(logits, true, &x) || target_of(target, x, false, &t) != Target::kIndices) {
+  if (!scores_of(logits, true, false, &x) || target_of(target, x, false, &t) != Target::kIndices) {
     return nb::none();
   }
   const Outputs o = outputs(x, want_grad, reduction == 0);
@@ -317,16 +320,17 @@ double run_kl_div(const Scores& s, const Scores& t, double temperature, double d
 nb::object kl_div_any(nb::handle student, nb::handle teacher, double temperature, int reduction,
                       bool want_grad, int num_threads) {
   Scores s, t;
-  if (!scores_of(student, false, &s) || !scores_of(teacher, false, &t) || t.dtype() != s.dtype() ||
-      t.rows != s.rows || t.classes != s.classes) {
+  if (!scores_of(student, false, true, &s) || !scores_of(teacher, false, true, &t) ||
+      t.dtype() != s.dtype() || t.rows != s.rows || t.classes != s.classes) {
     return nb::none();
   }
   const double divisor = reduction == 3   ? static_cast<double>(s.rows)
                          : reduction == 2 ? static_cast<double>(s.rows) * s.classes
                                           : static_cast<double>(reduction);  // sum 1, none 0
   const Outputs o = outputs(s, want_grad, reduction == 0);
-  const double value = s.f32() ? run_kl_div<float>(s, t, temperature, divisor, o, num_threads)
-                               : run_kl_div<double>(s, t, temperature, divisor, o, num_threads);
+  const double value = by_dtype(s.dtype(), [&](auto tag) {
+    return run_kl_div<decltype(tag)>(s, t, temperature, divisor, o, num_threads);
+  });
   return result(s, value, o, NewArray{});
 }
 
@@ -342,7 +346,8 @@ void run_normalize(const Scores& x, int kind, double eps, void* y, int num_threa
 // The normalisation of a 1-D or 2-D array along its last axis, into a new C-contiguous array.
 nb::object normalize_any(nb::handle x_, int axis, int kind, double eps, int num_threads) {
   Scores x;
-  if (!scores_of(x_, true, &x) || (axis != -1 && axis != static_cast<int>(x.view.ndim()) - 1)) {
+  if (!scores_of(x_, true, false, &x) ||
+      (axis != -1 && axis != static_cast<int>(x.view.ndim()) - 1)) {
     return nb::none();
   }
   const NewArray y = gradient(x);  // x's shape

@@ -19,6 +19,7 @@
 
 namespace nb = nanobind;
 using softzo_bindings::ArrayView;
+using softzo_bindings::by_dtype;
 using softzo_bindings::check_out;
 using softzo_bindings::Framework;
 using softzo_bindings::framework_of;
@@ -105,7 +106,8 @@ bool float_input(nb::handle x, int* axis, Framework* fw, ArrayView* xv) {
   *fw = framework_of(x);
   if (*fw == Framework::kNone || !view_in(x, *fw, xv)) return false;
   const int ndim = static_cast<int>(xv->ndim());
-  const bool is_float = is_float32(xv->dtype()) || is_float64(xv->dtype());
+  const bool is_float =
+      is_float32(xv->dtype()) || is_float64(xv->dtype()) || softzo_bindings::is_half(xv->dtype());
   if (!is_float || ndim == 0 || *axis < -ndim || *axis >= ndim) return false;
   if (*axis < 0) *axis += ndim;
   return true;
@@ -147,17 +149,13 @@ nb::object softmax_any(nb::handle x, nb::handle out, int axis, int algorithm, bo
   const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
   softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
   l.y_strides = y_strides;
-  const bool f32 = is_float32(xv.dtype());
   nb::gil_scoped_release release;
-  if (f32) {
-    const auto* xp = static_cast<const float*>(xv.data());
-    log ? softzo::log_softmax(xp, static_cast<float*>(y), l, opt)
-        : softzo::softmax(xp, static_cast<float*>(y), l, opt);
-  } else {
-    const auto* xp = static_cast<const double*>(xv.data());
-    log ? softzo::log_softmax(xp, static_cast<double*>(y), l, opt)
-        : softzo::softmax(xp, static_cast<double*>(y), l, opt);
-  }
+  by_dtype(xv.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const auto* xp = static_cast<const T*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<T*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<T*>(y), l, opt);
+  });
   return result;
 }
 
@@ -175,13 +173,11 @@ nb::object logsumexp_any(nb::handle x, int axis, int algorithm, int num_threads)
   nb::object result = new_array(fw, xv.dtype(), static_cast<int>(shape.size()), shape.data(), &y);
   const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
   const softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
-  const bool f32 = is_float32(xv.dtype());
   nb::gil_scoped_release release;
-  if (f32) {
-    softzo::logsumexp(static_cast<const float*>(xv.data()), static_cast<float*>(y), l, opt);
-  } else {
-    softzo::logsumexp(static_cast<const double*>(xv.data()), static_cast<double*>(y), l, opt);
-  }
+  by_dtype(xv.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    softzo::logsumexp(static_cast<const T*>(xv.data()), static_cast<T*>(y), l, opt);
+  });
   return result;
 }
 

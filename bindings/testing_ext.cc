@@ -1,6 +1,6 @@
 // nanobind module softzo._testing: hooks for the tests and the benchmarks, kept out of the
 // production module softzo._core and out of the installed C++ library: a named ISA's kernels
-// lists, a kernel's raw exp and its exhaustive ULP sweep, Philox's
+// lists, a kernel's raw exp (and soft cap, half conversions) and its exhaustive ULP sweep, Philox's
 // known-answer check, the CPU's floating-point status, and the streaming roofline loops.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
@@ -29,6 +29,15 @@ void vexp_into(nb::ndarray<const T, nb::device::cpu> x, nb::ndarray<T, nb::devic
   }
 }
 
+template <typename T>
+void vsoftcap_into(nb::ndarray<const T, nb::device::cpu, nb::c_contig> x,
+                   nb::ndarray<T, nb::device::cpu, nb::c_contig> out, T c, const std::string& isa) {
+  if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
+  if (!softzo::testing::run_vsoftcap(isa, x.data(), out.data(), x.size(), c)) {
+    throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+  }
+}
+
 softzo::Isa isa_named(const std::string& name) {
   softzo::Isa isa;
   if (!softzo::parse_isa(name.c_str(), &isa) || !softzo::isa_info(isa).available) {
@@ -53,6 +62,7 @@ NB_MODULE(_testing, m) {
         d["softmax"] = SOFTZO_NAMES(SOFTZO_SOFTMAX_KERNELS);
         d["losses"] = SOFTZO_NAMES(SOFTZO_LOSS_KERNELS);
         d["zo"] = SOFTZO_NAMES(SOFTZO_ZO_KERNELS);
+        d["convert"] = SOFTZO_NAMES(SOFTZO_CONVERT_KERNELS);
         return d;
       },
       "Each family's kernel names, from its list (kernels/<family>/<family>_kernels.h).");
@@ -65,21 +75,47 @@ NB_MODULE(_testing, m) {
         const auto* s = softzo::softmax_kernels_for<float>(isa);
         const auto* l = softzo::loss_kernels_for<float>(isa);
         const auto* z = softzo::zo_kernels_for<float>(isa);
-        if (!s || !l || !z) return std::vector<std::string>{"a whole family's table"};
+        const softzo::ConvertKernels* c = softzo::convert_kernels_for(isa);
+        if (!s || !l || !z || !c) return std::vector<std::string>{"a whole family's table"};
 #define SOFTZO_CHECK_ENTRY(table, ret, name, params, dt, isa) \
   if (!table->name) missing.push_back(#name);
 #define SOFTZO_CHECK_S(...) SOFTZO_CHECK_ENTRY(s, __VA_ARGS__)
 #define SOFTZO_CHECK_L(...) SOFTZO_CHECK_ENTRY(l, __VA_ARGS__)
 #define SOFTZO_CHECK_Z(...) SOFTZO_CHECK_ENTRY(z, __VA_ARGS__)
+#define SOFTZO_CHECK_C(...) SOFTZO_CHECK_ENTRY(c, __VA_ARGS__)
         SOFTZO_SOFTMAX_KERNELS(SOFTZO_CHECK_S, float, f32, any)
         SOFTZO_LOSS_KERNELS(SOFTZO_CHECK_L, float, f32, any)
         SOFTZO_ZO_KERNELS(SOFTZO_CHECK_Z, float, f32, any)
+        SOFTZO_CONVERT_KERNELS(SOFTZO_CHECK_C, void, half, any)
         return missing;
       },
       nb::arg("isa"), "The kernels an ISA's float32 tables lack (should be none).");
 
   m.def("vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
   m.def("vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
+  m.def("vsoftcap", &vsoftcap_into<float>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("c"),
+        nb::arg("isa"));
+  m.def("vsoftcap", &vsoftcap_into<double>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("c"),
+        nb::arg("isa"));
+  // The half conversions on raw bits (uint16): kind "float16" or "bfloat16".
+  m.def(
+      "widen",
+      [](const std::string& kind, nb::ndarray<const uint16_t, nb::device::cpu, nb::c_contig> x,
+         nb::ndarray<float, nb::device::cpu, nb::c_contig> out, const std::string& isa) {
+        if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
+        if (!softzo::testing::run_widen(isa, kind == "bfloat16", x.data(), out.data(), x.size()))
+          throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+      },
+      nb::arg("kind"), nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
+  m.def(
+      "narrow",
+      [](const std::string& kind, nb::ndarray<const float, nb::device::cpu, nb::c_contig> x,
+         nb::ndarray<uint16_t, nb::device::cpu, nb::c_contig> out, const std::string& isa) {
+        if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
+        if (!softzo::testing::run_narrow(isa, kind == "bfloat16", x.data(), out.data(), x.size()))
+          throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+      },
+      nb::arg("kind"), nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
   m.def(
       "exp_f32_ulp_sweep",
       [](const std::string& isa, float lo, float hi) {

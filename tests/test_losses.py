@@ -1003,7 +1003,7 @@ CE_BAD = [
 CE_BAD_LOGITS = [
     ("logits_int", {"logits": np.ones((4, 6), np.int32)}, TypeError, "logits"),
     ("logits_int64", {"logits": np.ones((4, 6), np.int64)}, TypeError, "logits"),
-    ("logits_float16", {"logits": np.ones((4, 6), np.float16)}, TypeError, "logits"),
+    ("logits_int16", {"logits": np.ones((4, 6), np.int16)}, TypeError, "logits"),
     ("logits_0d", {"logits": np.float64(1.0)}, ValueError, "logits"),
     ("unbatched_target_1d", {"logits": np.ones(6)}, ValueError, "0-d class index"),
     ("unbatched_soft_shape", {"logits": np.ones(6), "target": SOFT}, ValueError, "target"),

@@ -352,10 +352,7 @@ def test_errors_are_delegated_and_clear():
     t = _target()
     with pytest.raises(ValueError, match="logits is on device 'meta'"):
         st.cross_entropy(torch.empty(N, V, device="meta", requires_grad=True), t)
-    for dtype in (torch.float16, torch.bfloat16):
-        with pytest.raises(TypeError, match="logits must be float32 or float64"):
-            st.cross_entropy(torch.zeros(N, V, dtype=dtype, requires_grad=True), t)
-    with pytest.raises(TypeError, match="logits must be float32 or float64"):
+    with pytest.raises(TypeError, match="logits must be float32, float64, float16 or bfloat16"):
         st.cross_entropy(torch.zeros(N, V, dtype=torch.int64), t)
     with pytest.raises(ValueError, match="target"):
         st.cross_entropy(_logits(torch.float32).requires_grad_(True), t[:-1])

@@ -8,7 +8,9 @@ from typing import Any
 
 import numpy as np
 
-SUPPORTED_DTYPES = ("float32", "float64")
+SUPPORTED_DTYPES = ("float32", "float64", "float16", "bfloat16")
+# Computed in float32: each row is widened exactly and the results rounded once to the type.
+HALF_DTYPES = ("float16", "bfloat16")
 # str(dtype) costs microseconds in NumPy 2; a dict lookup keeps small calls cheap.
 _NUMPY_NAMES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
 
@@ -50,7 +52,7 @@ def as_input(x: Any, name: str) -> tuple[Any, str]:
             raise TypeError(f"{name} must be in native byte order, got dtype {view.dtype.str}")
     dt = dtype_name(view)
     if dt not in SUPPORTED_DTYPES:
-        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+        raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {dt}")
     if view.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
     return view, framework
@@ -126,8 +128,11 @@ def finish(out: Any, framework: str) -> Any:
         return jnp.asarray(out)
 
 
-def check_out(out: Any, x: Any, shape: tuple[int, ...], name: str = "out") -> Any:
-    """A writable view of ``out`` (called ``name`` in messages), checked against x."""
+def check_out(
+    out: Any, x: Any, shape: tuple[int, ...], name: str = "out", dtype: str | None = None
+) -> Any:
+    """A writable view of ``out`` (called ``name`` in messages), checked against x (of dtype
+    ``dtype`` when given: a half input that the caller holds as a float32 copy)."""
     framework = framework_of(out)
     if framework == "jax":
         raise TypeError(
@@ -147,8 +152,48 @@ def check_out(out: Any, x: Any, shape: tuple[int, ...], name: str = "out") -> An
         view = out
     else:
         raise TypeError(f"{name} must be a NumPy array or PyTorch tensor, got {type(out).__name__}")
-    if dtype_name(view) != dtype_name(x):
-        raise TypeError(f"{name} must have x's dtype {dtype_name(x)}, got {dtype_name(view)}")
+    want = dtype or dtype_name(x)
+    if dtype_name(view) != want:
+        raise TypeError(f"{name} must have x's dtype {want}, got {dtype_name(view)}")
     if tuple(view.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(view.shape)}")
     return view
+
+
+def numpy_half_dtype(dtype: str) -> np.dtype:
+    """NumPy's float16, or ml_dtypes' bfloat16 (the type JAX uses; an optional dependency)."""
+    if dtype == "float16":
+        return np.dtype(np.float16)
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise TypeError("bfloat16 NumPy arrays need ml_dtypes (pip install ml_dtypes)") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def float32_copy(view: Any, framework: str) -> np.ndarray:
+    """A float32 NumPy copy of a float16 / bfloat16 view (exact): the general path computes half
+    inputs in float32 and rounds the results once (see ``to_dtype``)."""
+    if framework == "torch":
+        return view.float().numpy()
+    return np.asarray(view).astype(np.float32)
+
+
+def to_dtype(arr: np.ndarray, dtype: str, framework: str) -> Any:
+    """A float32 NumPy result rounded (to nearest even) to ``dtype``, as an array of
+    ``framework``."""
+    if framework == "torch":
+        import torch
+
+        return torch.from_numpy(arr).to(getattr(torch, dtype))
+    return finish(arr.astype(numpy_half_dtype(dtype)), framework)
+
+
+def copy_into(out: Any, arr: np.ndarray) -> None:
+    """Writes a float32 NumPy result into ``out`` (a half array's checked view), rounded."""
+    if isinstance(out, np.ndarray):
+        out[...] = arr
+    else:
+        import torch
+
+        out.copy_(torch.from_numpy(arr))

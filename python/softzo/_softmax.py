@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core, _cuda
 from ._arrays import (
+    HALF_DTYPES,
     as_input,
     check_choice,
     check_num_threads,
@@ -65,8 +66,19 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
         target = check_out(out, xv, shape)
         result = out
     code = _ALGORITHM_CODES[algorithm]
+    if dtype_name(xv) in HALF_DTYPES:  # _core views every half array itself, with any strides
+        done = _core._softmax_any(
+            xv, None if out is None else target, ax, code, all_masked == "zero", threads, log
+        )
+        return _half_result(done, xv, out)
     _core._softmax(xv, target, ax, code, all_masked == "zero", threads, log)
     return finish(result, framework) if out is None else result
+
+
+def _half_result(done: Any, xv: Any, out: Any = None) -> Any:
+    if done is None:  # the arguments passed every check above, so this is a view _core refused
+        raise TypeError(f"x: cannot read this {dtype_name(xv)} {type(xv).__name__} in place")
+    return done if out is None else out
 
 
 def softmax(
@@ -81,10 +93,12 @@ def softmax(
     """Softmax along ``axis``: y_i = exp(x_i - max x) / sum_j exp(x_j - max x).
 
     Args:
-        x: float32 or float64 array of any shape and strides: a NumPy array, a PyTorch CPU
-            tensor or a JAX CPU array (read without copying; never modified unless ``out is x``);
-            or, in a build with the CUDA backend, a float32/float16/bfloat16 CUDA torch tensor or
-            CuPy array (the result stays on its device; see README, CUDA).
+        x: float32, float64, float16 or bfloat16 array of any shape and strides: a NumPy array
+            (bfloat16: ml_dtypes'), a PyTorch CPU tensor or a JAX CPU array (read without
+            copying; never modified unless ``out is x``). Half types are computed in float32
+            (each row widened exactly into a per-thread buffer) and rounded once to the type.
+            In a build with the CUDA backend, also a float32/float16/bfloat16 CUDA torch tensor
+            or CuPy array (the result stays on its device; see README, CUDA).
         axis: the axis to normalise over (any axis, negative counts from the end).
         out: optional array of x's shape and dtype to write into; ``out=x`` works in place.
             It must not otherwise overlap x.
@@ -101,7 +115,7 @@ def softmax(
         answer rounded (max relative error about 4 ulp for outputs >= 1e-30).
 
     Raises:
-        TypeError: x or out of an unsupported dtype (float16 is not supported yet) or type.
+        TypeError: x or out of an unsupported dtype (integers, complex) or type.
         ValueError: 0-d x, axis out of range, out of the wrong shape or overlapping x, bad options.
     """
     return _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log=False)
@@ -159,6 +173,9 @@ def logsumexp(
     ax = normalize_axis(axis, xv.ndim)
     check_choice(algorithm, "algorithm", ALGORITHMS)
     threads = check_num_threads(num_threads)
+    if dtype_name(xv) in HALF_DTYPES:
+        done = _half_result(_core._logsumexp_any(xv, ax, _ALGORITHM_CODES[algorithm], threads), xv)
+        return done[()] if type(done) is np.ndarray and done.ndim == 0 else done
     shape = tuple(s for d, s in enumerate(xv.shape) if d != ax)
     result = empty_like_framework(shape, dtype_name(xv), framework)
     _core._logsumexp(xv, result, ax, _ALGORITHM_CODES[algorithm], threads)

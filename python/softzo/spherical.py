@@ -12,26 +12,13 @@ and a step changes U, U^-1 (Woodbury), Q, w_bar, omega and only the rows of V at
 
 from __future__ import annotations
 
-import ctypes
-import os
 from typing import Any
 
 import numpy as np
 
 from ._arrays import as_input, check_choice
+from ._blas import _factored
 from .losses import _float_arg, _numpy_view, _wrap
-
-
-def _load_openblas() -> None:
-    """Loads scipy-openblas32's OpenBLAS, which softzo._factored links, from wherever pip put it."""
-    import scipy_openblas32
-
-    lib = os.path.join(scipy_openblas32.get_lib_dir(), scipy_openblas32.get_library(True))
-    ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-
-
-_load_openblas()
-from . import _factored
 
 __all__ = ["LOSSES", "FactoredOutputLayer", "blas_threads", "dense_step", "set_blas_threads"]
 

@@ -4,7 +4,9 @@ Importing this module imports torch (an optional dependency: ``import softzo`` n
 Each loss runs :mod:`softzo.losses` once in the forward pass with ``return_grad=True`` on the
 CPU tensors (read without copying, outside autograd), keeps the gradient, and the backward pass
 only scales it by the incoming gradient: no softmax or log-softmax is saved. Logits must be
-float32 or float64 CPU tensors of shape (N, V), or (V,) with a 0-d target (PyTorch's unbatched
+float32, float64, float16 or bfloat16 CPU tensors (halves are computed in float32, and the loss
+and gradient rounded once to their type; StableMax takes float32 and float64 only) of shape
+(N, V), or (V,) with a 0-d target (PyTorch's unbatched
 form, for the class-index losses); other devices and dtypes raise the errors of
 :mod:`softzo.losses`. Gradients flow to the logits (or outputs) only: targets, class weights and
 teacher logits get none. When the logits do not need a gradient (``torch.no_grad()``, or
@@ -38,6 +40,8 @@ __all__ = [
     "FactoredOutputLayer",
     "KLDivLoss",
     "KLDivLossFunction",
+    "LinearCrossEntropyFunction",
+    "LinearCrossEntropyLoss",
     "SphericalLoss",
     "SphericalLossFunction",
     "StableMaxCrossEntropyFunction",
@@ -47,6 +51,7 @@ __all__ = [
     "comp_sum_loss",
     "cross_entropy",
     "kl_div",
+    "linear_cross_entropy",
     "spherical_loss",
     "stablemax_cross_entropy",
     "z_loss",
@@ -220,7 +225,87 @@ class KLDivLossFunction(_LossFunction):
         return _save_gradient(ctx, loss, grad)
 
 
+class LinearCrossEntropyFunction(torch.autograd.Function):
+    """Autograd function of :func:`softzo.losses.linear_cross_entropy` (gradients to ``h``,
+    ``weight`` and ``bias``).
+
+    For "mean" and "sum" the forward pass computes the gradients too (its two sweeps over the
+    classes) and the backward pass scales them. For "none" the rows' gradients depend on the
+    incoming per-row weights, so the forward pass computes the losses only (one sweep) and the
+    backward pass both sweeps with those weights.
+    """
+
+    @staticmethod
+    def forward(
+        ctx, h, weight, bias, target, ignore_index, label_smoothing, reduction, softcap,
+        num_threads, grad_filter,
+    ):  # fmt: skip
+        ctx.options = (ignore_index, label_smoothing, reduction, softcap, num_threads, grad_filter)
+        ctx.has_bias = bias is not None
+        eager = reduction != "none"
+        loss, rows, grads = losses._linear_cross_entropy(
+            h, weight, target, bias, ignore_index, label_smoothing, reduction, softcap, eager,
+            num_threads, grad_filter, None,
+        )  # fmt: skip
+        ctx.eager = eager
+        if eager:
+            ctx.save_for_backward(*grads)
+            return loss
+        ctx.save_for_backward(h, weight, bias, target)
+        return rows
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
+        if ctx.eager:
+            grads = ctx.saved_tensors
+            if grad_output.item() != 1.0:
+                grads = tuple(g * grad_output for g in grads)
+        else:
+            h, weight, bias, target = ctx.saved_tensors
+            ignore_index, label_smoothing, reduction, softcap, threads, grad_filter = ctx.options
+            _, _, grads = losses._linear_cross_entropy(
+                h, weight, target, bias, ignore_index, label_smoothing, reduction, softcap, True,
+                threads, grad_filter, grad_output.detach().float().contiguous().numpy(),
+            )  # fmt: skip
+        grad_h, grad_weight = grads[0], grads[1]
+        grad_bias = grads[2] if ctx.has_bias else None
+        needs = ctx.needs_input_grad
+        return (
+            grad_h if needs[0] else None,
+            grad_weight if needs[1] else None,
+            grad_bias if needs[2] else None,
+        ) + (None,) * 7
+
+
 # ---- functional API --------------------------------------------------------------------------
+
+
+def linear_cross_entropy(
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    softcap: float | None = None,
+    num_threads: int | None = None,
+    grad_filter: float | None = None,
+) -> torch.Tensor:
+    """Differentiable :func:`softzo.losses.linear_cross_entropy`:
+    ``F.cross_entropy(F.linear(h, weight, bias), target)`` without the N x V logits, for (N, d)
+    ``h`` and (N,) ``target``; gradients flow to ``h``, ``weight`` and ``bias``."""
+    if any(_needs_grad(x) for x in (h, weight, bias)):
+        return LinearCrossEntropyFunction.apply(
+            h, weight, bias, target, ignore_index, label_smoothing, reduction, softcap,
+            num_threads, grad_filter,
+        )  # fmt: skip
+    return losses.linear_cross_entropy(
+        h, weight, target, bias=bias, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        reduction=reduction, softcap=softcap, num_threads=num_threads, grad_filter=grad_filter,
+    )  # fmt: skip
 
 
 def cross_entropy(
@@ -393,6 +478,55 @@ class CrossEntropyLoss(torch.nn.Module):
             f"ignore_index={self.ignore_index}, reduction={self.reduction!r}, "
             f"label_smoothing={self.label_smoothing}, lse_square_scale={self.lse_square_scale}, "
             f"inplace_backward={self.inplace_backward}"
+        )
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """A language model's last layer and its loss in one: ``F.cross_entropy(F.linear(h, weight,
+    bias), target)`` computed without the N x V logits (:func:`linear_cross_entropy`).
+
+    ``forward(h, weight, target, bias=None)``: ``h`` of shape (..., d) with ``target`` of shape
+    (...), ``weight`` (V, d) (e.g. ``lm_head.weight``), in float32, float16 or bfloat16; for
+    "none" the losses have target's shape. ``softcap`` is Gemma 2's final logit cap (30.0
+    there); ``grad_filter`` Cut Cross-Entropy's optional gradient filtering (None: exact).
+    """
+
+    def __init__(
+        self,
+        ignore_index: int = -100,
+        label_smoothing: float = 0.0,
+        reduction: str = "mean",
+        softcap: float | None = None,
+        grad_filter: float | None = None,
+        num_threads: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.reduction = check_choice(reduction, "reduction", losses.REDUCTIONS)
+        self.softcap = softcap
+        self.grad_filter = grad_filter
+        self.num_threads = num_threads
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        weight: torch.Tensor,
+        target: torch.Tensor,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        loss = linear_cross_entropy(
+            h.reshape(-1, h.shape[-1]), weight, target.reshape(-1), bias=bias,
+            ignore_index=self.ignore_index, label_smoothing=self.label_smoothing,
+            reduction=self.reduction, softcap=self.softcap, num_threads=self.num_threads,
+            grad_filter=self.grad_filter,
+        )  # fmt: skip
+        return loss.reshape(target.shape) if self.reduction == "none" else loss
+
+    def extra_repr(self) -> str:
+        return (
+            f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, "
+            f"reduction={self.reduction!r}, softcap={self.softcap}, grad_filter={self.grad_filter}"
         )
 
 

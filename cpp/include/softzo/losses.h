@@ -13,6 +13,8 @@
 
 #include <cstdint>
 
+#include "softzo/half.h"
+
 namespace softzo {
 
 enum class Reduction { kNone, kSum, kMean };
@@ -49,6 +51,11 @@ struct CrossEntropyArgs {
 // (0 for kNone, whose losses go to row_loss).
 double cross_entropy(const CrossEntropyArgs<float>& args);
 double cross_entropy(const CrossEntropyArgs<double>& args);
+// float16 / bfloat16 logits (and soft targets, weights, outputs of that type), computed in float32:
+// each row is widened exactly, and the gradient, lse and row losses are rounded once to the
+// half type. The returned loss is a double; round it to the half type for PyTorch's result.
+double cross_entropy(const CrossEntropyArgs<float16>& args);
+double cross_entropy(const CrossEntropyArgs<bfloat16>& args);
 
 // Per-row losses that depend on the row only through a few statistics (de Brebisson &
 // Vincent's spherical family), for outputs o (rows x classes) and class-index targets.
@@ -70,6 +77,8 @@ struct SphericalLossArgs {
 };
 double spherical_loss(const SphericalLossArgs<float>& args);
 double spherical_loss(const SphericalLossArgs<double>& args);
+double spherical_loss(const SphericalLossArgs<float16>& args);  // computed in float32
+double spherical_loss(const SphericalLossArgs<bfloat16>& args);
 
 // Row-wise normalisations y = f(x) / sum f(x) (y may be x): spherical softmax f = x^2 + eps,
 // Taylor softmax f = 1 + x + x^2 / 2, StableMax f = s(x) (x + 1 above 0, 1 / (1 - x) below).
@@ -86,7 +95,8 @@ double stablemax_cross_entropy(const T* logits, int64_t rows, int64_t classes, i
 
 // KL(softmax(teacher / temp) || softmax(student / temp)) per row, fused (neither softmax is
 // stored). divisor: what the summed KL is divided by (rows for "batchmean", 1 for "sum", ...);
-// 0 means per-row losses in row_loss. grad: d loss / d student (may be null).
+// 0 means per-row losses in row_loss. grad: d loss / d student (may be null). T: float, double,
+// float16 or bfloat16 (computed in float32).
 template <typename T>
 double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_t teacher_stride,
               int64_t rows, int64_t classes, double temperature, double divisor, T* grad,

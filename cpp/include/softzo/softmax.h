@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "softzo/half.h"
+
 namespace softzo {
 
 enum class SoftmaxAlgorithm {
@@ -67,6 +69,20 @@ void logsumexp(const float* x, float* out, const StridedLayout& layout,
                const SoftmaxOptions& opt = {});
 void logsumexp(const double* x, double* out, const StridedLayout& layout,
                const SoftmaxOptions& opt = {});
+
+// float16 and bfloat16 (softzo/half.h): the same ops, computed in float32. Each row is widened
+// exactly into a per-thread float32 buffer and the results are rounded once to the half type
+// (round to nearest even), so they are within 1 ulp of the half type of the exact answer.
+#define SOFTZO_DECLARE_HALF_SOFTMAX(H)                                                             \
+  void softmax(const H* x, H* y, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});         \
+  void log_softmax(const H* x, H* y, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});     \
+  void logsumexp(const H* x, H* out, int64_t rows, int64_t n, const SoftmaxOptions& opt = {});     \
+  void softmax(const H* x, H* y, const StridedLayout& layout, const SoftmaxOptions& opt = {});     \
+  void log_softmax(const H* x, H* y, const StridedLayout& layout, const SoftmaxOptions& opt = {}); \
+  void logsumexp(const H* x, H* out, const StridedLayout& layout, const SoftmaxOptions& opt = {});
+SOFTZO_DECLARE_HALF_SOFTMAX(float16)
+SOFTZO_DECLARE_HALF_SOFTMAX(bfloat16)
+#undef SOFTZO_DECLARE_HALF_SOFTMAX
 
 enum class SoftmaxOp { kSoftmax, kLogSoftmax, kLogSumExp };
 

@@ -1,5 +1,6 @@
-// Row-major dense linear algebra for the factored layer, through the OpenBLAS of
-// scipy-openblas32 (its symbols carry the scipy_ prefix; 32-bit integers).
+// Row-major dense linear algebra for the factored layer and the fused linear cross-entropy,
+// through the OpenBLAS of scipy-openblas32 (its symbols carry the scipy_ prefix; 32-bit
+// integers).
 #ifndef SOFTZO_COMMON_BLAS_H_
 #define SOFTZO_COMMON_BLAS_H_
 
@@ -29,6 +30,31 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                     static_cast<blasint>(lda), b, static_cast<blasint>(ldb), beta, c,
                     static_cast<blasint>(ldc));
 }
+
+// y (n) = alpha A^T x + beta y for the m x n row-major A (lda): column sums with x = 1.
+inline void gemv_t(int64_t m, int64_t n, float alpha, const float* a, int64_t lda, const float* x,
+                   float beta, float* y) {
+  if (m == 0 || n == 0) return;
+  scipy_cblas_sgemv(CblasRowMajor, CblasTrans, static_cast<blasint>(m), static_cast<blasint>(n),
+                    alpha, a, static_cast<blasint>(lda), x, 1, beta, y, 1);
+}
+
+// OpenBLAS's own thread count, set for the life of this object and restored after: the fused
+// linear cross-entropy's GEMMs run on as many threads as the call asks for.
+class ScopedBlasThreads {
+ public:
+  explicit ScopedBlasThreads(int n) : previous_(scipy_openblas_get_num_threads()) {
+    if (n != previous_) scipy_openblas_set_num_threads(n);
+  }
+  ~ScopedBlasThreads() {
+    if (scipy_openblas_get_num_threads() != previous_) scipy_openblas_set_num_threads(previous_);
+  }
+  ScopedBlasThreads(const ScopedBlasThreads&) = delete;
+  ScopedBlasThreads& operator=(const ScopedBlasThreads&) = delete;
+
+ private:
+  int previous_;
+};
 
 // LU of the n x n matrix a (in place); 0 on success, > 0 if exactly singular.
 inline int getrf(int64_t n, double* a, int* pivots) {

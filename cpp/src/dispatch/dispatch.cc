@@ -33,9 +33,12 @@ struct Table {
   static const LossKernels<T> loss_##dt##_##isa = {              \
       SOFTZO_LOSS_KERNELS(SOFTZO_LOSS_ENTRY, T, dt, isa)};       \
   static const ZoKernels<T> zo_##dt##_##isa = {SOFTZO_ZO_KERNELS(SOFTZO_ZO_ENTRY, T, dt, isa)};
-#define SOFTZO_ISA_TABLES(isa)   \
-  SOFTZO_TABLES(float, f32, isa) \
-  SOFTZO_TABLES(double, f64, isa)
+#define SOFTZO_CONVERT_ENTRY(...) SOFTZO_KERNEL_ENTRY(, __VA_ARGS__)
+#define SOFTZO_ISA_TABLES(isa)                  \
+  SOFTZO_TABLES(float, f32, isa)                \
+  SOFTZO_TABLES(double, f64, isa)               \
+  static const ConvertKernels convert_##isa = { \
+      SOFTZO_CONVERT_KERNELS(SOFTZO_CONVERT_ENTRY, void, half, isa)};
 
 SOFTZO_ISA_TABLES(scalar)
 #if SOFTZO_HAVE_AVX2
@@ -48,9 +51,12 @@ SOFTZO_ISA_TABLES(avx512)
 SOFTZO_ISA_TABLES(avx512emu)
 #endif
 
+// F16C (the AVX2 files' float16 conversions) came with or before AVX2 on every x86 CPU; it is
+// checked anyway.
 bool cpu_has_avx2() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
 }
 
 bool cpu_has_avx512() {
@@ -62,6 +68,7 @@ bool cpu_has_avx512() {
 struct Registry {
   Table<float> f32;
   Table<double> f64;
+  const ConvertKernels* convert[kNumIsas] = {nullptr, nullptr, nullptr};
   IsaInfo info[kNumIsas];
   Isa native = Isa::kScalar;
   std::atomic<int> current{0};
@@ -72,10 +79,12 @@ struct Registry {
     info[2] = {"avx512", false, false};
     f32.set(0, &softmax_f32_scalar, &loss_f32_scalar, &zo_f32_scalar);
     f64.set(0, &softmax_f64_scalar, &loss_f64_scalar, &zo_f64_scalar);
+    convert[0] = &convert_scalar;
 #if SOFTZO_HAVE_AVX2
     if (cpu_has_avx2()) {
       f32.set(1, &softmax_f32_avx2, &loss_f32_avx2, &zo_f32_avx2);
       f64.set(1, &softmax_f64_avx2, &loss_f64_avx2, &zo_f64_avx2);
+      convert[1] = &convert_avx2;
       info[1].available = true;
       native = Isa::kAvx2;
     }
@@ -87,6 +96,7 @@ struct Registry {
     if (cpu_has_avx512() && !(emulate && std::strcmp(emulate, "1") == 0)) {
       f32.set(2, &softmax_f32_avx512, &loss_f32_avx512, &zo_f32_avx512);
       f64.set(2, &softmax_f64_avx512, &loss_f64_avx512, &zo_f64_avx512);
+      convert[2] = &convert_avx512;
       info[2].available = true;
       native = Isa::kAvx512;
     }
@@ -97,6 +107,7 @@ struct Registry {
     if (!info[2].available && cpu_has_avx2()) {
       f32.set(2, &softmax_f32_avx512emu, &loss_f32_avx512emu, &zo_f32_avx512emu);
       f64.set(2, &softmax_f64_avx512emu, &loss_f64_avx512emu, &zo_f64_avx512emu);
+      convert[2] = &convert_avx512emu;
       info[2] = {"avx512", true, true};
     }
 #endif
@@ -160,6 +171,11 @@ const LossKernels<T>* loss_kernels_for(Isa isa) {
 template <typename T>
 const ZoKernels<T>* zo_kernels_for(Isa isa) {
   return table<T>().zo[static_cast<int>(isa)];
+}
+
+const ConvertKernels& convert_kernels() { return *registry().convert[current_index()]; }
+const ConvertKernels* convert_kernels_for(Isa isa) {
+  return registry().convert[static_cast<int>(isa)];
 }
 
 #define SOFTZO_INSTANTIATE_ACCESSORS(T)                          \

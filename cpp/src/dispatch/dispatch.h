@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "kernels/convert/convert_kernels.h"
 #include "kernels/losses/losses_kernels.h"
 #include "kernels/softmax/softmax_kernels.h"
 #include "kernels/zo/zo_kernels.h"
@@ -28,6 +29,11 @@ struct ZoKernels {
   SOFTZO_ZO_KERNELS(SOFTZO_KERNEL_FIELD, T, unused, unused)
 };
 
+// The half-precision conversions: one table per ISA (no float / double instantiations).
+struct ConvertKernels {
+  SOFTZO_CONVERT_KERNELS(SOFTZO_KERNEL_FIELD, void, unused, unused)
+};
+
 struct IsaInfo {
   const char* name;
   bool available;  // compiled in and runnable here (natively or emulated)
@@ -42,6 +48,7 @@ template <typename T>
 const LossKernels<T>& loss_kernels();
 template <typename T>
 const ZoKernels<T>& zo_kernels();
+const ConvertKernels& convert_kernels();
 // The kernels of a named ISA; nullptr if it is unavailable here.
 template <typename T>
 const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);
@@ -49,6 +56,7 @@ template <typename T>
 const LossKernels<T>* loss_kernels_for(Isa isa);
 template <typename T>
 const ZoKernels<T>* zo_kernels_for(Isa isa);
+const ConvertKernels* convert_kernels_for(Isa isa);
 
 IsaInfo isa_info(Isa isa);
 Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA

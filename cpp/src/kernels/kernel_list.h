@@ -1,6 +1,6 @@
 // How the kernel lists work. Each family header (softmax/softmax_kernels.h,
-// losses/losses_kernels.h, zo/zo_kernels.h) holds ONE list: an X-macro
-// SOFTZO_<FAMILY>_KERNELS(X, T, dt, isa) with one line per kernel,
+// losses/losses_kernels.h, zo/zo_kernels.h, convert/convert_kernels.h) holds ONE list: an
+// X-macro SOFTZO_<FAMILY>_KERNELS(X, T, dt, isa) with one line per kernel,
 //   X(return type, name, (parameters), dt, isa)
 // and that kernel's contract in a comment above it. From the list come the per-ISA declarations
 // (below), the dispatch table's fields and entries (dispatch/dispatch.h, dispatch.cc), and the

@@ -1,5 +1,6 @@
 // Loss ops: argument checks, per-row statistics, the reductions, and the rare rows (NaN, inf,
-// far-range logits) that the vector kernels leave to exact scalar code.
+// far-range logits) that the vector kernels leave to exact scalar code. Cross-entropy, KL and
+// the spherical family also take float16 / bfloat16 rows, computed in float32 (half_rows.h).
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -10,6 +11,7 @@
 #include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
 #include "ops/exp_sums.h"
+#include "ops/half_rows.h"
 #include "ops/spherical_terms.h"
 #include "softzo/losses.h"
 
@@ -101,25 +103,44 @@ double reduction_divisor(Reduction red, double count) {
   return red == Reduction::kMean ? count : 1.0;
 }
 
+// Per-class weights (n of them, or null) as compute_t<S>: w itself, or widened into *store.
+template <typename S>
+const compute_t<S>* class_weights(const S* w, int64_t n, std::vector<compute_t<S>>* store) {
+  if constexpr (kIsHalf<S>) {
+    if (!w) return nullptr;
+    store->resize(static_cast<size_t>(n));
+    widen(w, store->data(), n);
+    return store->data();
+  } else {
+    (void)n;
+    (void)store;
+    return w;
+  }
+}
+
 // ---- cross-entropy --------------------------------------------------------------------------
 
-template <typename T>
+// Rows of S: float, double, or a half type computed in float (ops/half_rows.h).
+template <typename S>
 class CrossEntropy {
  public:
-  explicit CrossEntropy(const CrossEntropyArgs<T>& a)
+  using T = compute_t<S>;
+
+  explicit CrossEntropy(const CrossEntropyArgs<S>& a)
       : a_(a), k_(softmax_kernels<T>()), lk_(loss_kernels<T>()), n_(a.classes) {}
 
   double run() {
     check();
+    weight_ = class_weights(a_.weight, n_, &weight_store_);
     const int64_t rows = a_.rows;
     // Denominators first: the gradient scale must be known before any row is written.
     double weight_total = static_cast<double>(n_), counted = 0.0, target_weight = 0.0;
-    if (a_.weight) weight_total = lk_.rdot(static_cast<size_t>(n_), a_.weight, nullptr);
+    if (weight_) weight_total = lk_.rdot(static_cast<size_t>(n_), weight_, nullptr);
     if (a_.target) {
       for (int64_t r = 0; r < rows; ++r) {
         if (a_.target[r] == a_.ignore_index) continue;
         counted += 1.0;
-        target_weight += a_.weight ? static_cast<double>(a_.weight[a_.target[r]]) : 1.0;
+        target_weight += weight_ ? static_cast<double>(weight_[a_.target[r]]) : 1.0;
       }
     } else {
       counted = target_weight = static_cast<double>(rows);
@@ -129,9 +150,9 @@ class CrossEntropy {
     ce_scale_ = 1.0 / reduction_divisor(a_.reduction, target_weight);
     z_scale_ = 1.0 / reduction_divisor(a_.reduction, counted);
     std::vector<double> losses(static_cast<size_t>(rows), 0.0);
-    for_rows(rows, n_, a_.num_threads, [&](int64_t r) { losses[r] = row(r); });
+    for_rows(rows, n_, a_.num_threads, [&](int64_t r) { losses[r] = row_at(r); });
     if (a_.reduction == Reduction::kNone) {
-      for (int64_t r = 0; r < rows; ++r) a_.row_loss[r] = static_cast<T>(losses[r]);
+      for (int64_t r = 0; r < rows; ++r) a_.row_loss[r] = from_double<S>(losses[r]);
       return 0.0;
     }
     // The CE and lse^2 parts have different denominators (weights vs rows); row() returns
@@ -171,9 +192,10 @@ class CrossEntropy {
     target_mass_.assign(static_cast<size_t>(a_.rows), 0.0);
     std::vector<char> bad(static_cast<size_t>(a_.rows), 0);
     for_rows(a_.rows, n_, a_.num_threads, [&](int64_t r) {
-      const T* t = a_.soft_target + r * a_.soft_stride;
+      thread_local RowBuffer<S> buf;
+      const T* t = soft_row(r, buf);
       const double s = lk_.rdot(static_cast<size_t>(n_), t, nullptr);
-      const double sw = a_.weight ? lk_.rdot(static_cast<size_t>(n_), t, a_.weight) : s;
+      const double sw = weight_ ? lk_.rdot(static_cast<size_t>(n_), t, weight_) : s;
       bad[r] = !std::isfinite(s) || !std::isfinite(sw);
       target_mass_[r] = sw;
     });
@@ -184,10 +206,39 @@ class CrossEntropy {
     }
   }
 
-  // One row: returns its loss already scaled for the reduction (unscaled for kNone).
-  double row(int64_t r) {
-    const T* x = a_.logits + r * a_.logits_stride;
-    T* y = a_.grad ? a_.grad + r * a_.grad_stride : nullptr;
+  // Row r of the soft targets as T: in place, or widened into buf.
+  const T* soft_row(int64_t r, RowBuffer<S>& buf) const {
+    const S* t = a_.soft_target + r * a_.soft_stride;
+    if constexpr (kIsHalf<S>) {
+      return buf.load(t, n_, 1, 1);
+    } else {
+      (void)buf;
+      return t;
+    }
+  }
+
+  // Row r: in place, or (half types) widened into per-thread buffers, computed there with the
+  // gradient written over the widened logits, and the gradient narrowed into a_.grad.
+  double row_at(int64_t r) {
+    const S* xs = a_.logits + r * a_.logits_stride;
+    S* ys = a_.grad ? a_.grad + r * a_.grad_stride : nullptr;
+    const T* tw = nullptr;
+    if constexpr (kIsHalf<S>) {
+      thread_local RowBuffer<S> logits_buf, soft_buf;
+      if (a_.soft_target) tw = soft_row(r, soft_buf);
+      T* x = logits_buf.load(xs, n_, 1, 1);
+      const double loss = row(r, x, ys ? x : nullptr, tw);
+      if (ys) logits_buf.store(x, ys, n_, 1, 1);
+      return loss;
+    } else {
+      if (a_.soft_target) tw = a_.soft_target + r * a_.soft_stride;
+      return row(r, xs, ys, tw);
+    }
+  }
+
+  // One row of logits x, gradient y (may be x, or null) and soft targets soft (or null): returns
+  // its loss already scaled for the reduction (unscaled for kNone).
+  double row(int64_t r, const T* x, T* y, const T* soft) {
     const bool hard = a_.target != nullptr;
     const int64_t t = hard ? a_.target[r] : -1;
     const bool ignored = hard && t == a_.ignore_index;
@@ -197,11 +248,11 @@ class CrossEntropy {
     double b = 0.0, c = uni, mass = 0.0, coef = 0.0, xt = 0.0;
     const T* tw = nullptr;
     if (hard && !ignored) {
-      coef = (1.0 - eps) * (a_.weight ? static_cast<double>(a_.weight[t]) : 1.0);
+      coef = (1.0 - eps) * (weight_ ? static_cast<double>(weight_[t]) : 1.0);
       mass = coef + uni * weight_total_;
       xt = static_cast<double>(x[t]);  // before an in-place gradient overwrites it
     } else if (!hard) {
-      tw = a_.soft_target + r * a_.soft_stride;
+      tw = soft;
       b = 1.0 - eps;
       mass = b * target_mass_[r] + uni * weight_total_;
     }
@@ -226,7 +277,7 @@ class CrossEntropy {
       xmax = static_cast<T>(lse.max);
       l = lse.l;
     }
-    if (a_.lse) a_.lse[r] = static_cast<T>(lse_v);
+    if (a_.lse) a_.lse[r] = from_double<S>(lse_v);
     if (ignored) {
       if (y) fill(y, n_, T(0));
       return 0.0;
@@ -249,11 +300,11 @@ class CrossEntropy {
       if (reload && lse.ok) {
         // y holds exp(x) 2^-(e - 64): p = y 2^-64 / normalizer.
         const double s = std::ldexp(pa / lse.sum.normalizer(), -static_cast<int>(kRestShift));
-        lk_.vgradfromexp(static_cast<size_t>(n_), y, y, static_cast<T>(s), a_.weight, tw,
+        lk_.vgradfromexp(static_cast<size_t>(n_), y, y, static_cast<T>(s), weight_, tw,
                          static_cast<T>(g * b), static_cast<T>(g * c));
       } else if (lse.ok) {
         const double ret = lk_.vsoftmaxgrad(static_cast<size_t>(n_), x, y, lse.sum.normalizer(),
-                                            lse.sum.e, static_cast<T>(pa), a_.weight, tw,
+                                            lse.sum.e, static_cast<T>(pa), weight_, tw,
                                             static_cast<T>(g * b), static_cast<T>(g * c), xmax);
         if (has_q) dot = g != 0.0 && std::isfinite(g) ? ret / g : q_dot(x, tw, b, c, xmax);
       } else {
@@ -265,7 +316,7 @@ class CrossEntropy {
           // The target holds the max: p_t = 1 / (1 + rest), and p_t - 1 = -rest / (1 + rest)
           // is formed from the rest, not as a difference that cancels to 0 when p_t rounds to 1.
           const double rest = std::expm1(l), p_t = 1.0 / (1.0 + rest), rho = rest * p_t;
-          const double q_t = g * c * (a_.weight ? static_cast<double>(a_.weight[t]) : 1.0);
+          const double q_t = g * c * (weight_ ? static_cast<double>(weight_[t]) : 1.0);
           y[t] = static_cast<T>(g * tau_coef * ((mass - coef) * p_t - coef * rho) + z * p_t - q_t);
         } else {
           y[t] = static_cast<T>(static_cast<double>(y[t]) - g * coef * tau_coef);
@@ -305,7 +356,7 @@ class CrossEntropy {
 
   // sum_j q_j (x_j - s) without writing anything (the kernel with y = null).
   double q_dot(const T* x, const T* tw, double b, double c, T s) const {
-    return lk_.vsoftmaxgrad(static_cast<size_t>(n_), x, nullptr, 1.0, 0.0, T(0), a_.weight, tw,
+    return lk_.vsoftmaxgrad(static_cast<size_t>(n_), x, nullptr, 1.0, 0.0, T(0), weight_, tw,
                             static_cast<T>(b), static_cast<T>(c), s);
   }
 
@@ -317,7 +368,7 @@ class CrossEntropy {
     for (int64_t j = 0; j < n_; ++j) {
       const double p = std::exp(static_cast<double>(x[j]) - static_cast<double>(xmax)) / s;
       double q = (tw ? b * static_cast<double>(tw[j]) : 0.0) + c;
-      if (a_.weight) q *= static_cast<double>(a_.weight[j]);
+      if (weight_) q *= static_cast<double>(weight_[j]);
       const double v = pa * p - q;  // 0 rather than a subnormal, as in the kernels
       y[j] = std::fabs(v) >= static_cast<double>(std::numeric_limits<T>::min()) ? static_cast<T>(v)
                                                                                 : T(0);
@@ -329,10 +380,12 @@ class CrossEntropy {
     return NAN;
   }
 
-  const CrossEntropyArgs<T>& a_;
+  const CrossEntropyArgs<S>& a_;
   const SoftmaxKernels<T>& k_;
   const LossKernels<T>& lk_;
   const int64_t n_;
+  const T* weight_ = nullptr;  // the class weights as T (a_.weight itself, or widened)
+  std::vector<T> weight_store_;
   double weight_total_ = 0.0, ce_scale_ = 1.0, z_scale_ = 1.0;
   std::vector<double> target_mass_;
 };
@@ -350,7 +403,7 @@ void check_targets(const int64_t* target, int64_t rows, int64_t classes) {
 template <typename T>
 double reduce_rows(const std::vector<double>& losses, Reduction red, T* row_loss) {
   if (red == Reduction::kNone) {
-    for (size_t r = 0; r < losses.size(); ++r) row_loss[r] = static_cast<T>(losses[r]);
+    for (size_t r = 0; r < losses.size(); ++r) row_loss[r] = from_double<T>(losses[r]);
     return 0.0;
   }
   return ordered_sum(losses) / reduction_divisor(red, static_cast<double>(losses.size()));
@@ -362,11 +415,11 @@ double gradient_scale(Reduction red, int64_t rows) {
 
 // The spherical family (spherical_terms.h). The Z-loss takes mean and variance from two passes,
 // the second about the mean, rather than from q / n - mu^2.
-template <typename T>
-double spherical_row(const SphericalLossArgs<T>& a, const LossKernels<T>& k, int64_t r, double g) {
+// Row r is o, its gradient goes to y (may be o, or null).
+template <typename S, typename T = compute_t<S>>
+double spherical_row(const SphericalLossArgs<S>& a, const LossKernels<T>& k, int64_t r, double g,
+                     const T* o, T* y) {
   const int64_t n = a.classes;
-  const T* o = a.outputs + r * a.stride;
-  T* y = a.grad ? a.grad + r * a.grad_stride : nullptr;
   const int64_t c = a.target[r];
   const double oc = static_cast<double>(o[c]), dn = static_cast<double>(n);
   const double s = k.rdot(static_cast<size_t>(n), o, nullptr);
@@ -446,9 +499,16 @@ double cross_entropy(const CrossEntropyArgs<float>& args) {
 double cross_entropy(const CrossEntropyArgs<double>& args) {
   return CrossEntropy<double>(args).run();
 }
+double cross_entropy(const CrossEntropyArgs<float16>& args) {
+  return CrossEntropy<float16>(args).run();
+}
+double cross_entropy(const CrossEntropyArgs<bfloat16>& args) {
+  return CrossEntropy<bfloat16>(args).run();
+}
 
-template <typename T>
-double spherical_loss_impl(const SphericalLossArgs<T>& a) {
+template <typename S>
+double spherical_loss_impl(const SphericalLossArgs<S>& a) {
+  using T = compute_t<S>;
   if (a.rows < 0 || a.classes < 1) throw std::invalid_argument("outputs: need at least one class");
   if (a.kind == SphericalKind::kZLoss && !(a.a > 0.0)) throw std::invalid_argument("a must be > 0");
   if (a.kind == SphericalKind::kLogSpherical && !(a.eps > 0.0))
@@ -459,12 +519,24 @@ double spherical_loss_impl(const SphericalLossArgs<T>& a) {
   const LossKernels<T>& k = loss_kernels<T>();
   const double g = gradient_scale(a.reduction, a.rows);
   std::vector<double> losses(static_cast<size_t>(a.rows), 0.0);
-  for_rows(a.rows, a.classes, a.num_threads,
-           [&](int64_t r) { losses[r] = spherical_row(a, k, r, g); });
+  for_rows(a.rows, a.classes, a.num_threads, [&](int64_t r) {
+    const S* o = a.outputs + r * a.stride;
+    S* y = a.grad ? a.grad + r * a.grad_stride : nullptr;
+    if constexpr (kIsHalf<S>) {  // widened, computed in place, the gradient narrowed
+      thread_local RowBuffer<S> buf;
+      T* v = buf.load(o, a.classes, 1, 1);
+      losses[r] = spherical_row(a, k, r, g, v, y ? v : nullptr);
+      if (y) buf.store(v, y, a.classes, 1, 1);
+    } else {
+      losses[r] = spherical_row(a, k, r, g, o, y);
+    }
+  });
   return reduce_rows(losses, a.reduction, a.row_loss);
 }
 double spherical_loss(const SphericalLossArgs<float>& a) { return spherical_loss_impl(a); }
 double spherical_loss(const SphericalLossArgs<double>& a) { return spherical_loss_impl(a); }
+double spherical_loss(const SphericalLossArgs<float16>& a) { return spherical_loss_impl(a); }
+double spherical_loss(const SphericalLossArgs<bfloat16>& a) { return spherical_loss_impl(a); }
 
 template <typename T>
 void normalize_rows(Normalizer kind, const T* x, int64_t x_stride, T* y, int64_t y_stride,
@@ -511,10 +583,11 @@ double stablemax_cross_entropy(const T* logits, int64_t rows, int64_t classes, i
   return reduce_rows(losses, reduction, row_loss);
 }
 
-template <typename T>
-double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_t teacher_stride,
-              int64_t rows, int64_t classes, double temperature, double divisor, T* grad,
-              int64_t grad_stride, T* row_loss, int num_threads) {
+template <typename S>
+double kl_div(const S* student, int64_t student_stride, const S* teacher, int64_t teacher_stride,
+              int64_t rows, int64_t classes, double temperature, double divisor, S* grad,
+              int64_t grad_stride, S* row_loss, int num_threads) {
+  using T = compute_t<S>;
   if (!(temperature > 0.0 && std::isfinite(temperature)))
     throw std::invalid_argument("temperature must be > 0 and finite");
   if (divisor == 0.0 && !row_loss && rows > 0)
@@ -525,9 +598,22 @@ double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_
   const double inv_t = 1.0 / temperature;
   std::vector<double> losses(static_cast<size_t>(rows), 0.0);
   for_rows(rows, classes, num_threads, [&](int64_t r) {
-    const T* s = student + r * student_stride;
-    const T* t = teacher + r * teacher_stride;
-    T* y = grad ? grad + r * grad_stride : nullptr;
+    const S* s_row = student + r * student_stride;
+    const S* t_row = teacher + r * teacher_stride;
+    S* y_row = grad ? grad + r * grad_stride : nullptr;
+    const T *s, *t;
+    T* y;
+    if constexpr (kIsHalf<S>) {  // widened; the gradient goes over the student's copy
+      thread_local RowBuffer<S> student_buf, teacher_buf;
+      T* sw = student_buf.load(s_row, classes, 1, 1);
+      s = sw;
+      t = teacher_buf.load(t_row, classes, 1, 1);
+      y = y_row ? sw : nullptr;
+    } else {
+      s = s_row;
+      t = t_row;
+      y = y_row;
+    }
     thread_local std::vector<T> buf;
     if (temperature != 1.0) {  // the tempered rows, in cache
       buf.resize(2 * static_cast<size_t>(classes));
@@ -543,14 +629,17 @@ double kl_div(const T* student, int64_t student_stride, const T* teacher, int64_
     const double gy = g * inv_t;
     if (!ls.ok || !lt.ok) {
       losses[r] = slow_kl_row(s, t, classes, gy, y);
-      return;
+    } else {
+      const double c = (lt.max - ls.max) + (lt.l - ls.l);
+      losses[r] = lk.rklgrad(static_cast<size_t>(classes), s, t, y, ls.sum.normalizer(), ls.sum.e,
+                             lt.sum.normalizer(), lt.sum.e, static_cast<T>(gy), static_cast<T>(c));
     }
-    const double c = (lt.max - ls.max) + (lt.l - ls.l);
-    losses[r] = lk.rklgrad(static_cast<size_t>(classes), s, t, y, ls.sum.normalizer(), ls.sum.e,
-                           lt.sum.normalizer(), lt.sum.e, static_cast<T>(gy), static_cast<T>(c));
+    if constexpr (kIsHalf<S>) {
+      if (y_row) narrow(y, y_row, classes);
+    }
   });
   if (divisor == 0.0) {
-    for (int64_t r = 0; r < rows; ++r) row_loss[r] = static_cast<T>(losses[r]);
+    for (int64_t r = 0; r < rows; ++r) row_loss[r] = from_double<S>(losses[r]);
     return 0.0;
   }
   return ordered_sum(losses) / divisor;
@@ -595,5 +684,9 @@ void hl_gauss_targets(const T* values, int64_t count, double vmin, double vmax, 
 
 SOFTZO_INSTANTIATE_LOSSES(float)
 SOFTZO_INSTANTIATE_LOSSES(double)
+template double kl_div<float16>(const float16*, int64_t, const float16*, int64_t, int64_t, int64_t,
+                                double, double, float16*, int64_t, float16*, int);
+template double kl_div<bfloat16>(const bfloat16*, int64_t, const bfloat16*, int64_t, int64_t,
+                                 int64_t, double, double, bfloat16*, int64_t, bfloat16*, int);
 
 }  // namespace softzo

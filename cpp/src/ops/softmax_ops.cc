@@ -1,5 +1,6 @@
 // Softmax-family ops: row and chunk splitting, the thread pool, the choice of algorithm, and
-// the exact special-value path that keeps the vector kernels simple.
+// the exact special-value path that keeps the vector kernels simple. float16 and bfloat16 rows
+// run through the float32 solver in a per-thread buffer (ops/half_rows.h).
 #include <cmath>
 #include <stdexcept>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
 #include "ops/exp_sums.h"
+#include "ops/half_rows.h"
 #include "softzo/softmax.h"
 
 namespace softzo {
@@ -309,8 +311,10 @@ struct RowMap {
 
 int resolve_threads(int requested) { return requested > 0 ? requested : default_num_threads(); }
 
-template <typename T>
-void run_rows(Op op, const T* x, T* y, T* lse_out, const RowMap& map, const SoftmaxOptions& opt) {
+// Rows of S (float, double, or a half type computed in float: ops/half_rows.h).
+template <typename S>
+void run_rows(Op op, const S* x, S* y, S* lse_out, const RowMap& map, const SoftmaxOptions& opt) {
+  using T = compute_t<S>;
   if (map.rows == 0) return;
   const int threads = resolve_threads(opt.num_threads);
   const int64_t n = map.n;
@@ -319,39 +323,39 @@ void run_rows(Op op, const T* x, T* y, T* lse_out, const RowMap& map, const Soft
                                     : opt.algorithm;
   const bool x_unit = map.x_step == 1, y_unit = op == Op::kLogSumExp || map.y_step == 1;
 
-  // Gathers a strided row into buf, solves it there (in place), and scatters the result.
-  auto solve = [&](RowSolver<T>& solver, int64_t r, std::vector<T>& buf) {
+  // Solves row r: in place when it is contiguous T, else gathered (and widened) into buf,
+  // solved there and scattered (and narrowed) back. threads: for converting a long row.
+  auto solve = [&](RowSolver<T>& solver, int64_t r, RowBuffer<S>& buf, int threads) {
     int64_t ox, oy;
     map.offsets(r, &ox, &oy);
-    const T* xr = x + ox;
-    T* yr = op == Op::kLogSumExp ? nullptr : y + oy;
-    if (x_unit && y_unit) {
-      const T v = solver.run(xr, yr, n);
-      if (lse_out) lse_out[r] = v;
-      return;
+    const S* xr = x + ox;
+    S* yr = op == Op::kLogSumExp ? nullptr : y + oy;
+    if constexpr (!kIsHalf<S>) {
+      if (x_unit && y_unit) {
+        const T v = solver.run(xr, yr, n);
+        if (lse_out) lse_out[r] = v;
+        return;
+      }
     }
-    buf.resize(static_cast<size_t>(n));
-    for (int64_t i = 0; i < n; ++i) buf[i] = xr[i * map.x_step];
-    const T v = solver.run(buf.data(), buf.data(), n);
-    if (lse_out) lse_out[r] = v;
-    if (yr) {
-      for (int64_t i = 0; i < n; ++i) yr[i * map.y_step] = buf[i];
-    }
+    T* row = buf.load(xr, n, map.x_step, threads);
+    const T v = solver.run(row, yr ? row : nullptr, n);
+    if (lse_out) lse_out[r] = from_double<S>(static_cast<double>(v));
+    if (yr) buf.store(row, yr, n, map.y_step, threads);
   };
 
   if (num_chunks(n) > 1) {  // long rows: one at a time, their chunks shared by the threads
     RowSolver<T> solver(op, algo, opt.all_masked, threads);
-    std::vector<T> buf;
-    for (int64_t r = 0; r < map.rows; ++r) solve(solver, r, buf);
+    RowBuffer<S> buf;
+    for (int64_t r = 0; r < map.rows; ++r) solve(solver, r, buf, threads);
     return;
   }
   const int64_t rows_per_task = n >= kTaskElements ? 1 : kTaskElements / (n > 0 ? n : 1);
   const int64_t tasks = (map.rows + rows_per_task - 1) / rows_per_task;
   auto task = [&](int64_t t) {
     RowSolver<T> solver(op, algo, opt.all_masked, 1);
-    thread_local std::vector<T> buf;
+    thread_local RowBuffer<S> buf;
     const int64_t end = (t + 1) * rows_per_task < map.rows ? (t + 1) * rows_per_task : map.rows;
-    for (int64_t r = t * rows_per_task; r < end; ++r) solve(solver, r, buf);
+    for (int64_t r = t * rows_per_task; r < end; ++r) solve(solver, r, buf, 1);
   };
   if (tasks == 1 || threads == 1) {  // small problems never touch the pool (no lock, no wake-up)
     for (int64_t t = 0; t < tasks; ++t) task(t);
@@ -422,5 +426,7 @@ SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size, SoftmaxOp op) {
 
 SOFTZO_DEFINE_OPS(float)
 SOFTZO_DEFINE_OPS(double)
+SOFTZO_DEFINE_OPS(float16)
+SOFTZO_DEFINE_OPS(bfloat16)
 
 }  // namespace softzo

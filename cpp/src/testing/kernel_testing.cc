@@ -58,6 +58,32 @@ bool run_vexp(const std::string& isa, const double* x, double* y, size_t n) {
   return k != nullptr;
 }
 
+bool run_vsoftcap(const std::string& isa, const float* x, float* y, size_t n, float c) {
+  const auto* k = kernels_named<float>(isa);
+  if (k) k->vsoftcap(n, x, y, c);
+  return k != nullptr;
+}
+
+bool run_vsoftcap(const std::string& isa, const double* x, double* y, size_t n, double c) {
+  const auto* k = kernels_named<double>(isa);
+  if (k) k->vsoftcap(n, x, y, c);
+  return k != nullptr;
+}
+
+bool run_widen(const std::string& isa, bool bf16, const uint16_t* x, float* y, size_t n) {
+  Isa id;
+  const ConvertKernels* k = parse_isa(isa.c_str(), &id) ? convert_kernels_for(id) : nullptr;
+  if (k) (bf16 ? k->bf16tof32 : k->f16tof32)(n, x, y);
+  return k != nullptr;
+}
+
+bool run_narrow(const std::string& isa, bool bf16, const float* x, uint16_t* y, size_t n) {
+  Isa id;
+  const ConvertKernels* k = parse_isa(isa.c_str(), &id) ? convert_kernels_for(id) : nullptr;
+  if (k) (bf16 ? k->f32tobf16 : k->f32tof16)(n, x, y);
+  return k != nullptr;
+}
+
 UlpReport exp_f32_ulp_sweep(const std::string& isa, float lo, float hi) {
   UlpReport report;
   const auto* k = kernels_named<float>(isa);

@@ -12,6 +12,12 @@ namespace testing {
 // y = the ISA's exp kernel applied to x; false if the ISA is unavailable.
 bool run_vexp(const std::string& isa, const float* x, float* y, size_t n);
 bool run_vexp(const std::string& isa, const double* x, double* y, size_t n);
+// y = the ISA's soft cap c tanh(x / c); false if the ISA is unavailable.
+bool run_vsoftcap(const std::string& isa, const float* x, float* y, size_t n, float c);
+bool run_vsoftcap(const std::string& isa, const double* x, double* y, size_t n, double c);
+// The ISA's half conversions (bf16: bfloat16, else float16); false if it is unavailable.
+bool run_widen(const std::string& isa, bool bf16, const uint16_t* x, float* y, size_t n);
+bool run_narrow(const std::string& isa, bool bf16, const float* x, uint16_t* y, size_t n);
 
 struct UlpReport {
   bool ok = false;

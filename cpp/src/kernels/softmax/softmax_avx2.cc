@@ -28,6 +28,16 @@ inline typename Ops<T>::V vexp(typename Ops<T>::V x) {
   return O::blend(y, O::add(x, O::set1(INFINITY)), O::nle_uq(x, hi));
 }
 
+// c tanh(x / c) = c (1 - 2 / (1 + exp(2x / c))): exp's overflow to inf gives c, its flush to 0
+// gives -c, NaN stays NaN.
+template <typename T>
+inline typename Ops<T>::V softcap(typename Ops<T>::V x, T c) {
+  using O = Ops<T>;
+  const typename O::V one = O::set1(T(1));
+  const typename O::V e = vexp<T>(O::mul(x, O::set1(T(2) / c)));
+  return O::mul(O::set1(c), O::sub(one, O::div(O::set1(T(2)), O::add(one, e))));
+}
+
 // Largest lane of v (no NaN in v).
 template <typename T>
 inline T hmax(typename Ops<T>::V v) {
@@ -339,6 +349,9 @@ softzo_online ronlinesumexp(size_t n, const T* x) {
   }                                                                                          \
   void softzo_##dt##_vexp_avx2(size_t n, const T* x, T* y) {                                 \
     map<T>(n, x, y, [](Ops<T>::V v) { return vexp<T>(v); });                                 \
+  }                                                                                          \
+  void softzo_##dt##_vsoftcap_avx2(size_t n, const T* x, T* y, T c) {                        \
+    map<T>(n, x, y, [c](Ops<T>::V v) { return softcap<T>(v, c); });                          \
   }
 
 extern "C" {

@@ -119,6 +119,19 @@ struct Exp {
   SOFTZO_INLINE typename A::V operator()(typename A::V x) const { return A::exp(x); }
 };
 
+// c tanh(x / c) = c (1 - 2 / (1 + exp(2x / c))), as in softmax_avx2.cc.
+template <class A>
+struct SoftCap {
+  typename A::V c, two_over_c;
+  explicit SoftCap(typename A::T cap) : c(A::set1(cap)), two_over_c(A::set1(2 / cap)) {}
+  SOFTZO_INLINE typename A::V operator()(typename A::V x) const {
+    const typename A::V one = A::set1(1), two = A::set1(2);
+    const typename A::V d = A::add(one, A::exp(A::mul(x, two_over_c)));
+    const typename A::K every = static_cast<typename A::K>(~0u);
+    return A::mul(c, A::sub(one, A::mask_div(d, every, two, d)));
+  }
+};
+
 // sum_i f(x_i), optionally storing the terms to y.
 template <class A, bool kStore, class F>
 double sum_map(size_t n, const typename A::T* x, typename A::T* y, const F& f) {
@@ -313,30 +326,31 @@ softzo_online ronlinesumexp(size_t n, const typename A::T* x) {
 
 }  // namespace
 
-#define SOFTZO_DEFINE_AVX512(T, dt, A)                                               \
-  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo, size_t* imax) {                 \
-    return rmax<A>(n, x, lo, imax);                                                  \
-  }                                                                                  \
-  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                 \
-    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                        \
-  }                                                                                  \
-  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {      \
-    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                               \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                      \
-    map<A>(n, x, y, FlushedScale<A>(s));                                             \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) { \
-    vscaleextexp<A>(n, x, y, m, e);                                                  \
-  }                                                                                  \
-  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                 \
-    return ronlinesumexp<A>(n, x);                                                   \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                \
-    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                        \
-    map<A>(n, x, y, f);                                                              \
-  }                                                                                  \
-  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); }
+#define SOFTZO_DEFINE_AVX512(T, dt, A)                                                \
+  T SOFTZO_FN(dt, rmax)(size_t n, const T* x, T* lo, size_t* imax) {                  \
+    return rmax<A>(n, x, lo, imax);                                                   \
+  }                                                                                   \
+  double SOFTZO_FN(dt, raddexp)(size_t n, const T* x, double e, T) {                  \
+    return sum_map<A, false>(n, x, nullptr, ScaledExp<A>(e));                         \
+  }                                                                                   \
+  double SOFTZO_FN(dt, raddstoreexp)(size_t n, const T* x, T* y, double e, T) {       \
+    return sum_map<A, true>(n, x, y, ScaledExp<A>(e));                                \
+  }                                                                                   \
+  void SOFTZO_FN(dt, vscale)(size_t n, const T* x, T* y, T s) {                       \
+    map<A>(n, x, y, FlushedScale<A>(s));                                              \
+  }                                                                                   \
+  void SOFTZO_FN(dt, vscaleextexp)(size_t n, const T* x, T* y, double m, double e) {  \
+    vscaleextexp<A>(n, x, y, m, e);                                                   \
+  }                                                                                   \
+  softzo_online SOFTZO_FN(dt, ronlinesumexp)(size_t n, const T* x) {                  \
+    return ronlinesumexp<A>(n, x);                                                    \
+  }                                                                                   \
+  void SOFTZO_FN(dt, vsubc)(size_t n, const T* x, T* y, T c1, T c2) {                 \
+    SubSub<A> f = {A::set1(c1), A::set1(c2)};                                         \
+    map<A>(n, x, y, f);                                                               \
+  }                                                                                   \
+  void SOFTZO_FN(dt, vexp)(size_t n, const T* x, T* y) { map<A>(n, x, y, Exp<A>()); } \
+  void SOFTZO_FN(dt, vsoftcap)(size_t n, const T* x, T* y, T c) { map<A>(n, x, y, SoftCap<A>(c)); }
 
 extern "C" {
 SOFTZO_DEFINE_AVX512(float, f32, F32)

@@ -106,7 +106,11 @@ typedef struct {
   /* y_i = (x_i - c1) - c2: log_softmax with c1 = max and c2 = log1p(rest). */                    \
   X(void, vsubc, (size_t n, const T* x, T* y, T c1, T c2), dt, isa)                               \
   /* y_i = exp(x_i), the kernel's own exp (0 below the normal range); for the ULP sweep. */       \
-  X(void, vexp, (size_t n, const T* x, T* y), dt, isa)
+  X(void, vexp, (size_t n, const T* x, T* y), dt, isa)                                            \
+  /* y_i = c tanh(x_i / c) (c > 0): Gemma 2's logit soft cap. The vector files compute it as */   \
+  /* c (1 - 2 / (1 + exp(2 x_i / c))), within 4 ulp(c) absolutely (measured 3.05; relatively */   \
+  /* looser only where |y_i| << c, below the rounding of the logits fed in); +-inf give +-c. */   \
+  X(void, vsoftcap, (size_t n, const T* x, T* y, T c), dt, isa)
 
 #define SOFTZO_DECLARE_SOFTMAX(...) SOFTZO_KERNEL_DECLARE(, __VA_ARGS__)
 #define SOFTZO_DECLARE_SOFTMAX_ISA(isa)                           \

@@ -96,35 +96,46 @@ void vexp(size_t n, const T* x, T* y) {
   for (size_t i = 0; i < n; ++i) y[i] = exp_t<T>(x[i]);
 }
 
+// The scalar ISA takes tanh itself (in double for float rows): the reference the vector files'
+// exp-based form is tested against.
+template <typename T>
+void vsoftcap(size_t n, const T* x, T* y, T c) {
+  const double cd = static_cast<double>(c);
+  for (size_t i = 0; i < n; ++i) {
+    y[i] = static_cast<T>(cd * std::tanh(static_cast<double>(x[i]) / cd));
+  }
+}
+
 }  // namespace
 
-#define SOFTZO_DEFINE_SCALAR(T, dt)                                                            \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo, size_t* imax) {                     \
-    return rmax<T>(n, x, lo, imax);                                                            \
-  }                                                                                            \
-  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                     \
-    return raddexp<T>(n, x, e);                                                                \
-  }                                                                                            \
-  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {          \
-    return raddstoreexp<T>(n, x, y, e);                                                        \
-  }                                                                                            \
-  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); } \
-  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {     \
-    vscaleextexp<T>(n, x, y, m, e);                                                            \
-  }                                                                                            \
-  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                     \
-    return ronlinesumexp<T>(n, x);                                                             \
-  }                                                                                            \
-  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                    \
-    vsubc<T>(n, x, y, c1, c2);                                                                 \
-  }                                                                                            \
-  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }             \
-  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m, size_t skip) {         \
-    return double_sum(n, [&](size_t i) { return i == skip ? T(0) : exp_minus<T>(x[i], m); });  \
-  }                                                                                            \
-  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {           \
-    for (size_t i = 0; i < n; ++i)                                                             \
-      y[i] = normal_or_zero<T>(static_cast<double>(exp_minus<T>(x[i], m)) * s);                \
+#define SOFTZO_DEFINE_SCALAR(T, dt)                                                                \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo, size_t* imax) {                         \
+    return rmax<T>(n, x, lo, imax);                                                                \
+  }                                                                                                \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                         \
+    return raddexp<T>(n, x, e);                                                                    \
+  }                                                                                                \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {              \
+    return raddstoreexp<T>(n, x, y, e);                                                            \
+  }                                                                                                \
+  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }     \
+  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {         \
+    vscaleextexp<T>(n, x, y, m, e);                                                                \
+  }                                                                                                \
+  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                         \
+    return ronlinesumexp<T>(n, x);                                                                 \
+  }                                                                                                \
+  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                        \
+    vsubc<T>(n, x, y, c1, c2);                                                                     \
+  }                                                                                                \
+  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }                 \
+  void softzo_##dt##_vsoftcap_scalar(size_t n, const T* x, T* y, T c) { vsoftcap<T>(n, x, y, c); } \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m, size_t skip) {             \
+    return double_sum(n, [&](size_t i) { return i == skip ? T(0) : exp_minus<T>(x[i], m); });      \
+  }                                                                                                \
+  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {               \
+    for (size_t i = 0; i < n; ++i)                                                                 \
+      y[i] = normal_or_zero<T>(static_cast<double>(exp_minus<T>(x[i], m)) * s);                    \
   }
 
 extern "C" {
