@@ -31,14 +31,29 @@ from ._arrays import (
     as_input,
     check_choice,
     check_num_threads,
-    check_out,
-    copy_into,
     dtype_name,
-    finish,
-    float32_copy,
     framework_of,
-    numpy_half_dtype,
-    to_dtype,
+)
+from ._linear_cross_entropy import linear_cross_entropy
+from ._loss_args import (
+    _REDUCTION_CODE,
+    REDUCTIONS,
+    _class_indices,
+    _finish_grad,
+    _float_arg,
+    _grad_target,
+    _gradient,
+    _int_arg,
+    _is_soft,
+    _like_logits,
+    _loss_result,
+    _numpy_view,
+    _per_row,
+    _reduction,
+    _scores,
+    _threads,
+    _weight,
+    _wrap,
 )
 
 __all__ = [
@@ -56,165 +71,9 @@ __all__ = [
     "z_loss",
 ]
 
-REDUCTIONS = ("mean", "sum", "none")
 _INF = float("inf")
-_REDUCTION_CODE = {"none": 0, "sum": 1, "mean": 2}
 _SPHERICAL_KINDS = {"log_spherical": 1, "log_taylor": 2, "mse": 3}  # 0 is the Z-loss
 _NORMALIZERS = {"spherical": 0, "taylor": 1, "stablemax": 2}
-
-
-# ---- argument plumbing: everything becomes a NumPy view of the caller's memory ---------------
-
-
-def _numpy_view(x: Any, framework: str) -> np.ndarray:
-    if framework == "torch":
-        return x.numpy()
-    return x if isinstance(x, np.ndarray) else np.asarray(x)
-
-
-def _scores(
-    x: Any, name: str, unbatched_ok: bool = True, half_ok: bool = False
-) -> tuple[np.ndarray, str, bool, str | None]:
-    """A 2-D float view (rows, classes) of x with a unit-stride class axis (copied only if it is
-    not), its framework, whether x was 1-D (classes,): PyTorch's unbatched form, one row, and
-    its half dtype ("float16", "bfloat16") or None. Half inputs (only where half_ok) become a
-    float32 copy: this general path computes them in float32 and rounds the results once."""
-    view, framework = as_input(x, name)
-    half = dtype_name(view) if dtype_name(view) in HALF_DTYPES else None
-    if half and not half_ok:
-        raise TypeError(f"{name} must be float32 or float64 for this loss, got {half}")
-    arr = float32_copy(view, framework) if half else _numpy_view(view, framework)
-    unbatched = unbatched_ok and arr.ndim == 1
-    if unbatched:
-        arr = arr[np.newaxis]
-    if arr.ndim != 2:
-        shapes = "2-D (rows, classes) or 1-D (classes,)" if unbatched_ok else "2-D (rows, classes)"
-        raise ValueError(f"{name} must be {shapes}, got shape {arr.shape}")
-    if arr.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one class, got shape {tuple(view.shape)}")
-    if arr.shape[1] > 1 and arr.strides[1] != arr.itemsize:
-        arr = np.ascontiguousarray(arr)
-    return arr, framework, unbatched, half
-
-
-def _like_logits(value: Any, name: str, x: np.ndarray, half: str | None) -> np.ndarray:
-    """Soft targets or class weights as a NumPy view of the logits' dtype (a float32 copy for
-    half logits, which must then be matched in kind)."""
-    view, fw = as_input(value, name)
-    want = half or dtype_name(x)
-    if dtype_name(view) != want:
-        raise TypeError(f"{name} must have the logits' dtype {want}, got {dtype_name(view)}")
-    return float32_copy(view, fw) if half else _numpy_view(view, fw)
-
-
-def _class_indices(target: Any, rows: int, unbatched: bool = False) -> np.ndarray:
-    """int64 class indices, one per row: shape (rows,), or () for unbatched logits."""
-    view = target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
-    if view.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {view.dtype}")
-    if unbatched and view.shape != ():
-        raise ValueError(
-            f"target must be a 0-d class index for 1-D (unbatched) logits, got shape {view.shape}"
-        )
-    if not unbatched and view.shape != (rows,):
-        raise ValueError(f"target must have shape ({rows},) to match the rows, got {view.shape}")
-    return np.ascontiguousarray(view, dtype=np.int64).reshape(rows)
-
-
-def _per_row(arr: np.ndarray, unbatched: bool) -> np.ndarray:
-    """Per-row results as the caller shaped the logits: (rows,), or 0-d when unbatched."""
-    return arr.reshape(()) if unbatched else arr
-
-
-def _gradient(grad: np.ndarray, unbatched: bool) -> np.ndarray:
-    return grad.reshape(grad.shape[1]) if unbatched else grad
-
-
-def _is_soft(target: Any) -> bool:
-    dtype = getattr(target, "dtype", None)
-    if dtype is None:
-        target = np.asarray(target)
-        dtype = target.dtype
-    return "float" in str(dtype)
-
-
-def _float_arg(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-    if not np.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
-        bounds = f"[{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be finite and {bounds}, got {value!r}")
-    return v
-
-
-def _grad_target(
-    grad_out: Any, logits: np.ndarray, framework: str, unbatched: bool, half: str | None = None
-) -> tuple[np.ndarray, Any]:
-    """The array the gradient is written to (a 2-D NumPy view) and what to return for it: the
-    caller's ``grad_out``, or None for a new array (wrapped after it is written: JAX copies).
-    For half logits it is a float32 array, and the second item is grad_out's checked view, which
-    ``_finish_grad`` rounds it into."""
-    if grad_out is None:
-        return np.empty(logits.shape, dtype=logits.dtype), None  # wrapped once it is written
-    shape = logits.shape[1:] if unbatched else logits.shape
-    gv = check_out(grad_out, logits, shape, "grad_out", dtype=half)
-    if half:
-        return np.empty(logits.shape, dtype=np.float32), gv
-    g = _numpy_view(gv, framework_of(gv)).reshape(logits.shape)
-    if g.shape[1] > 1 and g.strides[1] != g.itemsize:
-        raise ValueError("grad_out must be unit-stride along the class axis")
-    return g, grad_out
-
-
-def _finish_grad(grad: np.ndarray, grad_result: Any, grad_out: Any, fw, unbatched, half) -> Any:
-    """The gradient to return: a new array of the caller's framework (and dtype), or grad_out."""
-    if grad_result is None:
-        return _wrap(_gradient(grad, unbatched), fw, half)
-    if half:
-        copy_into(grad_result, _gradient(grad, unbatched))
-        return grad_out
-    return grad_result
-
-
-def _wrap(arr: np.ndarray, framework: str, half: str | None = None) -> Any:
-    """A NumPy result handed to the caller's framework without a copy; a float32 result of a
-    half input rounded to its type."""
-    if half:
-        return to_dtype(arr, half, framework)
-    if framework == "torch":
-        import torch
-
-        return torch.from_numpy(arr)
-    return finish(arr, framework)
-
-
-def _scalar(value: float, dtype: np.dtype, framework: str, half: str | None = None) -> Any:
-    if half:  # rounded from float64, once
-        result = to_dtype(np.asarray(value, dtype=np.float64), half, framework)
-        return result[()] if framework == "numpy" else result
-    return (
-        _wrap(np.asarray(value, dtype=dtype), framework)
-        if framework != "numpy"
-        else (dtype.type(value))
-    )
-
-
-def _reduction(reduction: Any) -> int:
-    return _REDUCTION_CODE[check_choice(reduction, "reduction", REDUCTIONS)]
-
-
-def _loss_result(value, row_loss, dtype, framework, reduction, unbatched=False, half=None):
-    if reduction == "none":
-        return _wrap(_per_row(row_loss, unbatched), framework, half)
-    return _scalar(value, dtype, framework, half)
-
-
-def _threads(num_threads: Any) -> bool:
-    """num_threads as the fast paths take it: None or a positive int (else the general path
-    checks it)."""
-    return num_threads is None or (type(num_threads) is int and num_threads >= 1)
 
 
 # ---- cross-entropy ---------------------------------------------------------------------------
@@ -333,21 +192,6 @@ def _cross_entropy(
     if return_lse:
         out += (_wrap(_per_row(lse, unbatched), fw, half),)
     return out if len(out) > 1 else loss
-
-
-def _weight(weight: Any, x: np.ndarray, half: str | None = None) -> np.ndarray | None:
-    if weight is None:
-        return None
-    w = np.ascontiguousarray(_like_logits(weight, "weight", x, half))
-    if w.shape != (x.shape[1],):
-        raise ValueError(f"weight must have shape ({x.shape[1]},), got {w.shape}")
-    return w
-
-
-def _int_arg(value: Any, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    return int(value)
 
 
 def comp_sum_loss(
@@ -635,152 +479,3 @@ def hl_gauss_values(probs: Any, vmin: float, vmax: float) -> Any:
     bins = p.shape[1]
     centers = lo + (np.arange(bins, dtype=np.float64) + 0.5) * (hi - lo) / bins
     return _wrap(np.asarray(p @ centers.astype(p.dtype), dtype=p.dtype), fw)
-
-
-# ---- fused linear layer + cross-entropy ------------------------------------------------------
-
-_LCE_DTYPES = {"float32": 0, "float16": 1, "bfloat16": 2}
-
-
-def linear_cross_entropy(
-    h: Any,
-    weight: Any,
-    target: Any,
-    *,
-    bias: Any = None,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    softcap: float | None = None,
-    return_grad: bool = False,
-    num_threads: int | None = None,
-    grad_filter: float | None = None,
-) -> Any:
-    """Cross-entropy of the logits ``h @ weight.T + bias`` without ever storing them.
-
-    The fused last layer of a language model (Cut Cross-Entropy, Wijmans et al. 2024, on the
-    CPU): the logits are computed one block of 1024 classes at a time by an sgemm
-    (scipy-openblas32), the first sweep keeps each row's logsumexp as extended-exponent sums
-    merged block after block, and the second recomputes each block and writes
-    softmax - target straight into the two gradient GEMMs. Peak extra memory is a 16 MiB block
-    buffer and O(N) row statistics (plus float32 copies of h and grad_h, N x d, for half
-    inputs), never N x V. Equals ``F.cross_entropy(F.linear(h, weight, bias), target, ...)``.
-
-    Args:
-        h: (N, d) hidden states; float32, float16 or bfloat16 (NumPy, torch CPU or JAX; halves
-            are computed in float32 and the results rounded once to their type).
-        weight: (V, d) classifier weights, h's dtype.
-        target: (N,) integer class indices in [0, V), or ``ignore_index`` (loss and gradient 0,
-            left out of the mean).
-        bias: optional (V,) bias of h's dtype.
-        label_smoothing: PyTorch's, in [0, 1] (spread over all V classes).
-        reduction: "mean" (over rows not ignored; NaN if there are none, as PyTorch), "sum" or
-            "none" ((N,) losses; the gradients are those of their sum).
-        softcap: Gemma 2's logit soft cap: logits ``softcap * tanh(z / softcap)`` (> 0), or None.
-        return_grad: also return d loss / d h, d loss / d weight (and d loss / d bias with a bias).
-        num_threads: threads for this call (default: ``softzo.info()["num_threads"]``); each
-            GEMM is cut into slices fixed by its shape, each one single-threaded OpenBLAS call
-            on the library's pool, so the results are the same for any count.
-        grad_filter: Cut Cross-Entropy's gradient filtering: blocks of 128 rows x 1024 classes
-            whose |softmax - target| entries are all below this value (and hold no target) are
-            left out of the gradient GEMMs (CCE uses 2**-12 for bfloat16). None (the default):
-            exact.
-
-    Returns:
-        ``loss`` (a scalar of h's dtype, or (N,) for "none"), or with ``return_grad`` the tuple
-        ``(loss, grad_h, grad_weight)`` or ``(loss, grad_h, grad_weight, grad_bias)``, in h's
-        framework and dtype.
-
-    Raises:
-        TypeError: a dtype other than float32 / float16 / bfloat16, or arrays of different dtypes.
-        ValueError: shapes that do not match (d, V, N), targets out of range, non-finite values
-            in h, options out of range.
-    """
-    loss, rows, grads = _linear_cross_entropy(
-        h, weight, target, bias, ignore_index, label_smoothing, reduction, softcap,
-        return_grad, num_threads, grad_filter, None,
-    )  # fmt: skip
-    result = rows if reduction == "none" else loss
-    return (result, *grads) if return_grad else result
-
-
-def _linear_cross_entropy(
-    h, weight, target, bias, ignore_index, label_smoothing, reduction, softcap, want_grad,
-    num_threads, grad_filter, row_scale,
-):  # fmt: skip
-    """:func:`linear_cross_entropy` with every option positional, and row_scale (N weights of
-    the rows' gradients, for softzo.torch's backward of reduction "none"); returns
-    (loss, row losses or None, (grad_h, grad_weight[, grad_bias]) or ())."""
-    from ._blas import _factored
-
-    hv, fw = as_input(h, "h")
-    dtype = dtype_name(hv)
-    if dtype not in _LCE_DTYPES:
-        raise TypeError(f"h must be float32, float16 or bfloat16, got {dtype}")
-    if hv.ndim != 2:
-        raise ValueError(f"h must be 2-D (N, d), got shape {tuple(hv.shape)}")
-    n, d = hv.shape
-    wv, _ = as_input(weight, "weight")
-    if dtype_name(wv) != dtype:
-        raise TypeError(f"weight must have h's dtype {dtype}, got {dtype_name(wv)}")
-    if wv.ndim != 2 or wv.shape[1] != d or wv.shape[0] < 1:
-        raise ValueError(f"weight must have shape (V, {d}) with V >= 1, got {tuple(wv.shape)}")
-    v = wv.shape[0]
-    bv = None
-    if bias is not None:
-        bv, _ = as_input(bias, "bias")
-        if dtype_name(bv) != dtype:
-            raise TypeError(f"bias must have h's dtype {dtype}, got {dtype_name(bv)}")
-        if tuple(bv.shape) != (v,):
-            raise ValueError(f"bias must have shape ({v},), got {tuple(bv.shape)}")
-    hard = _class_indices(target, n)
-    smoothing = _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0)
-    red = _reduction(reduction)
-    cap = 0.0
-    if softcap is not None:
-        cap = _float_arg(softcap, "softcap", 0.0)
-        if cap == 0.0:
-            raise ValueError("softcap must be > 0 (or None for no cap)")
-    filt = 0.0 if grad_filter is None else _float_arg(grad_filter, "grad_filter", 0.0)
-    threads = check_num_threads(num_threads)
-    code = _LCE_DTYPES[dtype]
-    scales = None if row_scale is None else np.ascontiguousarray(row_scale, dtype=np.float32)
-    loss, rows, gh, gw, gb = _factored.linear_cross_entropy(
-        _bits(hv, dtype), _bits(wv, dtype), None if bv is None else _bits(bv, dtype), hard, code,
-        _int_arg(ignore_index, "ignore_index"), smoothing, cap, red, filt, scales,
-        bool(want_grad), threads,
-    )  # fmt: skip
-    grads = tuple(_from_bits(g, dtype, fw) for g in (gh, gw, gb) if g is not None)
-    loss = _from_bits(loss, dtype, fw)
-    return (loss[()] if fw == "numpy" else loss), _from_bits(rows, dtype, fw), grads
-
-
-def _bits(view: Any, dtype: str) -> np.ndarray:
-    """A C-contiguous NumPy view (a copy only if not contiguous) of a float32 array, or of the
-    16-bit patterns of a half one: what softzo._factored takes."""
-    if type(view).__module__.startswith("torch"):
-        view = view.contiguous()
-        arr = view.numpy() if dtype == "float32" else view.view(_torch_int16()).numpy()
-    else:
-        arr = np.ascontiguousarray(view)
-    return arr if dtype == "float32" else arr.view(np.uint16)
-
-
-def _torch_int16():
-    import torch
-
-    return torch.int16
-
-
-def _from_bits(arr: np.ndarray | None, dtype: str, framework: str) -> Any:
-    """A result of softzo._factored (float32, or uint16 bits of dtype) in the caller's framework."""
-    if arr is None:
-        return None
-    if framework == "torch":
-        import torch
-
-        if dtype == "float32":
-            return torch.from_numpy(arr)
-        return torch.from_numpy(arr.view(np.int16)).view(getattr(torch, dtype))
-    typed = arr if dtype == "float32" else arr.view(numpy_half_dtype(dtype))
-    return finish(typed, framework)
