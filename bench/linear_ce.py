@@ -1,6 +1,7 @@
 """softzo's fused linear cross-entropy and its bfloat16 kernels against PyTorch.
 
-``python -m bench.linear_ce [--quick] [--out PATH] [--reps N]``, from the repository root.
+``python -m bench.linear_ce [--quick] [--out DIR] [--reps N] [--part all|linear|bf16]``, from
+the repository root.
 
 1. Linear + cross-entropy, float32, 2 threads each (``num_threads=2``,
    ``torch.set_num_threads(2)``), N = 4096 (and 8192 where PyTorch's peak fits in this
@@ -11,7 +12,8 @@
    after the inputs exist and the mode has run once on a tiny problem (libraries and threads
    loaded), the peak resident set is reset (``/proc/self/clear_refs``), the mode runs once, and
    its wall time and the resident-set high-water mark (VmHWM) minus the resident set before the
-   call (its peak extra memory, outputs included: both return d/dh and d/dW) are reported. A
+   call (its peak extra memory, outputs included: both return d/dh and d/dW) are reported, and
+   that minus the returned gradients' N x d + V x d floats. A
    mode's time is the minimum over the repetitions, its memory the maximum.
    The GEMM floors, in the same way: softzo's four GEMMs (its logits are computed twice) as
    four OpenBLAS sgemm calls of scipy-openblas32 (the library softzo links) on 2 threads, and
@@ -22,7 +24,7 @@
    minimum over repetitions of a batch's mean.
 
 Writes a Markdown table (the CPU, the date and the command above it) to ``--out``
-(a directory; default ``bench/results/``) as ``linear_ce.md``.
+(a directory; default ``bench/results/``) as ``linear_ce.md`` (``linear_ce_<part>.md`` for one part).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ MODES = {
     "torch_gemm": "GEMM floor: 3 `torch.matmul`",
 }
 TINY = (8, 16, 64)
+PARTS = ("all", "linear", "bf16")
 
 
 def _openblas():
@@ -171,6 +174,13 @@ def run_linear(sizes, reps) -> list[str]:
             f"(GEMM floors: {best['softzo_gemm'] / best['torch_gemm']:.2f}x) | "
             f"{peak['softzo'] / peak['torch']:.3f}x memory |"
         )
+        # Both return d/dh and d/dW (N x d + V x d floats): beyond those, what each needed.
+        grads = (n * d + v * d) * 4 / 2**20
+        ours, theirs = peak["softzo"] - grads, peak["torch"] - grads
+        lines.append(
+            f"| {n} x {d} x {v} | beyond the returned gradients ({grads:.0f} MiB) | "
+            f"softzo {ours:.0f} MiB, PyTorch {theirs:.0f} MiB | {ours / theirs:.4f}x memory |"
+        )
     return lines
 
 
@@ -232,6 +242,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition")
     parser.add_argument("--out", type=Path, default=RESULTS, help=f"default: {RESULTS}")
     parser.add_argument("--reps", type=int, default=None, help="subprocess runs per mode")
+    parser.add_argument(
+        "--part", choices=PARTS, default="all", help="one part alone: linear_ce_<part>.md"
+    )
     parser.add_argument("--measure", nargs=4, metavar=("MODE", "N", "D", "V"),
                         help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args(argv)
@@ -243,17 +256,20 @@ def main(argv: list[str] | None = None) -> None:
     warn_if_loaded(load0)
     config = QUICK if args.quick else FULL
     reps = args.reps or config["reps"]
-    body = ["## Linear + cross-entropy, float32, forward + backward", ""]
-    body += run_linear(config["sizes"], reps)
-    body += ["", "## bfloat16 kernels (torch bfloat16 tensors in and out)", ""]
-    body += run_bf16(args.quick)
+    body = []
+    if args.part in ("all", "linear"):
+        body += ["## Linear + cross-entropy, float32, forward + backward", ""]
+        body += run_linear(config["sizes"], reps) + [""]
+    if args.part in ("all", "bf16"):
+        body += ["## bfloat16 kernels (torch bfloat16 tensors in and out)", ""]
+        body += run_bf16(args.quick)
     heading = (
         "# softzo's fused linear cross-entropy and bfloat16 kernels vs PyTorch\n\n"
         f"{provenance('bench.linear_ce', argv, t0, load0)}\n"
         f"- {THREADS} threads for each side; the method: `bench/linear_ce.py`'s docstring\n\n"
     )
     text = heading + "\n".join(body) + "\n"
-    write(args.out, "linear_ce.md", text)
+    write(args.out, "linear_ce.md" if args.part == "all" else f"linear_ce_{args.part}.md", text)
     print(text)
 
 
