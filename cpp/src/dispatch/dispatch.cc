@@ -105,12 +105,17 @@ struct Registry {
     }
 #endif
 #if SOFTZO_HAVE_AVX512EMU
-    // SIMDe lowers AVX-512 to AVX2 here, so emulation needs an AVX2 CPU. It is registered only
-    // where native AVX-512 is absent and is never chosen by default: it exists for the tests.
-    if (!info[2].available && cpu_has_avx2()) {
+    // SIMDe lowers AVX-512 to AVX2 here, so emulation needs an AVX2 CPU. It is registered
+    // where native AVX-512 is absent, or in place of the native kernels when the environment
+    // sets SOFTZO_EMULATE_AVX512=1 (so that the emulated build is tested on AVX-512 machines
+    // too), and is never chosen by default: it exists for the tests.
+    const char* emulate = std::getenv("SOFTZO_EMULATE_AVX512");
+    const bool forced = emulate && std::strcmp(emulate, "1") == 0;
+    if ((!info[2].available || forced) && cpu_has_avx2()) {
       f32.set(2, &k_f32_avx512emu, &l_f32_avx512emu, &z_f32_avx512emu);
       f64.set(2, &k_f64_avx512emu, &l_f64_avx512emu, &z_f64_avx512emu);
       info[2] = {"avx512", true, true};
+      native = Isa::kAvx2;
     }
 #endif
     // SOFTZO_ISA can only lower the choice.
@@ -160,6 +165,11 @@ const LossKernels<T>& loss_kernels() {
 }
 
 template <typename T>
+const LossKernels<T>* loss_kernels_for(Isa isa) {
+  return table<T>().loss[static_cast<int>(isa)];
+}
+
+template <typename T>
 const ZoKernels<T>& zo_kernels() {
   return *table<T>().zo[registry().current.load(std::memory_order_relaxed)];
 }
@@ -168,6 +178,8 @@ template const ZoKernels<float>& zo_kernels<float>();
 template const ZoKernels<double>& zo_kernels<double>();
 template const LossKernels<float>& loss_kernels<float>();
 template const LossKernels<double>& loss_kernels<double>();
+template const LossKernels<float>* loss_kernels_for<float>(Isa);
+template const LossKernels<double>* loss_kernels_for<double>(Isa);
 template const SoftmaxKernels<float>& softmax_kernels<float>();
 template const SoftmaxKernels<double>& softmax_kernels<double>();
 template const SoftmaxKernels<float>* softmax_kernels_for<float>(Isa);

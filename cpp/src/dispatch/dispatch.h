@@ -66,12 +66,16 @@ const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);  // nullptr if unavailabl
 template <typename T>
 const LossKernels<T>& loss_kernels();
 template <typename T>
+const LossKernels<T>* loss_kernels_for(Isa isa);  // nullptr if unavailable
+template <typename T>
 const ZoKernels<T>& zo_kernels();
 
 IsaInfo isa_info(Isa isa);
 Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA
 Isa current_isa();  // the ISA in use now
-// Selects any available ISA (an emulated one too); returns false if it is unavailable.
+// Selects any available ISA (an emulated one too); returns false if it is unavailable. Safe
+// while other threads compute: an op reads the ISA when it builds its kernel tables (a call,
+// or a task of rows), so every row is computed by the kernels of one ISA.
 bool set_current_isa(Isa isa);
 bool parse_isa(const char* name, Isa* isa);
 

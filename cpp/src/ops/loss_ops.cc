@@ -97,8 +97,10 @@ double reduction_divisor(Reduction red, double count) {
 template <typename T>
 class CrossEntropy {
  public:
-  explicit CrossEntropy(const CrossEntropyArgs<T>& a)
-      : a_(a), k_(softmax_kernels<T>()), lk_(loss_kernels<T>()), n_(a.classes) {}
+  explicit CrossEntropy(const CrossEntropyArgs<T>& a) : CrossEntropy(a, current_isa()) {}
+  // Both tables from one ISA, even while another thread calls set_isa.
+  CrossEntropy(const CrossEntropyArgs<T>& a, Isa isa)
+      : a_(a), k_(*softmax_kernels_for<T>(isa)), lk_(*loss_kernels_for<T>(isa)), n_(a.classes) {}
 
   double run() {
     check();
