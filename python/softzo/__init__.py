@@ -38,10 +38,13 @@ def info() -> dict:
 def set_isa(name: str) -> None:
     """Use the kernels of ISA ``name`` (one of ``info()["isas_available"]``) for later calls.
 
-    Meant for tests and benchmarks; an emulated ISA is correct but slow.
+    Meant for tests and benchmarks; an emulated ISA is correct but slow. Safe to call while
+    other threads compute: calls that start afterwards use the new kernels, and a call already
+    running computes each row with the kernels of one ISA (its result may mix ISAs row by row,
+    each within the documented accuracy).
     """
-    if not _core.use_isa(name):
-        raise ValueError(f"isa must be one of {_core.available_isas()}; got {name!r}")
+    if not isinstance(name, str) or not _core.use_isa(name):
+        raise ValueError(f"name must be one of {_core.available_isas()}; got {name!r}")
 
 
 def set_num_threads(n: int) -> None:
