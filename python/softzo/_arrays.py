@@ -45,7 +45,11 @@ def as_input(x: Any, name: str) -> tuple[Any, str]:
             raise ValueError(f"{name} is on {sorted(devices)}; softzo runs on the CPU")
         view = x
     else:
-        view = x if isinstance(x, np.ndarray) else np.asarray(x)
+        check_not_masked(x, name)
+        try:
+            view = x if isinstance(x, np.ndarray) else np.asarray(x)
+        except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+            raise TypeError(f"{name} must be an array of float32 or float64: {e}") from None
         if view.dtype.byteorder not in "=|" and view.dtype.newbyteorder("=") != view.dtype:
             raise TypeError(f"{name} must be in native byte order, got dtype {view.dtype.str}")
     dt = dtype_name(view)
@@ -54,6 +58,15 @@ def as_input(x: Any, name: str) -> tuple[Any, str]:
     if view.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
     return view, framework
+
+
+def check_not_masked(x: Any, name: str) -> None:
+    """Refuses NumPy masked arrays: softzo reads the data and would silently ignore the mask."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a NumPy masked array, whose mask softzo would ignore; pass "
+            f"{name}.filled(value) (e.g. -inf for masked logits) or {name}.data"
+        )
 
 
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
@@ -76,8 +89,8 @@ def check_num_threads(num_threads: Any) -> int:
         raise TypeError(
             f"num_threads must be an int or None, got {type(num_threads).__name__}"
         ) from None
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
+    if not 1 <= n < 2**31:
+        raise ValueError(f"num_threads must be >= 1 (and below 2**31), got {n}")
     return n
 
 

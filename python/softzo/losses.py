@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from ._arrays import as_input, check_choice, check_num_threads, check_out, finish, framework_of
+from ._arrays import (
+    as_input,
+    check_choice,
+    check_not_masked,
+    check_num_threads,
+    check_out,
+    finish,
+    framework_of,
+)
 
 __all__ = [
     "comp_sum_loss",
@@ -61,6 +69,8 @@ def _matrix(x: Any, name: str) -> tuple[np.ndarray, str]:
 
 def _class_indices(target: Any, rows: int, name: str = "target") -> np.ndarray:
     view = target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
+    if view.size == 0 and isinstance(target, (list, tuple)):
+        view = view.astype(np.int64)  # [] is float64 to NumPy
     if view.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integer class indices, got dtype {view.dtype}")
     if view.shape != (rows,):
@@ -69,11 +79,15 @@ def _class_indices(target: Any, rows: int, name: str = "target") -> np.ndarray:
 
 
 def _is_soft(target: Any) -> bool:
+    """Soft targets are 2-D floats; anything else is read as class indices."""
     dtype = getattr(target, "dtype", None)
     if dtype is None:
-        target = np.asarray(target)
+        try:
+            target = np.asarray(target)
+        except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+            raise TypeError(f"target must be class indices or soft targets: {e}") from None
         dtype = target.dtype
-    return "float" in str(dtype)
+    return "float" in str(dtype) and np.ndim(target) == 2
 
 
 def _same_dtype(arr: np.ndarray, like: np.ndarray, name: str) -> None:
@@ -99,7 +113,7 @@ def _grad_target(grad_out: Any, logits: np.ndarray, framework: str) -> tuple[np.
         return np.empty(logits.shape, dtype=logits.dtype), None  # wrapped once it is written
     gv = check_out(grad_out, logits, logits.shape, "grad_out")
     g = _numpy_view(gv, framework_of(gv))
-    if g.shape[1] > 1 and g.strides[1] != g.itemsize:
+    if g.size and g.shape[1] > 1 and g.strides[1] != g.itemsize:
         raise ValueError("grad_out must be unit-stride along the class axis")
     return g, grad_out
 
@@ -337,13 +351,14 @@ def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> An
     view, fw = as_input(x, "x")
     arr = _numpy_view(view, fw)
     ax = normalize_axis(axis, arr.ndim)
+    threads = check_num_threads(num_threads)
     moved = np.moveaxis(arr, ax, -1)
     flat = moved.reshape(-1, moved.shape[-1]) if moved.shape[-1] else moved.reshape(0, 0)
     if flat.shape[1] > 1 and flat.strides[1] != flat.itemsize:
         flat = np.ascontiguousarray(flat)
     out = np.empty(flat.shape, dtype=flat.dtype)
     if out.size:
-        _core._normalize(flat, out, _NORMALIZERS[kind], eps, check_num_threads(num_threads))
+        _core._normalize(flat, out, _NORMALIZERS[kind], eps, threads)
     result = np.moveaxis(out.reshape(moved.shape), -1, ax)
     return _wrap(np.ascontiguousarray(result), fw)
 
@@ -423,6 +438,8 @@ def kl_div(
     check_choice(reduction, "reduction", KL_REDUCTIONS)
     n, v = s.shape
     divisor = {"batchmean": n, "sum": 1, "mean": n * v, "none": 0}[reduction]
+    if divisor == 0 and reduction != "none":
+        divisor = float("nan")  # the mean of no rows, as in PyTorch (0 would mean "none")
     grad = np.empty(s.shape, dtype=s.dtype) if return_grad else None
     rows = np.empty(n, dtype=s.dtype) if reduction == "none" else None
     value = _core._kl_div(s, t, temp, float(divisor), grad, rows, check_num_threads(num_threads))
@@ -444,7 +461,11 @@ def hl_gauss_targets(
     values, else float64), ready as soft targets for :func:`cross_entropy`.
     """
     fw = framework_of(values)
-    arr = values.detach().cpu().numpy() if fw == "torch" else np.asarray(values)
+    check_not_masked(values, "values")
+    try:
+        arr = values.detach().cpu().numpy() if fw == "torch" else np.asarray(values)
+    except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+        raise TypeError(f"values must be an array of real numbers: {e}") from None
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"values must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
@@ -454,8 +475,8 @@ def hl_gauss_targets(
     if not lo < hi:
         raise ValueError(f"vmin must be < vmax, got {vmin} and {vmax}")
     bins = _int_arg(num_bins, "num_bins")
-    if bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {bins}")
+    if not 1 <= bins < 2**31:
+        raise ValueError(f"num_bins must be in [1, 2**31), got {bins}")
     width = (hi - lo) / bins
     sig = 0.75 * width if sigma is None else _float_arg(sigma, "sigma", 0.0)
     if sig == 0.0:

@@ -35,7 +35,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _core
-from ._arrays import check_choice, check_num_threads, framework_of
+from ._arrays import check_choice, check_not_masked, check_num_threads, framework_of
 
 __all__ = [
     "CGE",
@@ -101,6 +101,7 @@ def _flat_view(p: Any, index: int) -> tuple[np.ndarray, _LowPrecision | None]:
             return low.master, low
         arr = p.detach().numpy()
     elif isinstance(p, np.ndarray):
+        check_not_masked(p, name)
         arr = p
     else:
         raise TypeError(f"{name} must be a NumPy array or a PyTorch tensor, got {type(p).__name__}")
@@ -282,7 +283,12 @@ class _ZerothOrder:
             raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}")
         if not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        params = list(params)
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(
+                f"params must be an iterable of arrays or of param-group dicts, got {params!r}"
+            ) from None
         if not params:
             raise ValueError("params is empty")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
@@ -676,7 +682,10 @@ def _check_count(name: str, value: Any) -> int:
 
 
 def _check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return v
@@ -1406,7 +1415,7 @@ class AskTell:
 
     def __init__(self, x0: Any, *, method: str = "spsa", **options: Any) -> None:
         cls = _METHODS[check_choice(method, "method", self._TWO_POINT)]
-        self.x = np.array(x0, dtype=np.float64).reshape(-1)
+        self.x = _start_point(x0)
         self.opt = cls([self.x], **options)
         self._asked = False
         self._probes = 0  # calibration probes among the rows of the last ask()
@@ -1456,7 +1465,10 @@ class AskTell:
         if not self._asked:
             raise ValueError("tell() needs the values of an ask() first")
         opt = self.opt
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        try:
+            v = np.asarray(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(f"values must be numbers, got {values!r}") from None
         expected = 2 * (self._probes + opt.num_queries)
         if v.size != expected:
             raise ValueError(f"values must hold {expected} numbers, got {v.size}")
@@ -1529,7 +1541,7 @@ def minimize(
     if not isinstance(progress, (bool, dict)):
         raise TypeError(f"progress must be a bool or a dict of tqdm options, got {progress!r}")
     maxfev = _check_count("maxfev", maxfev)
-    x = np.array(x0, dtype=np.float64).reshape(-1)
+    x = _start_point(x0)
     lo, hi = _bounds(bounds, x.size)
     opts = dict(options or {})
     opt = cls([x], seed=0 if seed is None else seed, **opts)
@@ -1615,6 +1627,20 @@ def minimize(
 
 class _NonFiniteValue(Exception):
     """Raised through the optimiser's step (which restores theta) when fun is not finite."""
+
+
+def _start_point(x0: Any) -> np.ndarray:
+    """x0 as a new 1-D float64 array (a scalar is one coordinate, as in SciPy)."""
+    check_not_masked(x0, "x0")
+    if framework_of(x0) == "torch":
+        x0 = x0.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x0)
+    except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+        raise TypeError(f"x0 must be an array of real numbers: {e}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"x0 must hold real numbers, got dtype {arr.dtype}")
+    return np.array(arr, dtype=np.float64).reshape(-1)
 
 
 def _bounds(bounds: Any, d: int) -> tuple[np.ndarray | None, np.ndarray | None]:

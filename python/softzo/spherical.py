@@ -48,7 +48,9 @@ def set_blas_threads(num_threads: int) -> None:
     """
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
-    _factored.set_blas_threads(int(num_threads))  # ValueError below 1
+    if not 1 <= num_threads < 2**31:
+        raise ValueError(f"num_threads must be >= 1 (and below 2**31), got {num_threads}")
+    _factored.set_blas_threads(int(num_threads))
 
 
 def blas_threads() -> int:
@@ -136,6 +138,10 @@ class FactoredOutputLayer:
         for name, value in (("num_classes", num_classes), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
+            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
         self._dtype = _dtype(dtype)
         self._options = {}
         self._set_options(
