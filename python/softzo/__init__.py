@@ -44,7 +44,7 @@ def set_isa(name: str) -> None:
     each within the documented accuracy).
     """
     if not isinstance(name, str) or not _core.use_isa(name):
-        raise ValueError(f"name must be one of {_core.available_isas()}; got {name!r}")
+        raise ValueError(f"name must be one of the isas {_core.available_isas()}; got {name!r}")
 
 
 def set_num_threads(n: int) -> None:

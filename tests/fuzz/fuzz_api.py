@@ -39,6 +39,7 @@ from oracle import (
     mostly,
     num_threads_option,
     odd_array,
+    values,
     with_odds,
 )
 from reference import ref_log_softmax, ref_logsumexp, ref_softmax
@@ -713,3 +714,100 @@ def test_ask_tell(data):
         "values",
     )
     _count("AskTell.tell", check(Call(at.tell, {"values": values}, ("values",)), lambda r: None))
+
+
+# ---- softzo.torch: the autograd functions on tensors ---------------------------------------------
+
+
+@st.composite
+def tensor_logits(draw):
+    """(N, V) CPU tensors: float32/float64 (maybe requiring grad, maybe non-contiguous), or a
+    dtype the losses refuse (float16, bfloat16, int64), or a NumPy array in disguise."""
+    import torch
+
+    shape = draw(st.tuples(st.integers(1, 4), st.integers(1, 9)))
+    base = draw(values(shape, np.float64, -8.0, 8.0))
+    kind = draw(mostly(st.sampled_from(["float32", "float64"]),
+                       st.sampled_from(["float16", "bfloat16", "int64", "numpy"]), 6))  # fmt: skip
+    if kind == "numpy":
+        return Arg(base.astype(np.float32), EITHER, base.astype(np.float32), "numpy")
+    t = torch.tensor(base, dtype=getattr(torch, kind))
+    if draw(st.booleans()) and shape[0] > 1:
+        t = t.t().contiguous().t()  # non-contiguous rows
+    if kind.startswith("float") and kind != "float16" and draw(st.booleans()):
+        t.requires_grad_(True)
+    verdict = VALID if kind in ("float32", "float64") else INVALID
+    return Arg(t, verdict, t.detach().double().numpy(), kind)
+
+
+@pytest.mark.skipif(not HAVE_TORCH, reason="torch is not installed")
+@given(
+    data=st.data(),
+    fn=st.sampled_from(["cross_entropy", "z_loss", "stablemax_cross_entropy", "spherical_loss",
+                        "comp_sum_loss", "kl_div"]),
+)  # fmt: skip
+def test_torch_functions(data, fn):
+    import softzo.torch as szt
+    import torch
+
+    logits = data.draw(tensor_logits(), "logits")
+    n, v = np.shape(logits.meaning)
+    name = {"z_loss": "outputs", "spherical_loss": "o", "kl_div": "student_logits"}.get(
+        fn, "logits"
+    )
+    args = {name: logits}
+    if fn == "kl_div":
+        teacher = data.draw(values((n, v), np.float64, -8.0, 8.0), "teacher")
+        tdt = logits.value.dtype if isinstance(logits.value, torch.Tensor) else torch.float32
+        args["teacher_logits"] = Arg(torch.tensor(teacher, dtype=tdt), VALID, teacher)
+        args["temperature"] = data.draw(float_option(st.sampled_from([1.0, 2.0]), [0.0]), "T")
+        args["reduction"] = data.draw(choice_option(("batchmean", "sum", "mean", "none")), "red")
+    else:
+        t = data.draw(st.lists(st.integers(0, v - 1), min_size=n, max_size=n), "t")
+        target = data.draw(
+            mostly(
+                st.just(Arg(torch.tensor(t), VALID, np.array(t))),
+                st.sampled_from(
+                    [Arg(torch.tensor(t, dtype=torch.float32), INVALID),
+                     Arg(torch.tensor([v] * n), INVALID), Arg(torch.tensor(t[:-1] or [0, 0]), INVALID)]
+                ),
+            ),
+            "target",
+        )  # fmt: skip
+        args["target"] = target
+        args["reduction"] = data.draw(choice_option(REDUCTIONS), "reduction")
+    if fn == "comp_sum_loss":
+        args["tau"] = data.draw(float_option(st.sampled_from([0.5, 1.0, 2.0]), [-1.0]), "tau")
+    call = Call(
+        getattr(szt, fn),
+        args,
+        positional=(name, "target", "tau")[: 3 if fn == "comp_sum_loss" else 2],
+    )
+    if fn == "kl_div":
+        call.positional = (name, "teacher_logits")
+
+    def compare(result):
+        assert framework_of(result) == framework_of(logits.value)
+        x = np.array(logits.meaning)
+        red = args["reduction"].meaning
+        if fn == "cross_entropy":
+            ref = rl.ref_cross_entropy(x, args["target"].meaning, reduction=red)
+        elif fn == "z_loss":
+            ref = rl.ref_z_loss(x, args["target"].meaning, reduction=red)
+        elif fn == "stablemax_cross_entropy":
+            ref = rl.ref_stablemax_cross_entropy(x, args["target"].meaning, red)
+        elif fn == "spherical_loss":
+            ref = rl.ref_spherical_loss(x, args["target"].meaning, reduction=red)
+        elif fn == "comp_sum_loss":
+            ref = rl.ref_comp_sum_loss(x, args["target"].meaning, args["tau"].meaning, red)
+        else:
+            ref = rl.ref_kl_div(x, args["teacher_logits"].meaning, args["temperature"].meaning, red)
+        dt = as_numpy(result).dtype
+        assert_close(result, ref[0], "loss", dtype=dt, atol_scale=1e3)
+        lt = logits.value
+        if isinstance(lt, torch.Tensor) and lt.requires_grad:
+            upstream = torch.ones_like(result)
+            (grad,) = torch.autograd.grad(result, lt, upstream)
+            assert_close(grad, ref[1], "grad", dtype=dt, atol_scale=1e3)
+
+    _count(f"torch.{fn}", check(call, compare))

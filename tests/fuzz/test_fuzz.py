@@ -16,6 +16,7 @@ AREAS = {
                "test_hl_gauss"],
     "factored": ["test_factored_layer", "test_set_blas_threads"],
     "optim": ["test_optimizers", "test_minimize", "test_ask_tell"],
+    "torch": ["test_torch_functions"],
 }  # fmt: skip
 
 
