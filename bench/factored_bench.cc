@@ -2,7 +2,7 @@
 // number of classes D, next to the dense step it replaces (o = W h, the loss terms, dL/dh and
 // the update of W through BLAS), float32 and float64, the Z-loss, 1 and 2 BLAS threads.
 //
-//   build/bench/softzo_bench_factored --benchmark_filter='/f32/.*/D:10000/'
+//   build/bench/softzo_bench_factored --benchmark_filter='/f32/.*D:10000/'
 //
 // Names are step/dtype/[isa/]D:classes/d:dim/m:batch[/threads:2]:
 //   factored_step   FactoredSphericalLayer::step, O(d^2) per example whatever D: BLAS on d x d

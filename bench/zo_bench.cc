@@ -3,7 +3,8 @@
 // buffer: the passes a MeZO / Sparse MeZO / HiZOO step is made of, and a whole MeZO step over a
 // random tenth of the blocks (subset=).
 //
-//   build/bench/softzo_bench_zo --benchmark_filter='/f32/gaussian/avx2/16777216$|^stream'
+//   build/bench/softzo_bench_zo
+//   --benchmark_filter='/f32/gaussian/avx2/16777216/|^stream_scale/f32/16'
 //
 // Names are pass/dtype/distribution/isa/n[/threads:2]:
 //   fill                z written (1 element size per element)
@@ -35,7 +36,7 @@ using softzo::ZoDistribution;
 constexpr int64_t kSizes[] = {int64_t{1} << 16, int64_t{1} << 24};  // in L2; far past the LLC
 constexpr int64_t kMaxN = int64_t{1} << 24;
 constexpr int64_t kSubsetBlock = 65536;    // MeZO's default subset block
-constexpr double kSubsetFraction = 0.1;    // of the blocks, chosen once (the choice is not timed)
+constexpr double kSubsetFraction = 0.1;    // of the blocks, chosen anew every step
 constexpr int64_t kSlowIsaMaxN = 1 << 20;  // the scalar and SIMDe kernels take seconds beyond
 
 struct DistInfo {
@@ -76,7 +77,6 @@ template <typename T>
 struct Buffers {
   std::vector<T> theta, sigma;
   std::vector<uint32_t> mask;
-  std::vector<int64_t> subset;  // block indices of the subset step
   static Buffers& get() {
     static Buffers b;
     return b;
@@ -95,12 +95,23 @@ struct Buffers {
       theta[i] = static_cast<T>(next() * 4.0 - 2.0);
       sigma[i] = static_cast<T>(0.5 + next());
     }
-    // Every block of the largest size with probability kSubsetFraction, in order.
-    for (int64_t b = 0; b < kMaxN / kSubsetBlock; ++b) {
-      if (next() < kSubsetFraction) subset.push_back(b);
-    }
   }
 };
+
+// The blocks of a subset step: each with probability kSubsetFraction, drawn anew per step (as
+// MeZO's subset= does), so that repetitions do not find the same blocks in the cache.
+std::vector<int64_t> subset_blocks(uint32_t step, int64_t n) {
+  std::vector<int64_t> blocks;
+  for (int64_t b = 0; b < n / kSubsetBlock; ++b) {
+    uint64_t z = (static_cast<uint64_t>(step) << 32 | static_cast<uint64_t>(b)) +
+                 0x9E3779B97F4A7C15u;  // splitmix64
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9u;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBu;
+    z ^= z >> 31;
+    if (static_cast<double>(z >> 11) * 0x1p-53 < kSubsetFraction) blocks.push_back(b);
+  }
+  return blocks;
+}
 
 // One call of the pass; returns the elements it moved. Perturbations alternate in sign, so
 // theta stays where it started over repetitions.
@@ -141,25 +152,21 @@ int64_t run_pass(Pass pass, const ZoDirection& d, Buffers<T>& b, int64_t n, int 
                                  theta, n, threads);
       return n;
     case Pass::kMezoStepSubset: {
-      // +eps z, -2 eps z, then restore and update, each over the chosen blocks below n.
-      int64_t moved = 0;
+      // +eps z, -2 eps z, then restore and update, each over this step's blocks.
+      const std::vector<int64_t> blocks = subset_blocks(d.step, n);
       for (const T c : {eps, static_cast<T>(-2 * eps)}) {
-        for (int64_t blk : b.subset) {
+        for (int64_t blk : blocks) {
           const int64_t off = blk * kSubsetBlock;
-          if (off >= n) break;
           softzo::zo_perturb<T>(d, static_cast<uint64_t>(off), c, theta + off, kSubsetBlock,
                                 nullptr, threads);
-          moved += kSubsetBlock;
         }
       }
-      for (int64_t blk : b.subset) {
+      for (int64_t blk : blocks) {
         const int64_t off = blk * kSubsetBlock;
-        if (off >= n) break;
         softzo::zo_restore_update<T>(d, static_cast<uint64_t>(off), eps, T(1e-6), T(0.5), T(0),
                                      theta + off, kSubsetBlock, nullptr, threads);
-        moved += kSubsetBlock;
       }
-      return moved;
+      return 3 * static_cast<int64_t>(blocks.size()) * kSubsetBlock;
     }
   }
   return 0;
