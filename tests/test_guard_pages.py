@@ -45,7 +45,7 @@ def test_guard_pages(family, variant, dtype):
 
 def test_guard_page_faults_on_overread():
     """The harness itself: reading the element after an "end" array, or the one before a
-    "start" array, kills the child with SIGSEGV."""
+    "start" array, kills the child."""
     for at, step in (("end", 3), ("start", -1)):
         snippet = (
             f"import sys, ctypes, numpy as np; sys.path.insert(0, {str(HERE)!r});"
@@ -57,8 +57,10 @@ def test_guard_page_faults_on_overread():
         proc = subprocess.run(
             [sys.executable, "-c", snippet], capture_output=True, text=True, check=False
         )
-        assert proc.stdout.splitlines()[0] == "3.0", proc.stderr[-500:]
-        assert proc.returncode == -11, (at, proc.returncode, proc.stderr[-500:])
+        assert proc.stdout.splitlines() == ["3.0"], proc.stderr[-500:]  # the read never returned
+        # SIGSEGV, or under AddressSanitizer (the sanitizer job) its SEGV report and exit code.
+        crashed = proc.returncode == -11 or (proc.returncode != 0 and "SEGV" in proc.stderr)
+        assert crashed, (at, proc.returncode, proc.stderr[-500:])
 
 
 def test_arena_placement():
