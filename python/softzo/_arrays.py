@@ -52,6 +52,8 @@ def as_input(x: Any, name: str) -> tuple[Any, str]:
             raise TypeError(f"{name} must be an array of float32 or float64: {e}") from None
         if view.dtype.byteorder not in "=|" and view.dtype.newbyteorder("=") != view.dtype:
             raise TypeError(f"{name} must be in native byte order, got dtype {view.dtype.str}")
+        if not view.flags.aligned:  # the kernels load whole elements: one aligned copy
+            view = view.copy()
     dt = dtype_name(view)
     if dt not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
@@ -139,6 +141,8 @@ def check_out(out: Any, x: Any, shape: tuple[int, ...], name: str = "out") -> An
     elif isinstance(out, np.ndarray):
         if not out.flags.writeable:
             raise ValueError(f"{name} is read-only")
+        if not out.flags.aligned:
+            raise ValueError(f"{name} is not aligned to its element size")
         view = out
     else:
         raise TypeError(f"{name} must be a NumPy array or PyTorch tensor, got {type(out).__name__}")

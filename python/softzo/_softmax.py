@@ -43,11 +43,18 @@ def _softmax_family(x, axis, out, algorithm, all_masked, num_threads, log):
         ndim = len(shape)
         if (
             (dt is _F32 or dt is _F64)
+            and x.flags.aligned  # unaligned arrays: the general path copies x or refuses out
             and -ndim <= axis < ndim
             and code is not None
             and (all_masked == "nan" or all_masked == "zero")
             and (
-                out is None or (type(out) is np.ndarray and out.dtype is dt and out.shape == shape)
+                out is None
+                or (
+                    type(out) is np.ndarray
+                    and out.dtype is dt
+                    and out.shape == shape
+                    and out.flags.aligned
+                )
             )
         ):
             target = np.empty(shape, dt) if out is None else out
@@ -146,6 +153,7 @@ def logsumexp(
     if (
         type(x) is np.ndarray
         and (x.dtype is _F32 or x.dtype is _F64)
+        and x.flags.aligned
         and type(axis) is int
         and -x.ndim <= axis < x.ndim
         and type(algorithm) is str

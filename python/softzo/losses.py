@@ -75,7 +75,7 @@ def _class_indices(target: Any, rows: int, name: str = "target") -> np.ndarray:
         raise TypeError(f"{name} must hold integer class indices, got dtype {view.dtype}")
     if view.shape != (rows,):
         raise ValueError(f"{name} must have shape ({rows},) to match the rows, got {view.shape}")
-    return np.ascontiguousarray(view, dtype=np.int64)
+    return np.require(view, np.int64, ["C", "A"])  # contiguous and aligned
 
 
 def _is_soft(target: Any) -> bool:
@@ -481,7 +481,7 @@ def hl_gauss_targets(
     sig = 0.75 * width if sigma is None else _float_arg(sigma, "sigma", 0.0)
     if sig == 0.0:
         raise ValueError("sigma must be > 0")
-    arr = np.ascontiguousarray(arr)
+    arr = np.require(arr, requirements=["C", "A"])  # contiguous and aligned
     if not np.isfinite(arr).all():
         raise ValueError("values must be finite")
     out = np.empty((arr.shape[0], bins), dtype=arr.dtype)

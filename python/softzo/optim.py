@@ -111,6 +111,8 @@ def _flat_view(p: Any, index: int) -> tuple[np.ndarray, _LowPrecision | None]:
         )
     if not arr.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if not arr.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its element size: it is updated in place")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous: it is updated in place, without a copy")
     if arr.dtype == np.float16:

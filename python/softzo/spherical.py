@@ -89,7 +89,7 @@ def _targets(targets: Any, m: int) -> np.ndarray:
         t = t[:, None]
     if t.ndim != 2 or t.shape[0] != m or t.shape[1] == 0:
         raise ValueError(f"targets must have shape ({m},) or ({m}, K), got {np.shape(targets)}")
-    return np.ascontiguousarray(t, dtype=np.int64)
+    return np.require(t, np.int64, ["C", "A"])  # contiguous and aligned
 
 
 class FactoredOutputLayer:
@@ -155,7 +155,7 @@ class FactoredOutputLayer:
                 raise ValueError(f"init must have shape ({num_classes}, {dim}), got {w0.shape}")
             if not np.all(np.isfinite(w0)):
                 raise ValueError("init must be finite")
-            w0 = np.ascontiguousarray(w0, dtype=self._dtype)
+            w0 = np.require(w0, self._dtype, ["C", "A"])
         cls = _factored.FactoredLayer32 if self._dtype == np.float32 else _factored.FactoredLayer64
         self._layer = cls(int(num_classes), int(dim), *self._core_options(), init=w0)
         if w0 is None:
@@ -304,7 +304,7 @@ class FactoredOutputLayer:
             raise ValueError(f"grad_s and grad_q must have shape ({m},)")
         grad = np.empty((m, self.dim), dtype=self._dtype)
         self._layer.backward_update(
-            np.ascontiguousarray(ga), np.ascontiguousarray(gs), np.ascontiguousarray(gq), grad
+            *(np.require(g, requirements=["C", "A"]) for g in (ga, gs, gq)), grad
         )
         self._pending = None
         return _wrap(grad, framework)
@@ -383,8 +383,8 @@ def dense_step(
         raise TypeError("weight must be a 2-D NumPy array (updated in place)")
     if weight.dtype not in (np.float32, np.float64):
         raise TypeError(f"weight must be float32 or float64, got {weight.dtype}")
-    if not weight.flags.c_contiguous or not weight.flags.writeable:
-        raise ValueError("weight must be C-contiguous and writeable")
+    if not (weight.flags.c_contiguous and weight.flags.aligned and weight.flags.writeable):
+        raise ValueError("weight must be C-contiguous, aligned and writeable")
     arr, _ = _h(h, weight.shape[1], weight.dtype)
     t = _targets(targets, arr.shape[0])
     loss = check_choice(loss, "loss", LOSSES)

@@ -96,7 +96,9 @@ def out_arg(draw, x: Arg, shape, strided=VALID):
     kind = draw(
         mostly(
             st.sampled_from(["none"] * 4 + ["fresh", "fresh", "strided", "in_place", "torch"]),
-            st.sampled_from(["dtype", "shape", "overlap", "readonly", "broadcast", "list"]),
+            st.sampled_from(
+                ["dtype", "shape", "overlap", "readonly", "broadcast", "list", "unaligned"]
+            ),
             5,
         )
     )
@@ -129,6 +131,10 @@ def out_arg(draw, x: Arg, shape, strided=VALID):
         return Arg(np.broadcast_to(np.empty(1, dt), shape), INVALID)
     if kind == "list":
         return Arg([0.0] * int(np.prod(shape)), INVALID)
+    if kind == "unaligned" and int(np.prod(shape)):
+        raw = np.zeros(int(np.prod(shape)) * np.dtype(dt).itemsize + 1, np.uint8)
+        u = np.frombuffer(raw.data, dt, int(np.prod(shape)), offset=1).reshape(shape)
+        return Arg(u, INVALID, note="unaligned")
     if kind == "torch" and HAVE_TORCH:
         import torch
 
