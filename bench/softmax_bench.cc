@@ -1,13 +1,17 @@
 // Benchmarks of softmax, log_softmax and logsumexp for every ISA this build can run here, every
-// algorithm, float32 and float64, plus a streaming roofline over the same buffer sizes, so one
-// run shows how close each kernel gets to memory bandwidth.
+// algorithm, float32 and float64, on every input distribution, plus a streaming roofline over
+// the same buffer sizes, so one run shows how close each kernel gets to memory bandwidth and
+// how far its speed depends on the values.
 //
 //   cmake -S . -B build -DSOFTZO_BUILD_BENCH=ON && cmake --build build -j
-//   build/bench/softzo_bench_softmax                                   # everything, a few minutes
-//   build/bench/softzo_bench_softmax --benchmark_filter='/f32/.*/avx2/32768$|^stream_.*/f32/32768$'
+//   build/bench/softzo_bench_softmax                     # everything: ~20 min on 2 cores
+//   build/bench/softzo_bench_softmax --benchmark_filter='/f32/.*/avx2/normal/32768/'
+//   build/bench/softzo_bench_softmax --benchmark_filter='^log_softmax/f32/two_pass/.*/32768/'
 //
-// Names are op/dtype/algorithm/isa/size[/threads:2], size being n or rows x n; the roofline is
-// stream_read/dtype/size (one read pass) and stream_scale/dtype/size (one read+write pass).
+// Names are op/dtype/algorithm/isa/input/size[/threads:2], size being n or rows x n and input
+// one of bench_inputs.h's distributions (normal, wide30, wide100, masked, padded, temp0.1); the
+// roofline is stream_read/dtype/size (one read pass) and stream_scale/dtype/size (one read+write
+// pass). Google Benchmark appends /real_time to every name: end a filter with "/", not "$".
 // "avx512emu" is the AVX-512 code lowered to AVX2 by SIMDe (not a speed to quote). Bytes/s is
 // nominal traffic: one element size per read pass, two per read+write pass, with no write-
 // allocate reads. Each benchmark runs for 0.05 s unless --benchmark_min_time says otherwise
@@ -21,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_inputs.h"
 #include "bench_main.h"
 #include "softzo/softzo.h"
 #include "testing/stream.h"
@@ -28,6 +33,7 @@
 namespace {
 
 using softzo::SoftmaxAlgorithm;
+using softzo_bench::Dist;
 
 using Op = softzo::SoftmaxOp;
 
@@ -95,39 +101,53 @@ int traffic_units(Op op, SoftmaxAlgorithm algo) {
   return 0;
 }
 
-// One input and one output buffer per dtype, big enough for the largest size, allocated and
-// touched once so no benchmark pays for page faults; smaller sizes use their prefix.
+// One input and one output buffer per dtype, and the roofline's source (floats of 1: plain
+// values, never subnormal, whatever the input holds), big enough for the largest size, allocated
+// and touched once so no benchmark pays for page faults; smaller sizes use their prefix. The input
+// holds one distribution and shape at a time, refilled (untimed) when a benchmark asks for
+// another: benchmarks are registered distribution by distribution, shape by shape, so a run
+// refills once per pair.
 template <typename T>
 struct Buffers {
   T* x = nullptr;
   T* y = nullptr;
+  float* stream = nullptr;
 
   static Buffers& get() {
     static Buffers b;
     return b;
   }
 
+  const T* input(Dist dist, const Shape& s) {
+    if (dist != dist_ || s.rows != rows_ || s.n != n_) {
+      softzo_bench::fill_logits(x, s.rows, s.n, dist, 1);
+      dist_ = dist;
+      rows_ = s.rows;
+      n_ = s.n;
+    }
+    return x;
+  }
+
  private:
   Buffers() {
     const size_t n = size_t{1} << kMaxElementsLog2;
-    x = allocate(n);
-    y = allocate(n);
-    // Logits in [-8, 8): finite, so every algorithm stays on its fast path.
-    uint64_t s = 0x9E3779B97F4A7C15u;
-    for (size_t i = 0; i < n; ++i) {
-      s ^= s << 13;
-      s ^= s >> 7;
-      s ^= s << 17;
-      x[i] = static_cast<T>(static_cast<double>(s >> 11) * 0x1p-53 * 16.0 - 8.0);
-      y[i] = T(0);
-    }
+    x = allocate<T>(n);
+    y = allocate<T>(n);
+    for (size_t i = 0; i < n; ++i) x[i] = y[i] = T(0);  // first touch
+    const size_t floats = n * sizeof(T) / sizeof(float);
+    stream = allocate<float>(floats);
+    for (size_t i = 0; i < floats; ++i) stream[i] = 1.0f;
   }
 
+  Dist dist_ = Dist::kNormal;
+  int64_t rows_ = 0, n_ = 0;  // nothing filled yet
+
   // 64-byte aligned so vector loads never split a cache line; never freed (process lifetime).
-  static T* allocate(size_t n) {
-    void* p = std::aligned_alloc(64, n * sizeof(T));
+  template <typename U>
+  static U* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, n * sizeof(U));
     if (p == nullptr) throw std::bad_alloc();
-    return static_cast<T*>(p);
+    return static_cast<U*>(p);
   }
 };
 
@@ -147,21 +167,22 @@ void run_op(Op op, const T* x, T* y, const Shape& s, const softzo::SoftmaxOption
 }
 
 template <typename T>
-void bm_op(benchmark::State& state, Op op, SoftmaxAlgorithm algo, const std::string& isa,
+void bm_op(benchmark::State& state, Op op, SoftmaxAlgorithm algo, const std::string& isa, Dist dist,
            Shape shape, int threads) {
   if (!softzo::use_isa(isa)) {
     state.SkipWithError(("ISA not available: " + isa).c_str());
     return;
   }
   Buffers<T>& buf = Buffers<T>::get();
+  const T* x = buf.input(dist, shape);
   softzo::SoftmaxOptions opt;
   opt.algorithm = algo;
   opt.num_threads = threads;
   // Untimed call: starts the pool's threads and warms the cache for the in-cache sizes, which
   // matters where a single iteration already exceeds the min time.
-  run_op(op, buf.x, buf.y, shape, opt);
+  run_op(op, x, buf.y, shape, opt);
   for (auto _ : state) {
-    run_op(op, buf.x, buf.y, shape, opt);
+    run_op(op, x, buf.y, shape, opt);
     benchmark::ClobberMemory();
   }
   const SoftmaxAlgorithm used =
@@ -182,7 +203,7 @@ void bm_stream(benchmark::State& state, bool write, Shape shape, int threads) {
   Buffers<T>& buf = Buffers<T>::get();
   const int64_t n = shape.elements();
   const int64_t floats = n * static_cast<int64_t>(sizeof(T) / sizeof(float));
-  const float* x = reinterpret_cast<const float*>(buf.x);
+  const float* x = buf.stream;
   float* y = reinterpret_cast<float*>(buf.y);
   auto once = [&] {
     if (write) {
@@ -208,32 +229,44 @@ struct IsaEntry {
   bool slow;          // scalar or emulated: large sizes skipped
 };
 
+std::string size_suffix(const Shape& shape, int threads) {
+  return "/" + shape.name() + (threads > 1 ? "/threads:" + std::to_string(threads) : "");
+}
+
 template <typename T>
 void register_dtype(const char* dtype, const std::vector<Shape>& shapes,
                     const std::vector<IsaEntry>& isas) {
-  for (const Shape& shape : shapes) {
+  for (const Shape& shape : shapes) {  // the roofline does not depend on the values
     for (int threads : {1, 2}) {
       if (threads > 1 && shape.elements() < kThreadedMinElements) continue;
-      const std::string suffix =
-          "/" + shape.name() + (threads > 1 ? "/threads:" + std::to_string(threads) : "");
       for (bool write : {false, true}) {
         benchmark::RegisterBenchmark(
-            (std::string(write ? "stream_scale/" : "stream_read/") + dtype + suffix).c_str(),
+            (std::string(write ? "stream_scale/" : "stream_read/") + dtype +
+             size_suffix(shape, threads))
+                .c_str(),
             [=](benchmark::State& st) { bm_stream<T>(st, write, shape, threads); })
             ->UseRealTime();  // the pool's workers are not in the main thread's CPU time
       }
-      for (const OpInfo& op : kOps) {
-        for (const AlgoInfo& algo : kAlgos) {
-          for (const IsaEntry& isa : isas) {
-            if (isa.slow && shape.elements() > kSlowIsaMaxElements) continue;
-            const std::string name =
-                std::string(op.name) + "/" + dtype + "/" + algo.name + "/" + isa.label + suffix;
-            const Op o = op.op;
-            const SoftmaxAlgorithm a = algo.algo;
-            const std::string isa_name = isa.name;
-            benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
-              bm_op<T>(st, o, a, isa_name, shape, threads);
-            })->UseRealTime();
+    }
+  }
+  for (const softzo_bench::DistInfo& dist : softzo_bench::kDists) {
+    for (const Shape& shape : shapes) {
+      for (int threads : {1, 2}) {
+        if (threads > 1 && shape.elements() < kThreadedMinElements) continue;
+        for (const OpInfo& op : kOps) {
+          for (const AlgoInfo& algo : kAlgos) {
+            for (const IsaEntry& isa : isas) {
+              if (isa.slow && shape.elements() > kSlowIsaMaxElements) continue;
+              const std::string name = std::string(op.name) + "/" + dtype + "/" + algo.name + "/" +
+                                       isa.label + "/" + dist.name + size_suffix(shape, threads);
+              const Op o = op.op;
+              const SoftmaxAlgorithm a = algo.algo;
+              const std::string isa_name = isa.name;
+              const Dist d = dist.dist;
+              benchmark::RegisterBenchmark(name.c_str(), [=](benchmark::State& st) {
+                bm_op<T>(st, o, a, isa_name, d, shape, threads);
+              })->UseRealTime();
+            }
           }
         }
       }

@@ -1,5 +1,7 @@
 // nanobind module softzo._core: zero-copy array views over the C++ API, GIL released around
-// compute. Argument rules live in python/softzo; this file only checks what needs pointers.
+// compute. Argument rules live in python/softzo; this file only checks what needs pointers. The
+// *_any entries take any framework's arrays (framework_arrays.h) and return None for whatever
+// the Python rules must handle.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
@@ -9,12 +11,22 @@
 #include <string>
 #include <vector>
 
-#include "kernels/zo/zo_kernels.h"
+#include "array_checks.h"
+#include "cuda_ext.h"
+#include "framework_arrays.h"
+#include "loss_any.h"
 #include "softzo/softzo.h"
-#include "testing/kernel_testing.h"
-#include "testing/stream.h"
 
 namespace nb = nanobind;
+using softzo_bindings::ArrayView;
+using softzo_bindings::check_out;
+using softzo_bindings::Framework;
+using softzo_bindings::framework_of;
+using softzo_bindings::is_float32;
+using softzo_bindings::is_float64;
+using softzo_bindings::new_array;
+using softzo_bindings::view_in;
+using softzo_bindings::view_out;
 
 namespace {
 
@@ -30,46 +42,6 @@ softzo::SoftmaxAlgorithm algorithm_from_code(int code) {
     throw nb::value_error(("algorithm code out of range: " + std::to_string(code)).c_str());
   }
   return static_cast<softzo::SoftmaxAlgorithm>(code);
-}
-
-// [first, last] byte addresses an array touches; false when it has no elements.
-template <typename A>
-bool byte_extent(const A& a, uintptr_t* lo, uintptr_t* hi) {
-  intptr_t low = 0, high = 0;
-  for (size_t d = 0; d < a.ndim(); ++d) {
-    if (a.shape(d) == 0) return false;
-    const intptr_t span = static_cast<intptr_t>(a.shape(d) - 1) * a.stride(d);
-    (span < 0 ? low : high) += span;
-  }
-  const auto base = reinterpret_cast<uintptr_t>(a.data());
-  *lo = base + low * static_cast<intptr_t>(a.itemsize());
-  *hi = base + (high + 1) * static_cast<intptr_t>(a.itemsize()) - 1;
-  return true;
-}
-
-template <typename T>
-void check_out(const In<T>& x, const Out<T>& out, const char* name = "out",
-               const char* input = "x") {
-  if (out.size() == 0) return;  // nothing is written
-  for (size_t d = 0; d < out.ndim(); ++d) {
-    if (out.stride(d) == 0 && out.shape(d) > 1) {
-      throw nb::value_error(
-          (std::string(name) + " has overlapping elements (a zero stride, e.g. a broadcast view)")
-              .c_str());
-    }
-  }
-  bool same = x.data() == out.data() && x.ndim() == out.ndim();
-  for (size_t d = 0; same && d < x.ndim(); ++d) {
-    same = x.shape(d) == out.shape(d) && (x.stride(d) == out.stride(d) || x.shape(d) == 1);
-  }
-  uintptr_t xlo, xhi, olo, ohi;
-  if (!same && byte_extent(x, &xlo, &xhi) && byte_extent(out, &olo, &ohi) && xlo <= ohi &&
-      olo <= xhi) {
-    const std::string o(name), i(input);
-    throw nb::value_error((o + " overlaps " + i + " without being " + i + " itself; pass " + o +
-                           "=" + i + " for in-place operation or a separate array")
-                              .c_str());
-  }
 }
 
 // x's shape and strides, and out's strides (or none), viewed in place: no copies, so a call
@@ -117,13 +89,100 @@ void logsumexp_into(In<T> x, Out<T> out, int axis, int algorithm, int num_thread
   softzo::logsumexp(x.data(), out.data(), l, opt);
 }
 
-template <typename T>
-void vexp_into(In<T> x, Out<T> out, const std::string& isa) {
-  const size_t n = x.size();
-  if (out.size() != n) throw nb::value_error("out must have as many elements as x");
-  if (!softzo::testing::run_vexp(isa, x.data(), out.data(), n)) {
-    throw nb::value_error(("isa '" + isa + "' is not available").c_str());
+// C-contiguous strides (in elements) of a shape.
+std::vector<int64_t> contiguous_strides(int ndim, const int64_t* shape) {
+  std::vector<int64_t> strides(ndim);
+  int64_t s = 1;
+  for (int d = ndim - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= shape[d];
   }
+  return strides;
+}
+
+// x's float view and its axis (made non-negative), or false when this path does not take x.
+bool float_input(nb::handle x, int* axis, Framework* fw, ArrayView* xv) {
+  *fw = framework_of(x);
+  if (*fw == Framework::kNone || !view_in(x, *fw, xv)) return false;
+  const int ndim = static_cast<int>(xv->ndim());
+  const bool is_float = is_float32(xv->dtype()) || is_float64(xv->dtype());
+  if (!is_float || ndim == 0 || *axis < -ndim || *axis >= ndim) return false;
+  if (*axis < 0) *axis += ndim;
+  return true;
+}
+
+// softmax or log_softmax of any framework's array (NumPy arrays take the Python layer's own
+// short path first) into out, or into a new array of x's framework when out is None. Returns
+// None when this path does not take the arguments (a dtype, device, read-only or mismatched
+// out, ...): the Python layer's general path then raises the error that names the argument.
+nb::object softmax_any(nb::handle x, nb::handle out, int axis, int algorithm, bool zero_masked,
+                       int num_threads, bool log) {
+  Framework fw;
+  ArrayView xv;
+  if (!float_input(x, &axis, &fw, &xv)) return nb::none();
+  const int ndim = static_cast<int>(xv.ndim());
+  nb::object result;
+  void* y = nullptr;
+  std::vector<int64_t> fresh_strides;
+  const int64_t* y_strides = nullptr;
+  ArrayView ov;
+  if (out.is_none()) {
+    result = new_array(fw, xv.dtype(), ndim, xv.shape_ptr(), &y);
+    fresh_strides = contiguous_strides(ndim, xv.shape_ptr());
+    y_strides = fresh_strides.data();
+  } else {
+    const Framework out_fw = framework_of(out);
+    if (!view_out(out, out_fw, &ov) || ov.dtype() != xv.dtype() ||
+        static_cast<int>(ov.ndim()) != ndim) {
+      return nb::none();
+    }
+    for (int d = 0; d < ndim; ++d) {
+      if (ov.shape(d) != xv.shape(d)) return nb::none();
+    }
+    check_out(xv, ov);
+    y = ov.data();
+    y_strides = ov.stride_ptr();
+    result = nb::borrow(out);
+  }
+  const softzo::SoftmaxOptions opt = options(algorithm, zero_masked, num_threads);
+  softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
+  l.y_strides = y_strides;
+  const bool f32 = is_float32(xv.dtype());
+  nb::gil_scoped_release release;
+  if (f32) {
+    const auto* xp = static_cast<const float*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<float*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<float*>(y), l, opt);
+  } else {
+    const auto* xp = static_cast<const double*>(xv.data());
+    log ? softzo::log_softmax(xp, static_cast<double*>(y), l, opt)
+        : softzo::softmax(xp, static_cast<double*>(y), l, opt);
+  }
+  return result;
+}
+
+// logsumexp of any framework's array into a new array of its framework (x's shape without
+// the axis; 0-d for 1-D x), or None as softmax_any.
+nb::object logsumexp_any(nb::handle x, int axis, int algorithm, int num_threads) {
+  Framework fw;
+  ArrayView xv;
+  if (!float_input(x, &axis, &fw, &xv)) return nb::none();
+  std::vector<int64_t> shape;
+  for (size_t d = 0; d < xv.ndim(); ++d) {
+    if (static_cast<int>(d) != axis) shape.push_back(xv.shape_ptr()[d]);
+  }
+  void* y = nullptr;
+  nb::object result = new_array(fw, xv.dtype(), static_cast<int>(shape.size()), shape.data(), &y);
+  const softzo::SoftmaxOptions opt = options(algorithm, false, num_threads);
+  const softzo::StridedLayout l = layout(xv, static_cast<const ArrayView*>(nullptr), axis);
+  const bool f32 = is_float32(xv.dtype());
+  nb::gil_scoped_release release;
+  if (f32) {
+    softzo::logsumexp(static_cast<const float*>(xv.data()), static_cast<float*>(y), l, opt);
+  } else {
+    softzo::logsumexp(static_cast<const double*>(xv.data()), static_cast<double*>(y), l, opt);
+  }
+  return result;
 }
 
 // ---- losses: 2-D row-major views, class axis unit-stride (python/softzo/losses.py ensures) --
@@ -376,9 +435,18 @@ NB_MODULE(_core, m) {
         nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
   m.def("_logsumexp", &logsumexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(),
         nb::arg("axis"), nb::arg("algorithm"), nb::arg("num_threads"));
+  m.def("_softmax_any", &softmax_any, nb::arg("x"), nb::arg("out").none(), nb::arg("axis"),
+        nb::arg("algorithm"), nb::arg("zero_masked"), nb::arg("num_threads"), nb::arg("log"));
+  m.def("_logsumexp_any", &logsumexp_any, nb::arg("x"), nb::arg("axis"), nb::arg("algorithm"),
+        nb::arg("num_threads"));
+  m.def("_use_torch_exchange_api", &softzo_bindings::use_torch_exchange_api, nb::arg("enable"),
+        "Test hook: torch tensors through DLPack's C exchange API (True, where torch has it) or "
+        "torch.utils.dlpack (False); returns whether the exchange API is in use.");
 
   def_losses<float>(m);
   def_losses<double>(m);
+  softzo_bindings::def_loss_any(m);
+  softzo_bindings::def_cuda(m);
   def_zo<float>(m);
   def_zo<double>(m);
   m.def(
@@ -392,21 +460,14 @@ NB_MODULE(_core, m) {
       },
       nb::arg("seed"), nb::arg("step"), nb::arg("direction"), nb::arg("dist"), nb::arg("offset"),
       nb::arg("n"), nb::arg("f64"), nb::arg("num_threads"));
-  m.def(
-      "_philox4x32_10",
-      [](std::vector<uint32_t> ctr, std::vector<uint32_t> key) {
-        if (ctr.size() != 4 || key.size() != 2)
-          throw nb::value_error("need 4 counter, 2 key words");
-        uint32_t out[4];
-        softzo_philox4x32_10(ctr.data(), key.data(), out);
-        return std::vector<uint32_t>(out, out + 4);
-      },
-      nb::arg("counter"), nb::arg("key"), "Philox4x32-10 of one counter (known-answer tests).");
 
   m.def("current_isa", &softzo::current_isa_name, "The ISA the kernels use now.");
   m.def("available_isas", &softzo::available_isa_names,
         "ISAs this build runs here ('avx512' may be SIMDe-emulated).");
   m.def("isa_is_emulated", &softzo::isa_is_emulated, nb::arg("name"));
+  m.def("use_isa_in_this_thread", &softzo::use_isa_in_this_thread, nb::arg("name"),
+        "Switch this thread's later calls to this ISA ('' for the process's); False if it is "
+        "not available.");
   m.def("use_isa", &softzo::use_isa, nb::arg("name"),
         "Switch every later call to this ISA; False if it is not available.");
   m.def("num_threads", &softzo::num_threads, "Default thread count.");
@@ -435,41 +496,4 @@ NB_MODULE(_core, m) {
       },
       nb::arg("n"), nb::arg("itemsize"), nb::arg("op") = "softmax",
       "The algorithm 'auto' picks for op on rows of n elements of itemsize bytes.");
-
-  // Test hooks: a kernel's raw exp, and the exhaustive float32 ULP sweep, per ISA.
-  m.def("_vexp", &vexp_into<float>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
-  m.def("_vexp", &vexp_into<double>, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("isa"));
-  m.def(
-      "_exp_f32_ulp_sweep",
-      [](const std::string& isa, float lo, float hi) {
-        softzo::testing::UlpReport r;
-        {
-          nb::gil_scoped_release release;
-          r = softzo::testing::exp_f32_ulp_sweep(isa, lo, hi);
-        }
-        if (!r.ok) throw nb::value_error(("isa '" + isa + "' is not available").c_str());
-        return nb::make_tuple(r.max_ulp, r.worst_input, r.count);
-      },
-      nb::arg("isa"), nb::arg("lo"), nb::arg("hi"),
-      "Max ULP error of the ISA's float32 exp over every float in [lo, hi]: "
-      "(max_ulp, worst input, floats checked).");
-
-  // Roofline references for the benchmarks (float32, contiguous).
-  m.def(
-      "_stream_read",
-      [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x, int num_threads) {
-        nb::gil_scoped_release release;
-        return softzo::testing::stream_read(x.data(), static_cast<int64_t>(x.size()), num_threads);
-      },
-      nb::arg("x"), nb::arg("num_threads"));
-  m.def(
-      "_stream_scale",
-      [](nb::ndarray<const float, nb::device::cpu, nb::c_contig> x,
-         nb::ndarray<float, nb::device::cpu, nb::c_contig> out, int num_threads) {
-        if (out.size() != x.size()) throw nb::value_error("out must have as many elements as x");
-        nb::gil_scoped_release release;
-        softzo::testing::stream_scale(x.data(), out.data(), static_cast<int64_t>(x.size()), 0.5f,
-                                      num_threads);
-      },
-      nb::arg("x"), nb::arg("out").noconvert(), nb::arg("num_threads"));
 }

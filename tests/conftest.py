@@ -19,11 +19,10 @@ ALGORITHMS = ["two_pass", "three_pass_reload", "three_pass_recompute", "online",
 
 @pytest.fixture(params=ISAS)
 def isa(request):
-    """Switches softzo to one ISA (an emulated one too) for the test, then back."""
-    before = softzo.info()["isa"]
-    softzo.set_isa(request.param)
-    yield request.param
-    softzo.set_isa(before)
+    """Runs the test's calls on one ISA's kernels (an emulated one too): a setting of this
+    thread only, which the library's pool carries to its own threads; nothing global changes."""
+    with softzo.using_isa(request.param):
+        yield request.param
 
 
 @pytest.fixture

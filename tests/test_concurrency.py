@@ -151,11 +151,8 @@ def test_set_isa_while_other_threads_compute():
     isas = softzo.info()["isas_available"]
     before = softzo.info()["isa"]
     workloads = [softmax_work, cross_entropy_work, optimizer_work]
-    per_isa = []
+    per_isa = [_serial_on(isa, workloads) for isa in isas]
     try:
-        for isa in isas:
-            softzo.set_isa(isa)
-            per_isa.append(_run_all_serial(range(THREADS), workloads))
         done = threading.Event()
         switches = itertools.count()
 
@@ -188,6 +185,30 @@ def test_set_isa_while_other_threads_compute():
         print(f"{THREADS} threads x {ITERATIONS // 2} runs, {n_switches} set_isa calls meanwhile")
     finally:
         softzo.set_isa(before)
+
+
+def _serial_on(isa, workloads):
+    with softzo.using_isa(isa):
+        return _run_all_serial(range(THREADS), workloads)
+
+
+def test_threads_on_different_isas_at_once():
+    """using_isa is per thread: 8 threads, each on its own ISA (cycling through the available
+    ones, the SIMDe build included where it is registered), x 20 workload runs at once; every
+    result is bitwise that ISA's serial result, also where a call's rows run on the pool."""
+    isas = softzo.info()["isas_available"]
+    workloads = [softmax_work, cross_entropy_work, optimizer_work]
+    per_isa = {isa: _serial_on(isa, workloads) for isa in isas}
+
+    def work(i):
+        isa = isas[i % len(isas)]
+        with softzo.using_isa(isa):
+            for it in range(ITERATIONS // 2):
+                w = workloads[(i + it) % len(workloads)]
+                got = w(i, NUM_THREADS[it % len(NUM_THREADS)])
+                assert _same(got, per_isa[isa][(w.__name__, i)]), (isa, w.__name__, i, it)
+
+    _run_threads(work, THREADS)
 
 
 def _rows_from_some_isa(a, refs):

@@ -285,7 +285,7 @@ def test_constructor_arguments():
 
 def test_torch_module_trains_like_a_dense_last_layer(torch):
     """A linear body + the factored layer, against the same model with a dense W, both SGD."""
-    from softzo.torch import FactoredOutputLayer
+    from softzo.torch import FactoredOutputHead
 
     rng = np.random.default_rng(8)
     D, d_in, d, m, lr = 200, 7, 10, 6, 0.3
@@ -293,7 +293,7 @@ def test_torch_module_trains_like_a_dense_last_layer(torch):
     body = torch.nn.Linear(d_in, d).double()
     body_ref = torch.nn.Linear(d_in, d).double()
     body_ref.load_state_dict(body.state_dict())
-    head = FactoredOutputLayer(D, d, lr=lr, dtype=torch.float64, seed=1)
+    head = FactoredOutputHead(D, d, lr=lr, dtype=torch.float64, seed=1)
     W = torch.tensor(head.weight().numpy(), requires_grad=True)
     opt = torch.optim.SGD(body.parameters(), lr=lr)
     opt_ref = torch.optim.SGD([*body_ref.parameters(), W], lr=lr)
@@ -314,7 +314,7 @@ def test_torch_module_trains_like_a_dense_last_layer(torch):
         body.weight.detach(), body_ref.weight.detach(), rtol=1e-9, atol=1e-12
     )
     # Its state travels in the module's state_dict.
-    other = FactoredOutputLayer(D, d, lr=lr, dtype=torch.float64, seed=2)
+    other = FactoredOutputHead(D, d, lr=lr, dtype=torch.float64, seed=2)
     other.load_state_dict(head.state_dict())
     np.testing.assert_array_equal(other.weight().numpy(), head.weight().numpy())
     values, indices = head.topk(body(x).detach(), 3)
@@ -323,3 +323,15 @@ def test_torch_module_trains_like_a_dense_last_layer(torch):
     with torch.no_grad():
         head(body(x), t)
     np.testing.assert_array_equal(other.weight().numpy(), head.weight().numpy())
+
+
+def test_torch_head_old_name_still_works_and_warns(torch):
+    """softzo.torch.FactoredOutputLayer, the old name of FactoredOutputHead (two classes shared
+    the name with softzo.spherical.FactoredOutputLayer), is a deprecated alias."""
+    from softzo.torch import FactoredOutputHead, FactoredOutputLayer
+
+    with pytest.warns(DeprecationWarning, match="FactoredOutputHead"):
+        old = FactoredOutputLayer(20, 4, lr=0.1, dtype=torch.float64, seed=1)
+    new = FactoredOutputHead(20, 4, lr=0.1, dtype=torch.float64, seed=1)
+    assert isinstance(old, FactoredOutputHead)
+    np.testing.assert_array_equal(old.weight().numpy(), new.weight().numpy())

@@ -3,7 +3,6 @@ reference_losses.py (every ISA, float32 and float64), against central finite dif
 against PyTorch (forward and autograd); then the Python contract: grad_out, lse, thread-count
 determinism, special values, bad input, integer target dtypes, strides and frameworks."""
 
-import contextlib
 import itertools
 import warnings
 
@@ -86,18 +85,6 @@ def _as_tuple(r):
 def reduction_factor(reduction, n, v=1):
     """What the reduction multiplies each row's gradient by."""
     return {"mean": 1 / (n * v), "batchmean": 1 / n}.get(reduction, 1.0)
-
-
-@contextlib.contextmanager
-def using_isa(name):
-    """The `isa` fixture for hypothesis tests (function-scoped fixtures do not reset per
-    example)."""
-    before = softzo.info()["isa"]
-    softzo.set_isa(name)
-    try:
-        yield
-    finally:
-        softzo.set_isa(before)
 
 
 def logits_like(rng, shape, dtype, scale=3.0):
@@ -562,7 +549,7 @@ def test_property_cross_entropy_matches_torch(
     shape, dtype, kind, weighted, eps, reduction, lam, isa_name, seed
 ):
     torch = pytest.importorskip("torch")
-    with using_isa(isa_name):
+    with softzo.using_isa(isa_name):
         check_cross_entropy_vs_torch(
             torch, np.random.default_rng(seed), shape, dtype, kind, weighted, eps, reduction, lam
         )
@@ -617,8 +604,110 @@ def test_kl_div_matches_torch(temp, reduction, dtype, rng):
 )
 def test_property_kl_div_matches_torch(shape, dtype, temp, reduction, isa_name, seed):
     torch = pytest.importorskip("torch")
-    with using_isa(isa_name):
+    with softzo.using_isa(isa_name):
         check_kl_div_vs_torch(torch, np.random.default_rng(seed), shape, dtype, temp, reduction)
+
+
+# ================================================================ unbatched (1-D) logits
+
+UNBATCHED_CASES = {  # id: (target kind, weighted, label smoothing)
+    "index": ("index", False, 0.0),
+    "ignored": ("ignored", False, 0.0),
+    "weighted": ("index", True, 0.0),
+    "weighted_ignored": ("ignored", True, 0.1),
+    "smoothed": ("index", False, 0.2),
+    "soft": ("soft", False, 0.0),
+    "soft_weighted_smoothed": ("soft", True, 0.3),
+}
+
+
+def _unbatched_args(rng, case, dtype, v=37):
+    kind, weighted, eps = UNBATCHED_CASES[case]
+    x = logits_like(rng, (v,), dtype)
+    target = {
+        "index": np.array(5),
+        "ignored": np.array(-100),
+        "soft": rng.dirichlet(np.ones(v)).astype(dtype),
+    }[kind]
+    return x, target, make_weight(rng, v, dtype, weighted), eps
+
+
+@pytest.mark.parametrize("case", UNBATCHED_CASES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_unbatched_matches_torch(case, reduction, dtype, rng):
+    # PyTorch's unbatched form: (V,) logits and a 0-d target give a 0-d loss (for "none" too)
+    # and a (V,) gradient; an ignored target gives NaN for "mean" (0 / 0), as in PyTorch.
+    torch = pytest.importorskip("torch")
+    x, target, w, eps = _unbatched_args(rng, case, dtype)
+    tl, tg = torch_cross_entropy(torch, x, target, w, eps, reduction)
+    assert tl.shape == () and tg.shape == x.shape
+    kw = {"weight": w, "label_smoothing": eps, "reduction": reduction}
+    loss, grad, lse = losses.cross_entropy(x, target, return_grad=True, return_lse=True, **kw)
+    assert np.shape(loss) == () and grad.shape == x.shape and np.shape(lse) == ()
+    assert grad.dtype == dtype and np.asarray(loss).dtype == dtype
+    if np.isnan(tl):
+        assert np.isnan(loss) and np.isnan(grad).all() == np.isnan(tg).all()
+    else:
+        assert_loss(loss, tl, dtype)
+    assert_grad(grad[np.isfinite(tg)], tg[np.isfinite(tg)], dtype)
+    np.testing.assert_allclose(lse, _f64(softzo.logsumexp(x)), rtol=2 * RTOL[dtype])
+    # The same row as a batch of one gives the same numbers.
+    batched = losses.cross_entropy(x[None], target[None], return_grad=True, **kw)
+    np.testing.assert_array_equal(np.asarray(loss).reshape(-1), np.reshape(batched[0], -1))
+    np.testing.assert_array_equal(grad, batched[1][0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cross_entropy_unbatched_grad_out_and_frameworks(dtype, rng):
+    x, target, w, _ = _unbatched_args(rng, "weighted", dtype)
+    loss, grad = losses.cross_entropy(x, target, weight=w, return_grad=True)
+    g = np.full_like(x, 9.0)
+    assert losses.cross_entropy(x, target, weight=w, grad_out=g)[1] is g
+    np.testing.assert_array_equal(g, grad)
+    y = x.copy()
+    loss2, grad2 = losses.cross_entropy(y, target, weight=w, grad_out=y)  # in place
+    assert grad2 is y and loss2 == loss
+    np.testing.assert_array_equal(y, grad)
+    strided = np.repeat(x, 3)[::3]  # a class axis that is not unit-stride is copied first
+    np.testing.assert_array_equal(losses.cross_entropy(strided, target, weight=w), loss)
+    torch = pytest.importorskip("torch")
+    lt, gt = losses.cross_entropy(
+        torch.from_numpy(x), torch.tensor(5), weight=torch.from_numpy(w), return_grad=True
+    )
+    assert isinstance(lt, torch.Tensor) and lt.shape == () and gt.shape == x.shape
+    np.testing.assert_array_equal(lt.numpy(), loss)
+    np.testing.assert_array_equal(gt.numpy(), grad)
+    jnp = pytest.importorskip("jax.numpy")
+    if dtype != np.float32:  # JAX's default: no float64
+        return
+    lj, gj = losses.cross_entropy(jnp.asarray(x), jnp.asarray(5), weight=w, return_grad=True)
+    assert lj.shape == () and gj.shape == x.shape
+    np.testing.assert_array_equal(np.asarray(gj), grad)
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        ("z_loss", ()),
+        ("spherical_loss", ()),
+        ("stablemax_cross_entropy", ()),
+        ("comp_sum_loss", (1.7,)),
+    ],
+)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_other_class_index_losses_take_unbatched_logits(name, args, reduction, rng):
+    # Not in PyTorch, but each takes the unbatched form like cross_entropy: one row, 0-d loss.
+    x = logits_like(rng, (29,), np.float64)
+    t = np.array(4)
+    fn = getattr(losses, name)
+    loss, grad = fn(x, t, *args, reduction=reduction, return_grad=True)
+    ref_loss, ref_grad = fn(x[None], t[None], *args, reduction=reduction, return_grad=True)
+    assert np.shape(loss) == () and grad.shape == x.shape
+    np.testing.assert_array_equal(np.reshape(loss, -1), np.reshape(ref_loss, -1))
+    np.testing.assert_array_equal(grad, ref_grad[0])
+    with pytest.raises(ValueError, match="target must be a 0-d class index"):
+        fn(x, t[None], *args)
 
 
 # ================================================================ grad_out and lse
@@ -915,7 +1004,9 @@ CE_BAD_LOGITS = [
     ("logits_int", {"logits": np.ones((4, 6), np.int32)}, TypeError, "logits"),
     ("logits_int64", {"logits": np.ones((4, 6), np.int64)}, TypeError, "logits"),
     ("logits_float16", {"logits": np.ones((4, 6), np.float16)}, TypeError, "logits"),
-    ("logits_1d", {"logits": np.ones(6)}, ValueError, "logits"),
+    ("logits_0d", {"logits": np.float64(1.0)}, ValueError, "logits"),
+    ("unbatched_target_1d", {"logits": np.ones(6)}, ValueError, "0-d class index"),
+    ("unbatched_soft_shape", {"logits": np.ones(6), "target": SOFT}, ValueError, "target"),
     ("logits_3d", {"logits": np.ones((1, 4, 6))}, ValueError, "logits"),
 ]
 

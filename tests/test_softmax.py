@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from reference import (
+    MAX_ULP,
     check_log_softmax,
     check_logsumexp,
     check_softmax,
@@ -157,8 +158,8 @@ def test_huge_row_64m():
     x = np.random.default_rng(3).standard_normal(n, dtype=np.float32) * 4
     ref = ref_softmax(x)
     for algorithm in ALGORITHMS:
-        rel, small = softmax_error(softzo.softmax(x, algorithm=algorithm, num_threads=2), ref)
-        assert rel <= 5e-7 and small <= 1e-30, algorithm
+        err = softmax_error(softzo.softmax(x, algorithm=algorithm, num_threads=2), ref)
+        assert err <= MAX_ULP, f"{algorithm}: {float(err):.2f} ulp"
 
 
 @settings(max_examples=150, deadline=None)
@@ -177,12 +178,8 @@ def test_huge_row_64m():
 )
 def test_property_matches_reference(x, algorithm, isa_name, data):
     axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
-    before = softzo.info()["isa"]
-    softzo.set_isa(isa_name)
-    try:
+    with softzo.using_isa(isa_name):
         check_all(x, algorithm, axis)
-    finally:
-        softzo.set_isa(before)
 
 
 @settings(max_examples=60, deadline=None)
@@ -212,13 +209,13 @@ class TestAgainstTorch:
         x = (rng.standard_normal(shape) * 6).astype(np.float32)
         xt = torch.from_numpy(x)
         ref = ref_softmax(x)
-        ours, _ = softmax_error(softzo.softmax(x, algorithm=algorithm), ref)
-        theirs, _ = softmax_error(torch.softmax(xt, -1).numpy(), ref)
-        assert ours <= max(theirs * 1.25, 5e-7)
+        ours = softmax_error(softzo.softmax(x, algorithm=algorithm), ref)
+        theirs = softmax_error(torch.softmax(xt, -1).numpy(), ref)
+        assert ours <= max(theirs + 0.25, 1.0), f"softmax {ours:.2f} vs torch {theirs:.2f} ulp"
         lref = ref_log_softmax(x)
         ours = log_error(softzo.log_softmax(x, algorithm=algorithm), lref)
         theirs = log_error(torch.log_softmax(xt, -1).numpy(), lref)
-        assert ours <= max(theirs * 1.25, 1e-6)
+        assert ours <= max(theirs + 0.25, 1.0), f"log_softmax {ours:.2f} vs torch {theirs:.2f} ulp"
 
     @pytest.mark.parametrize("algorithm", ALGORITHMS)
     def test_special_values_match_torch(self, isa, algorithm):

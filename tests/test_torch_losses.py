@@ -116,6 +116,30 @@ def test_cross_entropy_functional_and_threads():
     )
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("target_kind", ["index", "ignored", "soft"])
+@pytest.mark.parametrize("scaled", [True, False])
+def test_cross_entropy_unbatched_matches_torch(dtype, reduction, inplace, target_kind, scaled):
+    # (V,) logits and a 0-d target: a 0-d loss, for "none" too, and a (V,) gradient. An ignored
+    # target with "mean" gives 0 / 0: a NaN loss and a zero gradient in both.
+    x = _logits(dtype, n=1)[0]
+    target = {
+        "index": torch.tensor(5),
+        "ignored": torch.tensor(-100),
+        "soft": torch.softmax(_logits(dtype, n=1, seed=4)[0], -1),
+    }[target_kind]
+    weight = torch.rand(V, generator=torch.Generator().manual_seed(3)).to(dtype) + 0.5
+    kw = {"weight": weight, "reduction": reduction, "label_smoothing": 0.1}
+    ours = st.CrossEntropyLoss(**kw, inplace_backward=inplace)
+    loss, grad = _loss_and_grad(ours, x, target, scaled=scaled)
+    ref_loss, ref_grad = _loss_and_grad(torch.nn.CrossEntropyLoss(**kw), x, target, scaled=scaled)
+    assert loss.shape == ref_loss.shape == () and grad.shape == x.shape
+    torch.testing.assert_close(loss, ref_loss, equal_nan=True, **TOL[dtype])
+    torch.testing.assert_close(grad, ref_grad, **TOL[dtype])
+
+
 def test_gradient_flows_through_linear():
     torch.manual_seed(0)
     layer = torch.nn.Linear(16, V, dtype=torch.float64)

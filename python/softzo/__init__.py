@@ -8,6 +8,9 @@ the choice and ``SOFTZO_NUM_THREADS`` sets the default thread count.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from . import _core
 from ._softmax import ALGORITHMS, log_softmax, logsumexp, softmax
 
@@ -19,12 +22,17 @@ __all__ = [
     "set_isa",
     "set_num_threads",
     "softmax",
+    "using_isa",
 ]
 __version__ = "0.1.0"
 
 
 def info() -> dict:
-    """The runtime: ``isa`` in use, ``isas_available``, ``isas_emulated`` and ``num_threads``."""
+    """The runtime: ``isa`` in use, ``isas_available``, ``isas_emulated``, ``num_threads``, and
+    ``cuda``: None without the CUDA backend, else its ``device_count`` and ``devices`` (name,
+    compute capability, multiprocessors, memory)."""
+    from . import _cuda
+
     available = list(_core.available_isas())
     return {
         "version": __version__,
@@ -32,6 +40,7 @@ def info() -> dict:
         "isas_available": available,
         "isas_emulated": [name for name in available if _core.isa_is_emulated(name)],
         "num_threads": _core.num_threads(),
+        "cuda": _cuda.info(),
     }
 
 
@@ -40,11 +49,28 @@ def set_isa(name: str) -> None:
 
     Meant for tests and benchmarks; an emulated ISA is correct but slow. Safe to call while
     other threads compute: calls that start afterwards use the new kernels, and a call already
-    running computes each row with the kernels of one ISA (its result may mix ISAs row by row,
-    each within the documented accuracy).
+    running finishes on the kernels it started with (a call reads the ISA once). For one
+    thread's calls alone, use :func:`using_isa`.
     """
     if not isinstance(name, str) or not _core.use_isa(name):
         raise ValueError(f"name must be one of the isas {_core.available_isas()}; got {name!r}")
+
+
+@contextlib.contextmanager
+def using_isa(name: str) -> Iterator[None]:
+    """Run this thread's calls inside the ``with`` block on the kernels of ISA ``name``.
+
+    A setting of the calling thread alone (the library's own threads take it over while they
+    work for those calls), so threads can use different ISAs at once, which ``set_isa`` (one
+    setting for the whole process) does not allow. Blocks do not nest: leaving one goes back
+    to the process's ISA.
+    """
+    if not isinstance(name, str) or not name or not _core.use_isa_in_this_thread(name):
+        raise ValueError(f"name must be one of the isas {_core.available_isas()}; got {name!r}")
+    try:
+        yield
+    finally:
+        _core.use_isa_in_this_thread("")
 
 
 def set_num_threads(n: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import bench, info
+from . import _quick_bench, info
 
 
 def main() -> None:
@@ -15,9 +15,9 @@ def main() -> None:
     print(f"ISAs available: {isas}")
     print(f"threads: {rt['num_threads']}")
     print()
-    print("Quick benchmark (float32, 1 thread; vs NumPy, and PyTorch when installed):")
+    print("Quick benchmark (float32, N(0,1) rows, 1 thread; vs NumPy, and PyTorch when installed):")
     print()
-    print(bench.quick())
+    print(_quick_bench.quick())
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ def as_input(x: Any, name: str) -> tuple[Any, str]:
     framework = framework_of(x)
     if framework == "torch":
         if x.device.type != "cpu":
-            raise ValueError(f"{name} is on device '{x.device}'; softzo runs on the CPU")
+            raise ValueError(device_message(name, x.device))
         if x.is_conj() or x.is_neg():
             x = x.resolve_conj().resolve_neg()
         view = x.detach()
@@ -69,6 +69,22 @@ def check_not_masked(x: Any, name: str) -> None:
             f"{name} is a NumPy masked array, whose mask softzo would ignore; pass "
             f"{name}.filled(value) (e.g. -inf for masked logits) or {name}.data"
         )
+
+
+def device_message(name: str, device: Any) -> str:
+    """Why an array on a non-CPU device was refused here: a CUDA array given to a build without
+    the CUDA backend (how to build it), one mixed with CPU arrays, or another device."""
+    from . import _cuda
+
+    if getattr(device, "type", None) == "cuda":
+        if not _cuda.built():
+            return f"{name} is on device '{device}', but {_cuda.BUILD_HINT}"
+        return (
+            f"{name} is on device '{device}': either this function has no CUDA kernel yet (the "
+            "CUDA backend runs the softmax family, cross_entropy, comp_sum_loss, softzo.torch's "
+            "cross-entropy and the MeZO / SPSA engine) or the other arrays are on the CPU"
+        )
+    return f"{name} is on device '{device}'; softzo runs on the CPU and on CUDA devices"
 
 
 def normalize_axis(axis: Any, ndim: int, name: str = "axis") -> int:
@@ -134,9 +150,11 @@ def check_out(out: Any, x: Any, shape: tuple[int, ...], name: str = "out") -> An
         )
     if framework == "torch":
         if out.device.type != "cpu":
-            raise ValueError(f"{name} is on device '{out.device}'; softzo runs on the CPU")
+            raise ValueError(device_message(name, out.device))
         if out.requires_grad:
             raise ValueError(f"{name} must not require grad: softzo writes it outside autograd")
+        if out.is_neg():  # memory written through it would read back negated
+            raise ValueError(f"{name} is a negated view (is_neg()): softzo cannot write through it")
         view = out.detach()
     elif isinstance(out, np.ndarray):
         if not out.flags.writeable:

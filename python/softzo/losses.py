@@ -5,7 +5,15 @@ Every loss reads the logits once for the row's logsumexp (or statistics) and onc
 the gradient and the target terms; no N x V intermediate is ever allocated (with
 ``grad_out=logits`` not even the gradient). Inputs are NumPy arrays, PyTorch CPU tensors or JAX
 CPU arrays, read without copying (a class axis that is not unit-stride is copied first); results
-come back in the input's framework. For autograd, see :mod:`softzo.torch`.
+come back in the input's framework. The class-index losses also take PyTorch's unbatched form:
+1-D logits (V,) with a 0-d target give 0-d per-row results and a (V,) gradient. For autograd,
+see :mod:`softzo.torch`.
+
+Each loss first offers its arrays to softzo._core's ``*_any`` entry, which views NumPy, torch
+and JAX arrays in C++ and makes the results there (about 1 us of fixed cost per call); it
+returns None for anything it does not take, and the general path below (NumPy views of
+everything, copies where needed) then handles the call or raises the error that names the
+argument.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _cuda
 from ._arrays import (
     as_input,
     check_choice,
@@ -40,6 +48,7 @@ __all__ = [
 ]
 
 REDUCTIONS = ("mean", "sum", "none")
+_INF = float("inf")
 _REDUCTION_CODE = {"none": 0, "sum": 1, "mean": 2}
 _SPHERICAL_KINDS = {"log_spherical": 1, "log_taylor": 2, "mse": 3}  # 0 is the Z-loss
 _NORMALIZERS = {"spherical": 0, "taylor": 1, "stablemax": 2}
@@ -54,32 +63,52 @@ def _numpy_view(x: Any, framework: str) -> np.ndarray:
     return x if isinstance(x, np.ndarray) else np.asarray(x)
 
 
-def _matrix(x: Any, name: str) -> tuple[np.ndarray, str]:
-    """A 2-D float view of x with a unit-stride class axis (copied only if it is not)."""
+def _scores(x: Any, name: str, unbatched_ok: bool = True) -> tuple[np.ndarray, str, bool]:
+    """A 2-D float view (rows, classes) of x with a unit-stride class axis (copied only if it is
+    not), its framework, and whether x was 1-D (classes,): PyTorch's unbatched form, one row."""
     view, framework = as_input(x, name)
     arr = _numpy_view(view, framework)
+    unbatched = unbatched_ok and arr.ndim == 1
+    if unbatched:
+        arr = arr[np.newaxis]
     if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (rows, classes), got shape {arr.shape}")
+        shapes = "2-D (rows, classes) or 1-D (classes,)" if unbatched_ok else "2-D (rows, classes)"
+        raise ValueError(f"{name} must be {shapes}, got shape {arr.shape}")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one class, got shape {arr.shape}")
+        raise ValueError(f"{name} must have at least one class, got shape {tuple(view.shape)}")
     if arr.shape[1] > 1 and arr.strides[1] != arr.itemsize:
         arr = np.ascontiguousarray(arr)
-    return arr, framework
+    return arr, framework, unbatched
 
 
-def _class_indices(target: Any, rows: int, name: str = "target") -> np.ndarray:
+def _class_indices(target: Any, rows: int, unbatched: bool = False) -> np.ndarray:
+    """int64 class indices, one per row: shape (rows,), or () for unbatched logits."""
     view = target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
     if view.size == 0 and isinstance(target, (list, tuple)):
         view = view.astype(np.int64)  # [] is float64 to NumPy
     if view.dtype.kind not in "iu":
-        raise TypeError(f"{name} must hold integer class indices, got dtype {view.dtype}")
-    if view.shape != (rows,):
-        raise ValueError(f"{name} must have shape ({rows},) to match the rows, got {view.shape}")
-    return np.require(view, np.int64, ["C", "A"])  # contiguous and aligned
+        raise TypeError(f"target must hold integer class indices, got dtype {view.dtype}")
+    if unbatched and view.shape != ():
+        raise ValueError(
+            f"target must be a 0-d class index for 1-D (unbatched) logits, got shape {view.shape}"
+        )
+    if not unbatched and view.shape != (rows,):
+        raise ValueError(f"target must have shape ({rows},) to match the rows, got {view.shape}")
+    return np.require(view, np.int64, ["C", "A"]).reshape(rows)  # contiguous, aligned
+
+
+def _per_row(arr: np.ndarray, unbatched: bool) -> np.ndarray:
+    """Per-row results as the caller shaped the logits: (rows,), or 0-d when unbatched."""
+    return arr.reshape(()) if unbatched else arr
+
+
+def _gradient(grad: np.ndarray, unbatched: bool) -> np.ndarray:
+    return grad.reshape(grad.shape[1]) if unbatched else grad
 
 
 def _is_soft(target: Any) -> bool:
-    """Soft targets are 2-D floats; anything else is read as class indices."""
+    """Soft targets are floats (2-D, or 1-D for unbatched logits); anything else is read as
+    class indices."""
     dtype = getattr(target, "dtype", None)
     if dtype is None:
         try:
@@ -87,7 +116,7 @@ def _is_soft(target: Any) -> bool:
         except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
             raise TypeError(f"target must be class indices or soft targets: {e}") from None
         dtype = target.dtype
-    return "float" in str(dtype) and np.ndim(target) == 2
+    return "float" in str(dtype)
 
 
 def _same_dtype(arr: np.ndarray, like: np.ndarray, name: str) -> None:
@@ -106,13 +135,16 @@ def _float_arg(value: Any, name: str, lo: float | None = None, hi: float | None 
     return v
 
 
-def _grad_target(grad_out: Any, logits: np.ndarray, framework: str) -> tuple[np.ndarray, Any]:
-    """The array the gradient is written to (a NumPy view) and what to return for it: the
+def _grad_target(
+    grad_out: Any, logits: np.ndarray, framework: str, unbatched: bool
+) -> tuple[np.ndarray, Any]:
+    """The array the gradient is written to (a 2-D NumPy view) and what to return for it: the
     caller's ``grad_out``, or None for a new array (wrapped after it is written: JAX copies)."""
     if grad_out is None:
         return np.empty(logits.shape, dtype=logits.dtype), None  # wrapped once it is written
-    gv = check_out(grad_out, logits, logits.shape, "grad_out")
-    g = _numpy_view(gv, framework_of(gv))
+    shape = logits.shape[1:] if unbatched else logits.shape
+    gv = check_out(grad_out, logits, shape, "grad_out")
+    g = _numpy_view(gv, framework_of(gv)).reshape(logits.shape)
     if g.size and g.shape[1] > 1 and g.strides[1] != g.itemsize:
         raise ValueError("grad_out must be unit-stride along the class axis")
     return g, grad_out
@@ -139,10 +171,16 @@ def _reduction(reduction: Any) -> int:
     return _REDUCTION_CODE[check_choice(reduction, "reduction", REDUCTIONS)]
 
 
-def _loss_result(value, row_loss, dtype, framework, reduction):
+def _loss_result(value, row_loss, dtype, framework, reduction, unbatched=False):
     if reduction == "none":
-        return _wrap(row_loss, framework)
+        return _wrap(_per_row(row_loss, unbatched), framework)
     return _scalar(value, dtype, framework)
+
+
+def _threads(num_threads: Any) -> bool:
+    """num_threads as the fast paths take it: None or a positive int (else the general path
+    checks it)."""
+    return num_threads is None or (type(num_threads) is int and num_threads >= 1)
 
 
 # ---- cross-entropy ---------------------------------------------------------------------------
@@ -170,14 +208,16 @@ def cross_entropy(
     "mean"). This is not the Z-loss of de Brébisson & Vincent: that is :func:`z_loss`.
 
     Args:
-        logits: (N, V) float32/float64.
-        target: (N,) integer class indices in [0, V) or ``ignore_index``; or (N, V) soft targets
-            of the logits' dtype (finite; weighted by ``weight`` and smoothed like PyTorch).
+        logits: (N, V) float32/float64, or (V,): PyTorch's unbatched form, one row whose loss
+            (for "none" too) and logsumexp are 0-d and whose gradient is (V,).
+        target: (N,) integer class indices in [0, V) or ``ignore_index`` (0-d for (V,) logits);
+            or soft targets of the logits' shape and dtype (finite; weighted by ``weight`` and
+            smoothed like PyTorch).
         weight: optional (V,) class weights of the logits' dtype.
         return_grad: also return d loss / d logits (for "none": of the sum of row losses);
             ignored rows get 0.
-        grad_out: (N, V) array for the gradient (implies ``return_grad``); ``grad_out=logits``
-            writes it over the logits in place, with no N x V allocation at all.
+        grad_out: an array of the logits' shape for the gradient (implies ``return_grad``);
+            ``grad_out=logits`` writes it over the logits in place, with no N x V allocation.
         return_lse: also return each row's logsumexp, shape (N,).
 
     Returns:
@@ -185,7 +225,44 @@ def cross_entropy(
         ``(loss, grad, lse)``. NaN or +inf logits make that row's loss and gradient NaN, as in
         PyTorch; -inf logits are masked classes.
     """
-    x, fw = _matrix(logits, "logits")
+    return _cross_entropy(
+        logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+        return_grad, grad_out, return_lse, num_threads,
+    )  # fmt: skip
+
+
+def _cross_entropy(
+    logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+    return_grad, grad_out, return_lse, num_threads,
+):  # fmt: skip
+    """:func:`cross_entropy` with positional arguments (softzo.torch's forward pass calls it)."""
+    red = _REDUCTION_CODE.get(reduction) if type(reduction) is str else None
+    if (
+        red is not None
+        and type(ignore_index) is int
+        and type(label_smoothing) is float
+        and 0.0 <= label_smoothing <= 1.0
+        and type(lse_square_scale) is float
+        and 0.0 <= lse_square_scale < _INF
+        and _threads(num_threads)
+    ):
+        try:  # TypeError: an ignore_index or a thread count beyond C's integers
+            result = _core._cross_entropy_any(
+                logits, target, weight, ignore_index, label_smoothing, lse_square_scale, 1.0,
+                red, bool(return_grad), grad_out, bool(return_lse), num_threads or 0,
+            )  # fmt: skip
+        except TypeError:
+            result = None
+        if result is not None:
+            return result
+    if _cuda.is_device_array(logits):
+        return _cuda.cross_entropy(
+            logits, target, weight, _int_arg(ignore_index, "ignore_index"),
+            _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0),
+            _float_arg(lse_square_scale, "lse_square_scale", 0.0), 1.0,
+            check_choice(reduction, "reduction", REDUCTIONS), return_grad, grad_out, return_lse,
+        )  # fmt: skip
+    x, fw, unbatched = _scores(logits, "logits")
     n, v = x.shape
     smoothing = _float_arg(label_smoothing, "label_smoothing", 0.0, 1.0)
     lse_scale = _float_arg(lse_square_scale, "lse_square_scale", 0.0)
@@ -195,29 +272,29 @@ def cross_entropy(
     if _is_soft(target):
         soft = _numpy_view(*as_input(target, "target"))
         _same_dtype(soft, x, "target")
-        if soft.shape != x.shape:
-            raise ValueError(
-                f"target (soft) must have the logits' shape {x.shape}, got {soft.shape}"
-            )
+        shape = (v,) if unbatched else x.shape
+        if soft.shape != shape:
+            raise ValueError(f"target (soft) must have the logits' shape {shape}, got {soft.shape}")
+        soft = soft.reshape(n, v)
         if v > 1 and soft.strides[1] != soft.itemsize:
             soft = np.ascontiguousarray(soft)
     else:
-        hard = _class_indices(target, n)
+        hard = _class_indices(target, n, unbatched)
     w = _weight(weight, x)
     ignore = _int_arg(ignore_index, "ignore_index")
     want_grad = return_grad or grad_out is not None
-    grad, grad_result = _grad_target(grad_out, x, fw) if want_grad else (None, None)
+    grad, grad_result = _grad_target(grad_out, x, fw, unbatched) if want_grad else (None, None)
     lse = np.empty(n, dtype=x.dtype) if return_lse else None
     rows = np.empty(n, dtype=x.dtype) if reduction == "none" else None
     value = _core._cross_entropy(
         x, hard, soft, w, ignore, smoothing, lse_scale, 1.0, red, grad, lse, rows, threads
     )
-    loss = _loss_result(value, rows, x.dtype, fw, reduction)
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
     out = (loss,)
     if want_grad:
-        out += (_wrap(grad, fw) if grad_result is None else grad_result,)
+        out += (_wrap(_gradient(grad, unbatched), fw) if grad_result is None else grad_result,)
     if return_lse:
-        out += (_wrap(lse, fw),)
+        out += (_wrap(_per_row(lse, unbatched), fw),)
     return out if len(out) > 1 else loss
 
 
@@ -254,29 +331,29 @@ def comp_sum_loss(
     mean absolute error 1 - p_t. The gradient is p_t^(tau - 1) (p - onehot(t)). Returns
     ``loss`` or ``(loss, grad)``.
     """
-    x, fw = _matrix(logits, "logits")
     tau_v = _float_arg(tau, "tau", 0.0)
     red = _reduction(reduction)
-    hard = _class_indices(target, x.shape[0])
+    threads = check_num_threads(num_threads)
+    # Comp-sum rides on the cross-entropy kernel, with no row ignored.
+    no_row = -(2**62)
+    result = _core._cross_entropy_any(
+        logits, target, None, no_row, 0.0, 0.0, tau_v, red, bool(return_grad), None, False, threads
+    )
+    if result is not None:
+        return result
+    if _cuda.is_device_array(logits):
+        return _cuda.cross_entropy(
+            logits, target, None, no_row, 0.0, 0.0, tau_v, reduction, return_grad, None, False
+        )
+    x, fw, unbatched = _scores(logits, "logits")
+    hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
     rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
     value = _core._cross_entropy(
-        x,
-        hard,
-        None,
-        None,
-        -(2**62),
-        0.0,
-        0.0,
-        tau_v,
-        red,
-        grad,
-        None,
-        rows,
-        check_num_threads(num_threads),
+        x, hard, None, None, no_row, 0.0, 0.0, tau_v, red, grad, None, rows, threads
     )
-    loss = _loss_result(value, rows, x.dtype, fw, reduction)
-    return (loss, _wrap(grad, fw)) if return_grad else loss
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
+    return (loss, _wrap(_gradient(grad, unbatched), fw)) if return_grad else loss
 
 
 # ---- the spherical family --------------------------------------------------------------------
@@ -294,7 +371,8 @@ def z_loss(
 ) -> Any:
     """The Z-loss of de Brébisson & Vincent (2016): softplus(a (b - z_c)) / a.
 
-    z = (o - mean(o)) / std(o) over each row of (N, D) ``outputs`` (population std), so the loss
+    z = (o - mean(o)) / std(o) over each row of (N, D) ``outputs`` (or one (D,) row with a 0-d
+    target, as cross_entropy's unbatched form) (population std), so the loss
     is invariant to o -> alpha o + beta (alpha > 0). A row whose outputs are all equal has
     z_c := 0 and gradient 0. Returns ``loss`` or ``(loss, grad)``. Not PaLM's "z_loss" term,
     which is ``cross_entropy(lse_square_scale=...)``.
@@ -317,7 +395,8 @@ def spherical_loss(
     return_grad: bool = False,
     num_threads: int | None = None,
 ) -> Any:
-    """Spherical-family losses of (N, D) outputs (Vincent, de Brébisson & Bouthillier 2015).
+    """Spherical-family losses of (N, D) outputs, or one (D,) row with a 0-d target (Vincent,
+    de Brébisson & Bouthillier 2015).
 
     kind "log_spherical": -log(o_c^2 + eps) + log(sum o^2 + D eps); "log_taylor":
     -log(1 + o_c + o_c^2 / 2) + log(D + sum o + sum o^2 / 2); "mse": sum_k (o_k - onehot_k)^2.
@@ -333,21 +412,31 @@ def spherical_loss(
 
 
 def _spherical(o, target, kind, a, b, eps, reduction, return_grad, num_threads):
-    x, fw = _matrix(o, "outputs" if kind == 0 else "o")
     red = _reduction(reduction)
-    hard = _class_indices(target, x.shape[0])
+    threads = check_num_threads(num_threads)
+    result = _core._spherical_loss_any(o, target, kind, a, b, eps, red, bool(return_grad), threads)
+    if result is not None:
+        return result
+    x, fw, unbatched = _scores(o, "outputs" if kind == 0 else "o")
+    hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
     rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
-    value = _core._spherical_loss(
-        x, hard, kind, a, b, eps, red, grad, rows, check_num_threads(num_threads)
-    )
-    loss = _loss_result(value, rows, x.dtype, fw, reduction)
-    return (loss, _wrap(grad, fw)) if return_grad else loss
+    value = _core._spherical_loss(x, hard, kind, a, b, eps, red, grad, rows, threads)
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
+    return (loss, _wrap(_gradient(grad, unbatched), fw)) if return_grad else loss
 
 
 def _normalize(x: Any, axis: int, kind: str, eps: float, num_threads: Any) -> Any:
     from ._arrays import normalize_axis
 
+    threads = check_num_threads(num_threads)
+    if type(axis) is int:  # 1-D and 2-D arrays along their last axis, in _core
+        try:  # TypeError: an axis beyond C's int
+            result = _core._normalize_any(x, axis, _NORMALIZERS[kind], eps, threads)
+        except TypeError:
+            result = None
+        if result is not None:
+            return result
     view, fw = as_input(x, "x")
     arr = _numpy_view(view, fw)
     ax = normalize_axis(axis, arr.ndim)
@@ -394,20 +483,26 @@ def stablemax_cross_entropy(
     return_grad: bool = False,
     num_threads: int | None = None,
 ) -> Any:
-    """-log stablemax(logits)_t per row of (N, V) logits; ``loss`` or ``(loss, grad)``."""
-    x, fw = _matrix(logits, "logits")
+    """-log stablemax(logits)_t per row of (N, V) logits (or of (V,) logits with a 0-d target);
+    ``loss`` or ``(loss, grad)``."""
     red = _reduction(reduction)
-    hard = _class_indices(target, x.shape[0])
+    threads = check_num_threads(num_threads)
+    result = _core._stablemax_cross_entropy_any(logits, target, red, bool(return_grad), threads)
+    if result is not None:
+        return result
+    x, fw, unbatched = _scores(logits, "logits")
+    hard = _class_indices(target, x.shape[0], unbatched)
     grad = np.empty(x.shape, dtype=x.dtype) if return_grad else None
     rows = np.empty(x.shape[0], dtype=x.dtype) if reduction == "none" else None
-    value = _core._stablemax_cross_entropy(x, hard, red, grad, rows, check_num_threads(num_threads))
-    loss = _loss_result(value, rows, x.dtype, fw, reduction)
-    return (loss, _wrap(grad, fw)) if return_grad else loss
+    value = _core._stablemax_cross_entropy(x, hard, red, grad, rows, threads)
+    loss = _loss_result(value, rows, x.dtype, fw, reduction, unbatched)
+    return (loss, _wrap(_gradient(grad, unbatched), fw)) if return_grad else loss
 
 
 # ---- distillation ----------------------------------------------------------------------------
 
 KL_REDUCTIONS = ("batchmean", "sum", "mean", "none")
+_KL_REDUCTION_CODE = {"none": 0, "sum": 1, "mean": 2, "batchmean": 3}  # _core._kl_div_any's
 
 
 def kl_div(
@@ -427,22 +522,28 @@ def kl_div(
     gives probability 0 add 0. The gradient is with respect to the student logits:
     (softmax(s / T) - softmax(t / T)) / T, scaled by the reduction.
     """
-    s, fw = _matrix(student_logits, "student_logits")
-    t, _ = _matrix(teacher_logits, "teacher_logits")
-    _same_dtype(t, s, "teacher_logits")
-    if t.shape != s.shape:
-        raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
     temp = _float_arg(temperature, "temperature", 0.0)
     if temp == 0.0:
         raise ValueError("temperature must be > 0")
-    check_choice(reduction, "reduction", KL_REDUCTIONS)
+    code = _KL_REDUCTION_CODE[check_choice(reduction, "reduction", KL_REDUCTIONS)]
+    threads = check_num_threads(num_threads)
+    result = _core._kl_div_any(
+        student_logits, teacher_logits, temp, code, bool(return_grad), threads
+    )
+    if result is not None:
+        return result
+    s, fw, _ = _scores(student_logits, "student_logits", unbatched_ok=False)
+    t, _, _ = _scores(teacher_logits, "teacher_logits", unbatched_ok=False)
+    _same_dtype(t, s, "teacher_logits")
+    if t.shape != s.shape:
+        raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
     n, v = s.shape
     divisor = {"batchmean": n, "sum": 1, "mean": n * v, "none": 0}[reduction]
     if divisor == 0 and reduction != "none":
         divisor = float("nan")  # the mean of no rows, as in PyTorch (0 would mean "none")
     grad = np.empty(s.shape, dtype=s.dtype) if return_grad else None
     rows = np.empty(n, dtype=s.dtype) if reduction == "none" else None
-    value = _core._kl_div(s, t, temp, float(divisor), grad, rows, check_num_threads(num_threads))
+    value = _core._kl_div(s, t, temp, float(divisor), grad, rows, threads)
     loss = _loss_result(value, rows, s.dtype, fw, "none" if reduction == "none" else "sum")
     return (loss, _wrap(grad, fw)) if return_grad else loss
 
@@ -492,7 +593,7 @@ def hl_gauss_targets(
 def hl_gauss_values(probs: Any, vmin: float, vmax: float) -> Any:
     """Expected value sum_k probs_k * center_k of (N, num_bins) bin probabilities (the
     prediction an HL-Gauss model makes after a softmax over its logits)."""
-    p, fw = _matrix(probs, "probs")
+    p, fw, _ = _scores(probs, "probs", unbatched_ok=False)
     lo, hi = _float_arg(vmin, "vmin"), _float_arg(vmax, "vmax")
     if not lo < hi:
         raise ValueError(f"vmin must be < vmax, got {vmin} and {vmax}")

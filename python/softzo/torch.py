@@ -4,7 +4,8 @@ Importing this module imports torch (an optional dependency: ``import softzo`` n
 Each loss runs :mod:`softzo.losses` once in the forward pass with ``return_grad=True`` on the
 CPU tensors (read without copying, outside autograd), keeps the gradient, and the backward pass
 only scales it by the incoming gradient: no softmax or log-softmax is saved. Logits must be
-float32 or float64 CPU tensors of shape (N, V); other devices and dtypes raise the errors of
+float32 or float64 CPU tensors of shape (N, V), or (V,) with a 0-d target (PyTorch's unbatched
+form, for the class-index losses); other devices and dtypes raise the errors of
 :mod:`softzo.losses`. Gradients flow to the logits (or outputs) only: targets, class weights and
 teacher logits get none. When the logits do not need a gradient (``torch.no_grad()``, or
 ``requires_grad=False``) only the loss is computed. The losses are differentiable once
@@ -33,6 +34,7 @@ __all__ = [
     "CrossEntropyFunction",
     "CrossEntropyLoss",
     "FactoredOutputFunction",
+    "FactoredOutputHead",
     "FactoredOutputLayer",
     "KLDivLoss",
     "KLDivLossFunction",
@@ -57,57 +59,68 @@ __all__ = [
 _increment_version = getattr(torch.autograd.graph, "increment_version", lambda tensor: None)
 
 
-def _forward(
-    ctx: Any,
-    fn: Callable[..., Any],
-    x: torch.Tensor,
-    args: tuple,
-    kwargs: dict,
-    inplace: bool = False,
-) -> torch.Tensor:
-    """Runs ``fn`` with the gradient, saves it on ctx and returns the loss."""
-    if inplace:
-        if x.dim() == 2 and x.shape[1] > 1 and x.stride(1) != 1:
-            raise ValueError(
-                "inplace_backward=True needs logits with a unit-stride class axis, got strides "
-                f"{tuple(x.stride())}; pass logits.contiguous() or inplace_backward=False"
-            )
-        xd = x.detach()
-        loss, grad = fn(xd, *args, grad_out=xd, **kwargs)
-        # The logits now hold the gradient: any other node that saved them must fail loudly.
-        _increment_version(x)
-    else:
-        loss, grad = fn(x, *args, return_grad=True, **kwargs)
+def _save_gradient(ctx: Any, loss: torch.Tensor, grad: torch.Tensor, inplace: bool = False) -> Any:
+    """Keeps the gradient for the backward pass and returns the loss.
+
+    save_for_backward, unlike an attribute of ctx, lets the engine drop its reference once the
+    backward pass is done (without retain_graph): a leaf's AccumulateGrad can then adopt the
+    tensor as .grad instead of copying it.
+    """
     ctx.save_for_backward(grad)
-    ctx.per_row = kwargs["reduction"] == "none"
     ctx.inplace = inplace
     ctx.scaled = False
     return loss
+
+
+def _inplace_forward(ctx: Any, x: torch.Tensor, loss_into: Callable[..., Any]) -> Any:
+    """loss_into(x.detach()), which writes the gradient over the logits' own storage."""
+    if x.dim() == 2 and x.shape[1] > 1 and x.stride(1) != 1:
+        raise ValueError(
+            "inplace_backward=True needs logits with a unit-stride class axis, got strides "
+            f"{tuple(x.stride())}; pass logits.contiguous() or inplace_backward=False"
+        )
+    xd = x.detach()
+    loss, grad = loss_into(xd)
+    # The logits now hold the gradient: any other node that saved them must fail loudly.
+    _increment_version(x)
+    return _save_gradient(ctx, loss, grad, inplace=True)
+
+
+def _scaled_gradient(ctx: Any, grad_output: torch.Tensor) -> tuple:
+    """The saved gradient times grad_output, and None for every other input."""
+    if ctx.scaled:
+        raise RuntimeError(
+            "softzo.torch: the in-place gradient was already scaled by an earlier backward "
+            "pass; inplace_backward=True supports one backward pass per forward pass"
+        )
+    (grad,) = ctx.saved_tensors
+    if grad_output.dim() == 1:  # reduction "none" of batched logits: one scale per row
+        scale = None if bool((grad_output == 1).all()) else grad_output.unsqueeze(1)
+    else:
+        scale = None if grad_output.item() == 1.0 else grad_output
+    if scale is not None:
+        if ctx.inplace:  # the storage is the caller's logits, given up: scale it in place
+            grad = grad.mul_(scale)
+            ctx.scaled = True
+        else:  # a new tensor keeps the saved gradient valid for retain_graph=True
+            grad = grad * scale
+    return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)
+
+
+_scaled_gradient_once = once_differentiable(_scaled_gradient)
 
 
 class _LossFunction(torch.autograd.Function):
     """Backward shared by every loss: the saved gradient times grad_output."""
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple:
-        if ctx.scaled:
-            raise RuntimeError(
-                "softzo.torch: the in-place gradient was already scaled by an earlier backward "
-                "pass; inplace_backward=True supports one backward pass per forward pass"
-            )
-        (grad,) = ctx.saved_tensors
-        if ctx.per_row:
-            scale = None if bool((grad_output == 1).all()) else grad_output.unsqueeze(1)
-        else:
-            scale = None if grad_output.item() == 1.0 else grad_output
-        if scale is not None:
-            if ctx.inplace:  # the storage is the caller's logits, given up: scale it in place
-                grad = grad.mul_(scale)
-                ctx.scaled = True
-            else:  # a new tensor keeps the saved gradient valid for retain_graph=True
-                grad = grad * scale
-        return (grad,) + (None,) * (len(ctx.needs_input_grad) - 1)
+        # The losses are differentiable once. Grad mode is on in a backward pass only under
+        # create_graph=True; once_differentiable (4 us per call here) then makes a second
+        # differentiation raise, as it always did.
+        if torch.is_grad_enabled():
+            return _scaled_gradient_once(ctx, grad_output)
+        return _scaled_gradient(ctx, grad_output)
 
 
 def _needs_grad(x: Any) -> bool:
@@ -133,15 +146,20 @@ class CrossEntropyFunction(_LossFunction):
         inplace_backward: bool,
         num_threads: int | None,
     ) -> torch.Tensor:
-        kwargs = {
-            "weight": weight,
-            "ignore_index": ignore_index,
-            "label_smoothing": label_smoothing,
-            "lse_square_scale": lse_square_scale,
-            "reduction": reduction,
-            "num_threads": num_threads,
-        }
-        return _forward(ctx, losses.cross_entropy, logits, (target,), kwargs, inplace_backward)
+        if inplace_backward:
+
+            def into_logits(x: torch.Tensor) -> Any:
+                return losses._cross_entropy(
+                    x, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+                    False, x, False, num_threads,
+                )  # fmt: skip
+
+            return _inplace_forward(ctx, logits, into_logits)
+        loss, grad = losses._cross_entropy(
+            logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+            True, None, False, num_threads,
+        )  # fmt: skip
+        return _save_gradient(ctx, loss, grad)
 
 
 class ZLossFunction(_LossFunction):
@@ -149,8 +167,11 @@ class ZLossFunction(_LossFunction):
 
     @staticmethod
     def forward(ctx, outputs, target, a, b, reduction, num_threads):
-        kwargs = {"a": a, "b": b, "reduction": reduction, "num_threads": num_threads}
-        return _forward(ctx, losses.z_loss, outputs, (target,), kwargs)
+        loss, grad = losses.z_loss(
+            outputs, target, a=a, b=b, reduction=reduction, return_grad=True,
+            num_threads=num_threads,
+        )  # fmt: skip
+        return _save_gradient(ctx, loss, grad)
 
 
 class StableMaxCrossEntropyFunction(_LossFunction):
@@ -158,8 +179,10 @@ class StableMaxCrossEntropyFunction(_LossFunction):
 
     @staticmethod
     def forward(ctx, logits, target, reduction, num_threads):
-        kwargs = {"reduction": reduction, "num_threads": num_threads}
-        return _forward(ctx, losses.stablemax_cross_entropy, logits, (target,), kwargs)
+        loss, grad = losses.stablemax_cross_entropy(
+            logits, target, reduction=reduction, return_grad=True, num_threads=num_threads
+        )
+        return _save_gradient(ctx, loss, grad)
 
 
 class SphericalLossFunction(_LossFunction):
@@ -167,8 +190,11 @@ class SphericalLossFunction(_LossFunction):
 
     @staticmethod
     def forward(ctx, o, target, kind, eps, reduction, num_threads):
-        kwargs = {"kind": kind, "eps": eps, "reduction": reduction, "num_threads": num_threads}
-        return _forward(ctx, losses.spherical_loss, o, (target,), kwargs)
+        loss, grad = losses.spherical_loss(
+            o, target, kind=kind, eps=eps, reduction=reduction, return_grad=True,
+            num_threads=num_threads,
+        )  # fmt: skip
+        return _save_gradient(ctx, loss, grad)
 
 
 class CompSumLossFunction(_LossFunction):
@@ -176,8 +202,10 @@ class CompSumLossFunction(_LossFunction):
 
     @staticmethod
     def forward(ctx, logits, target, tau, reduction, num_threads):
-        kwargs = {"reduction": reduction, "num_threads": num_threads}
-        return _forward(ctx, losses.comp_sum_loss, logits, (target, tau), kwargs)
+        loss, grad = losses.comp_sum_loss(
+            logits, target, tau, reduction=reduction, return_grad=True, num_threads=num_threads
+        )
+        return _save_gradient(ctx, loss, grad)
 
 
 class KLDivLossFunction(_LossFunction):
@@ -185,8 +213,11 @@ class KLDivLossFunction(_LossFunction):
 
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, temperature, reduction, num_threads):
-        kwargs = {"temperature": temperature, "reduction": reduction, "num_threads": num_threads}
-        return _forward(ctx, losses.kl_div, student_logits, (teacher_logits,), kwargs)
+        loss, grad = losses.kl_div(
+            student_logits, teacher_logits, temperature=temperature, reduction=reduction,
+            return_grad=True, num_threads=num_threads,
+        )  # fmt: skip
+        return _save_gradient(ctx, loss, grad)
 
 
 # ---- functional API --------------------------------------------------------------------------
@@ -206,22 +237,30 @@ def cross_entropy(
 ) -> torch.Tensor:
     """Differentiable :func:`softzo.losses.cross_entropy` (torch's ``F.cross_entropy`` semantics).
 
-    ``target``: (N,) class indices or (N, V) soft targets; ``inplace_backward=True`` overwrites
-    the logits with their gradient in the forward pass (see the module docstring).
+    ``target``: (N,) class indices or (N, V) soft targets; for unbatched (V,) logits a 0-d
+    index or (V,) soft targets, giving a 0-d loss. ``inplace_backward=True`` overwrites the
+    logits with their gradient in the forward pass (see the module docstring).
     """
-    args = (weight, ignore_index, label_smoothing, lse_square_scale, reduction)
-    if not _needs_grad(logits):
-        return losses.cross_entropy(
-            logits,
-            target,
-            weight=weight,
-            ignore_index=ignore_index,
-            label_smoothing=label_smoothing,
-            lse_square_scale=lse_square_scale,
-            reduction=reduction,
-            num_threads=num_threads,
-        )
-    return CrossEntropyFunction.apply(logits, target, *args, bool(inplace_backward), num_threads)
+    return _cross_entropy(
+        logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+        inplace_backward, num_threads,
+    )  # fmt: skip
+
+
+def _cross_entropy(
+    logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+    inplace_backward, num_threads,
+):  # fmt: skip
+    """:func:`cross_entropy` with positional arguments (the module's call)."""
+    if _needs_grad(logits):
+        return CrossEntropyFunction.apply(
+            logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+            bool(inplace_backward), num_threads,
+        )  # fmt: skip
+    return losses._cross_entropy(
+        logits, target, weight, ignore_index, label_smoothing, lse_square_scale, reduction,
+        False, None, False, num_threads,
+    )  # fmt: skip
 
 
 def z_loss(
@@ -319,7 +358,7 @@ def kl_div(
 
 
 class CrossEntropyLoss(torch.nn.Module):
-    """``torch.nn.CrossEntropyLoss`` on softzo's fused kernel, for (N, V) logits.
+    """``torch.nn.CrossEntropyLoss`` on softzo's fused kernel, for (N, V) or unbatched (V,) logits.
 
     ``lse_square_scale`` adds PaLM's ``lse_square_scale * lse**2`` per counted row.
     ``inplace_backward=True`` writes the gradient over the logits' storage in the forward pass
@@ -344,16 +383,10 @@ class CrossEntropyLoss(torch.nn.Module):
         self.inplace_backward = inplace_backward
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return cross_entropy(
-            logits,
-            target,
-            weight=self.weight,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            lse_square_scale=self.lse_square_scale,
-            reduction=self.reduction,
-            inplace_backward=self.inplace_backward,
-        )
+        return _cross_entropy(
+            logits, target, self.weight, self.ignore_index, self.label_smoothing,
+            self.lse_square_scale, self.reduction, self.inplace_backward, None,
+        )  # fmt: skip
 
     def extra_repr(self) -> str:
         return (
@@ -473,7 +506,7 @@ class FactoredOutputFunction(torch.autograd.Function):
         return torch.from_numpy(grad), None, None
 
 
-class FactoredOutputLayer(torch.nn.Module):
+class FactoredOutputHead(torch.nn.Module):
     """The last layer of a model and its loss, trained by its own exact factored SGD (softzo.
     spherical.FactoredOutputLayer, O(dim^2) per example whatever num_classes).
 
@@ -530,3 +563,19 @@ class FactoredOutputLayer(torch.nn.Module):
             f"num_classes={layer.num_classes}, dim={layer.dim}, loss={layer.loss!r}, "
             f"lr={layer.lr}, weight_decay={layer.weight_decay}, dtype={layer.dtype}"
         )
+
+
+class FactoredOutputLayer(FactoredOutputHead):
+    """Deprecated name of :class:`FactoredOutputHead` (``softzo.spherical.FactoredOutputLayer``
+    is the layer itself, a different class); constructing it warns."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        import warnings
+
+        warnings.warn(
+            "softzo.torch.FactoredOutputLayer is now FactoredOutputHead "
+            "(softzo.spherical.FactoredOutputLayer is the layer itself)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        super().__init__(*args, **kwargs)

@@ -438,9 +438,12 @@ def with_odds_strategy(valid, odd):
 # ---- runtime settings --------------------------------------------------------------------------
 
 
-@given(value=st.one_of(st.sampled_from(softzo.info()["isas_available"]).map(
+ISA_NAMES = st.one_of(st.sampled_from(softzo.info()["isas_available"]).map(
     lambda v: Arg(v, VALID)), st.sampled_from(["avx1024", "", None, 2, b"avx2", "AVX2"]).map(
-    lambda v: Arg(v, INVALID))))  # fmt: skip
+    lambda v: Arg(v, INVALID)))  # fmt: skip
+
+
+@given(value=ISA_NAMES)
 def test_set_isa(value):
     before = softzo.info()["isa"]
     call = Call(softzo.set_isa, {"name": value}, positional=("name",))
@@ -450,6 +453,22 @@ def test_set_isa(value):
             assert softzo.info()["isa"] == value.value
     finally:
         softzo.set_isa(before)
+
+
+@given(value=ISA_NAMES)
+def test_using_isa(value):
+    before = softzo.info()["isa"]
+
+    def enter(name):
+        with softzo.using_isa(name):
+            return softzo.info()["isa"]
+
+    def same_isa(result):
+        assert result == value.value, (result, value.value)
+
+    call = Call(enter, {"name": value}, positional=("name",))
+    _count("using_isa", check(call, same_isa))
+    assert softzo.info()["isa"] == before  # the block's setting ends with it
 
 
 @given(value=num_threads_option())

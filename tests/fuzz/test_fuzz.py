@@ -11,7 +11,7 @@ import pytest
 
 HERE = Path(__file__).parent
 AREAS = {
-    "softmax": ["test_softmax_family", "test_set_isa", "test_set_num_threads"],
+    "softmax": ["test_softmax_family", "test_set_isa", "test_using_isa", "test_set_num_threads"],
     "losses": ["test_cross_entropy", "test_row_losses", "test_normalizers", "test_kl_div",
                "test_hl_gauss"],
     "factored": ["test_factored_layer", "test_set_blas_threads"],

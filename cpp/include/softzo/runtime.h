@@ -17,6 +17,10 @@ bool isa_is_emulated(const std::string& name);
 // Switches the kernels of every later call; returns false (and changes nothing) for an ISA
 // that is not available. Meant for tests and benchmarks.
 bool use_isa(const std::string& name);
+// The same for the calling thread's later calls only (and the library's pool threads while they
+// run those calls' tasks), without touching any other thread: "" goes back to the process's
+// ISA. Safe to use from several threads at once, unlike use_isa.
+bool use_isa_in_this_thread(const std::string& name);
 
 int num_threads();            // default thread count of calls that pass 0
 void set_num_threads(int n);  // n >= 1

@@ -6,62 +6,46 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "common/thread_context.h"
+
 namespace softzo {
 namespace {
 
 template <typename T>
 struct Table {
-  const SoftmaxKernels<T>* isa[kNumIsas] = {nullptr, nullptr, nullptr};
+  const SoftmaxKernels<T>* softmax[kNumIsas] = {nullptr, nullptr, nullptr};
   const LossKernels<T>* loss[kNumIsas] = {nullptr, nullptr, nullptr};
   const ZoKernels<T>* zo[kNumIsas] = {nullptr, nullptr, nullptr};
   void set(int i, const SoftmaxKernels<T>* s, const LossKernels<T>* l, const ZoKernels<T>* z) {
-    isa[i] = s;
+    softmax[i] = s;
     loss[i] = l;
     zo[i] = z;
   }
 };
 
-#define SOFTZO_KERNEL_SET(T, dt, sfx)                                                          \
-  SoftmaxKernels<T> {                                                                          \
-    softzo_##dt##_rmax_##sfx, softzo_##dt##_raddexp_##sfx, softzo_##dt##_raddstoreexp_##sfx,   \
-        softzo_##dt##_vscale_##sfx, softzo_##dt##_raddextexp_##sfx,                            \
-        softzo_##dt##_vscaleextexp_##sfx, softzo_##dt##_ronlinesumexp_##sfx,                   \
-        softzo_##dt##_vsubc_##sfx, softzo_##dt##_vexp_##sfx, softzo_##dt##_vsoftmaxgrad_##sfx, \
-        softzo_##dt##_rklgrad_##sfx                                                            \
-  }
+// Each family's table for one ISA, straight from its kernel list.
+#define SOFTZO_SOFTMAX_ENTRY(...) SOFTZO_KERNEL_ENTRY(, __VA_ARGS__)
+#define SOFTZO_LOSS_ENTRY(...) SOFTZO_KERNEL_ENTRY(, __VA_ARGS__)
+#define SOFTZO_ZO_ENTRY(...) SOFTZO_KERNEL_ENTRY(zo_, __VA_ARGS__)
+#define SOFTZO_TABLES(T, dt, isa)                                \
+  static const SoftmaxKernels<T> softmax_##dt##_##isa = {        \
+      SOFTZO_SOFTMAX_KERNELS(SOFTZO_SOFTMAX_ENTRY, T, dt, isa)}; \
+  static const LossKernels<T> loss_##dt##_##isa = {              \
+      SOFTZO_LOSS_KERNELS(SOFTZO_LOSS_ENTRY, T, dt, isa)};       \
+  static const ZoKernels<T> zo_##dt##_##isa = {SOFTZO_ZO_KERNELS(SOFTZO_ZO_ENTRY, T, dt, isa)};
+#define SOFTZO_ISA_TABLES(isa)   \
+  SOFTZO_TABLES(float, f32, isa) \
+  SOFTZO_TABLES(double, f64, isa)
 
-#define SOFTZO_LOSS_SET(T, dt, sfx)                                                      \
-  LossKernels<T> {                                                                       \
-    softzo_##dt##_rdot_##sfx, softzo_##dt##_rsumsqdiff_##sfx, softzo_##dt##_vquad_##sfx, \
-        softzo_##dt##_rstablesum_##sfx, softzo_##dt##_vstable_##sfx                      \
-  }
-
-#define SOFTZO_ZO_SET(T, dt, sfx)                                                     \
-  ZoKernels<T> {                                                                      \
-    softzo_##dt##_zo_fill_##sfx, softzo_##dt##_zo_axpy_##sfx,                         \
-        softzo_##dt##_zo_restore_update_##sfx, softzo_##dt##_zo_mask_build_##sfx,     \
-        softzo_##dt##_zo_axpy_mask_##sfx, softzo_##dt##_zo_restore_update_mask_##sfx, \
-        softzo_##dt##_zo_axpy_diag_##sfx, softzo_##dt##_zo_hizoo_update_##sfx,        \
-        softzo_##dt##_zo_sumsq_##sfx, softzo_##dt##_zo_dot_##sfx                      \
-  }
-
-#define SOFTZO_KERNEL_SETS(sfx)                                                          \
-  static const SoftmaxKernels<float> k_f32_##sfx = SOFTZO_KERNEL_SET(float, f32, sfx);   \
-  static const SoftmaxKernels<double> k_f64_##sfx = SOFTZO_KERNEL_SET(double, f64, sfx); \
-  static const LossKernels<float> l_f32_##sfx = SOFTZO_LOSS_SET(float, f32, sfx);        \
-  static const LossKernels<double> l_f64_##sfx = SOFTZO_LOSS_SET(double, f64, sfx);      \
-  static const ZoKernels<float> z_f32_##sfx = SOFTZO_ZO_SET(float, f32, sfx);            \
-  static const ZoKernels<double> z_f64_##sfx = SOFTZO_ZO_SET(double, f64, sfx);
-
-SOFTZO_KERNEL_SETS(scalar)
+SOFTZO_ISA_TABLES(scalar)
 #if SOFTZO_HAVE_AVX2
-SOFTZO_KERNEL_SETS(avx2)
+SOFTZO_ISA_TABLES(avx2)
 #endif
 #if SOFTZO_HAVE_AVX512
-SOFTZO_KERNEL_SETS(avx512)
+SOFTZO_ISA_TABLES(avx512)
 #endif
 #if SOFTZO_HAVE_AVX512EMU
-SOFTZO_KERNEL_SETS(avx512emu)
+SOFTZO_ISA_TABLES(avx512emu)
 #endif
 
 bool cpu_has_avx2() {
@@ -86,36 +70,34 @@ struct Registry {
     info[0] = {"scalar", true, false};
     info[1] = {"avx2", false, false};
     info[2] = {"avx512", false, false};
-    f32.set(0, &k_f32_scalar, &l_f32_scalar, &z_f32_scalar);
-    f64.set(0, &k_f64_scalar, &l_f64_scalar, &z_f64_scalar);
+    f32.set(0, &softmax_f32_scalar, &loss_f32_scalar, &zo_f32_scalar);
+    f64.set(0, &softmax_f64_scalar, &loss_f64_scalar, &zo_f64_scalar);
 #if SOFTZO_HAVE_AVX2
     if (cpu_has_avx2()) {
-      f32.set(1, &k_f32_avx2, &l_f32_avx2, &z_f32_avx2);
-      f64.set(1, &k_f64_avx2, &l_f64_avx2, &z_f64_avx2);
+      f32.set(1, &softmax_f32_avx2, &loss_f32_avx2, &zo_f32_avx2);
+      f64.set(1, &softmax_f64_avx2, &loss_f64_avx2, &zo_f64_avx2);
       info[1].available = true;
       native = Isa::kAvx2;
     }
 #endif
 #if SOFTZO_HAVE_AVX512
-    if (cpu_has_avx512()) {
-      f32.set(2, &k_f32_avx512, &l_f32_avx512, &z_f32_avx512);
-      f64.set(2, &k_f64_avx512, &l_f64_avx512, &z_f64_avx512);
+    // SOFTZO_EMULATE_AVX512=1 keeps the SIMDe build in the avx512 slot even on AVX-512 hardware,
+    // so its emulation-only code paths can be tested there too.
+    const char* emulate = std::getenv("SOFTZO_EMULATE_AVX512");
+    if (cpu_has_avx512() && !(emulate && std::strcmp(emulate, "1") == 0)) {
+      f32.set(2, &softmax_f32_avx512, &loss_f32_avx512, &zo_f32_avx512);
+      f64.set(2, &softmax_f64_avx512, &loss_f64_avx512, &zo_f64_avx512);
       info[2].available = true;
       native = Isa::kAvx512;
     }
 #endif
 #if SOFTZO_HAVE_AVX512EMU
-    // SIMDe lowers AVX-512 to AVX2 here, so emulation needs an AVX2 CPU. It is registered
-    // where native AVX-512 is absent, or in place of the native kernels when the environment
-    // sets SOFTZO_EMULATE_AVX512=1 (so that the emulated build is tested on AVX-512 machines
-    // too), and is never chosen by default: it exists for the tests.
-    const char* emulate = std::getenv("SOFTZO_EMULATE_AVX512");
-    const bool forced = emulate && std::strcmp(emulate, "1") == 0;
-    if ((!info[2].available || forced) && cpu_has_avx2()) {
-      f32.set(2, &k_f32_avx512emu, &l_f32_avx512emu, &z_f32_avx512emu);
-      f64.set(2, &k_f64_avx512emu, &l_f64_avx512emu, &z_f64_avx512emu);
+    // SIMDe lowers AVX-512 to AVX2 here, so emulation needs an AVX2 CPU. It is registered only
+    // where native AVX-512 is absent and is never chosen by default: it exists for the tests.
+    if (!info[2].available && cpu_has_avx2()) {
+      f32.set(2, &softmax_f32_avx512emu, &loss_f32_avx512emu, &zo_f32_avx512emu);
+      f64.set(2, &softmax_f64_avx512emu, &loss_f64_avx512emu, &zo_f64_avx512emu);
       info[2] = {"avx512", true, true};
-      native = Isa::kAvx2;
     }
 #endif
     // SOFTZO_ISA can only lower the choice.
@@ -147,53 +129,66 @@ const Table<double>& table<double>() {
   return registry().f64;
 }
 
+// The ISA this thread's calls use: its override, else the process's.
+int current_index() {
+  const int o = thread_isa_override();
+  return o >= 0 ? o : registry().current.load(std::memory_order_relaxed);
+}
+
 }  // namespace
 
 template <typename T>
 const SoftmaxKernels<T>& softmax_kernels() {
-  return *table<T>().isa[registry().current.load(std::memory_order_relaxed)];
+  return *table<T>().softmax[current_index()];
 }
-
-template <typename T>
-const SoftmaxKernels<T>* softmax_kernels_for(Isa isa) {
-  return table<T>().isa[static_cast<int>(isa)];
-}
-
 template <typename T>
 const LossKernels<T>& loss_kernels() {
-  return *table<T>().loss[registry().current.load(std::memory_order_relaxed)];
+  return *table<T>().loss[current_index()];
 }
-
+template <typename T>
+const ZoKernels<T>& zo_kernels() {
+  return *table<T>().zo[current_index()];
+}
+template <typename T>
+const SoftmaxKernels<T>* softmax_kernels_for(Isa isa) {
+  return table<T>().softmax[static_cast<int>(isa)];
+}
 template <typename T>
 const LossKernels<T>* loss_kernels_for(Isa isa) {
   return table<T>().loss[static_cast<int>(isa)];
 }
-
 template <typename T>
-const ZoKernels<T>& zo_kernels() {
-  return *table<T>().zo[registry().current.load(std::memory_order_relaxed)];
+const ZoKernels<T>* zo_kernels_for(Isa isa) {
+  return table<T>().zo[static_cast<int>(isa)];
 }
 
-template const ZoKernels<float>& zo_kernels<float>();
-template const ZoKernels<double>& zo_kernels<double>();
-template const LossKernels<float>& loss_kernels<float>();
-template const LossKernels<double>& loss_kernels<double>();
-template const LossKernels<float>* loss_kernels_for<float>(Isa);
-template const LossKernels<double>* loss_kernels_for<double>(Isa);
-template const SoftmaxKernels<float>& softmax_kernels<float>();
-template const SoftmaxKernels<double>& softmax_kernels<double>();
-template const SoftmaxKernels<float>* softmax_kernels_for<float>(Isa);
-template const SoftmaxKernels<double>* softmax_kernels_for<double>(Isa);
+#define SOFTZO_INSTANTIATE_ACCESSORS(T)                          \
+  template const SoftmaxKernels<T>& softmax_kernels<T>();        \
+  template const LossKernels<T>& loss_kernels<T>();              \
+  template const ZoKernels<T>& zo_kernels<T>();                  \
+  template const SoftmaxKernels<T>* softmax_kernels_for<T>(Isa); \
+  template const LossKernels<T>* loss_kernels_for<T>(Isa);       \
+  template const ZoKernels<T>* zo_kernels_for<T>(Isa);
+SOFTZO_INSTANTIATE_ACCESSORS(float)
+SOFTZO_INSTANTIATE_ACCESSORS(double)
 
 IsaInfo isa_info(Isa isa) { return registry().info[static_cast<int>(isa)]; }
 Isa native_isa() { return registry().native; }
-Isa current_isa() { return static_cast<Isa>(registry().current.load()); }
+Isa current_isa() { return static_cast<Isa>(current_index()); }
 
 bool set_current_isa(Isa isa) {
   if (!registry().info[static_cast<int>(isa)].available) return false;
   registry().current.store(static_cast<int>(isa));
   return true;
 }
+
+bool set_thread_isa(Isa isa) {
+  if (!registry().info[static_cast<int>(isa)].available) return false;
+  set_thread_isa_override(static_cast<int>(isa));
+  return true;
+}
+
+void clear_thread_isa() { set_thread_isa_override(-1); }
 
 bool parse_isa(const char* name, Isa* isa) {
   for (int i = 0; i < kNumIsas; ++i) {

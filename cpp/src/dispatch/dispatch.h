@@ -1,4 +1,5 @@
-// Runtime ISA choice: one table of kernel pointers per ISA, picked from CPUID once.
+// Runtime ISA choice: one table of kernel pointers per family and ISA, generated from the
+// family's kernel list and picked from CPUID once.
 #ifndef SOFTZO_DISPATCH_DISPATCH_H_
 #define SOFTZO_DISPATCH_DISPATCH_H_
 
@@ -13,43 +14,18 @@ namespace softzo {
 enum class Isa : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 constexpr int kNumIsas = 3;
 
+// One field per kernel of the list: softmax_kernels<T>().raddexp(...).
 template <typename T>
 struct SoftmaxKernels {
-  T (*rmax)(size_t, const T*, T*);
-  double (*raddexp)(size_t, const T*, double, T);
-  double (*raddstoreexp)(size_t, const T*, T*, double, T);
-  void (*vscale)(size_t, const T*, T*, T);
-  softzo_extexp (*raddextexp)(size_t, const T*, int*);
-  void (*vscaleextexp)(size_t, const T*, T*, double, double);
-  softzo_online (*ronlinesumexp)(size_t, const T*);
-  void (*vsubc)(size_t, const T*, T*, T, T);
-  void (*vexp)(size_t, const T*, T*);
-  double (*vsoftmaxgrad)(size_t, const T*, T*, double, double, T, const T*, const T*, T, T);
-  double (*rklgrad)(size_t, const T*, const T*, T*, double, double, double, double, T, T);
+  SOFTZO_SOFTMAX_KERNELS(SOFTZO_KERNEL_FIELD, T, unused, unused)
 };
-
 template <typename T>
 struct LossKernels {
-  double (*rdot)(size_t, const T*, const T*);
-  double (*rsumsqdiff)(size_t, const T*, T);
-  void (*vquad)(size_t, const T*, T*, T, T, T, T);
-  double (*rstablesum)(size_t, const T*);
-  void (*vstable)(size_t, const T*, T*, T, int);
+  SOFTZO_LOSS_KERNELS(SOFTZO_KERNEL_FIELD, T, unused, unused)
 };
-
 template <typename T>
 struct ZoKernels {
-  void (*fill)(size_t, uint64_t, const softzo_zo_stream*, T*);
-  void (*axpy)(size_t, uint64_t, const softzo_zo_stream*, T, T*);
-  void (*restore_update)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T*);
-  void (*mask_build)(size_t, T, const T*, uint32_t*);
-  void (*axpy_mask)(size_t, uint64_t, const softzo_zo_stream*, T, const uint32_t*, T*);
-  void (*restore_update_mask)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T,
-                              const uint32_t*, T*);
-  void (*axpy_diag)(size_t, uint64_t, const softzo_zo_stream*, T, const T*, T*);
-  void (*hizoo_update)(size_t, uint64_t, const softzo_zo_stream*, T, T, T, T, T, T, T*, T*);
-  double (*sumsq)(size_t, uint64_t, const softzo_zo_stream*);
-  double (*dot)(size_t, uint64_t, const softzo_zo_stream*, const T*);
+  SOFTZO_ZO_KERNELS(SOFTZO_KERNEL_FIELD, T, unused, unused)
 };
 
 struct IsaInfo {
@@ -58,25 +34,31 @@ struct IsaInfo {
   bool emulated;   // AVX-512 through SIMDe on a CPU without AVX-512
 };
 
-// Kernels of the ISA in use (or of an explicitly named one, for tests and benchmarks).
+// The kernels of the ISA in use: this thread's override (set by tests, carried to the pool's
+// threads), else the process's.
 template <typename T>
 const SoftmaxKernels<T>& softmax_kernels();
 template <typename T>
-const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);  // nullptr if unavailable
-template <typename T>
 const LossKernels<T>& loss_kernels();
 template <typename T>
-const LossKernels<T>* loss_kernels_for(Isa isa);  // nullptr if unavailable
-template <typename T>
 const ZoKernels<T>& zo_kernels();
+// The kernels of a named ISA; nullptr if it is unavailable here.
+template <typename T>
+const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);
+template <typename T>
+const LossKernels<T>* loss_kernels_for(Isa isa);
+template <typename T>
+const ZoKernels<T>* zo_kernels_for(Isa isa);
 
 IsaInfo isa_info(Isa isa);
 Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA
-Isa current_isa();  // the ISA in use now
-// Selects any available ISA (an emulated one too); returns false if it is unavailable. Safe
-// while other threads compute: an op reads the ISA when it builds its kernel tables (a call,
-// or a task of rows), so every row is computed by the kernels of one ISA.
+Isa current_isa();  // the ISA in use now (this thread's override included)
+// Selects any available ISA (an emulated one too) for the whole process; false if unavailable.
 bool set_current_isa(Isa isa);
+// Selects an available ISA for this thread's calls only (false if unavailable); see
+// common/thread_context.h.
+bool set_thread_isa(Isa isa);
+void clear_thread_isa();
 bool parse_isa(const char* name, Isa* isa);
 
 }  // namespace softzo

@@ -4,8 +4,9 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
-#include "ops/thread_pool.h"
+#include "ops/exp_sums.h"
 #include "softzo/softmax.h"
 
 namespace softzo {
@@ -18,22 +19,15 @@ constexpr int64_t kChunk = int64_t{1} << 16;
 // Short rows are grouped so one task touches about this many elements (~256 KiB of float32),
 // enough to amortise the atomic counter and small enough to balance 2 threads on 64 rows.
 constexpr int64_t kTaskElements = int64_t{1} << 16;
-constexpr double kLn2 = 0.693147180559945309417;
-constexpr double kLog2e = 1.44269504088896340736;
-// ln 2 split so that e * kLn2Hi is exact for the |e| < 2^21 that two-pass exponents reach: a
-// plain e * ln2 would cost ~1e-16 * |e| absolute, too much for float64 at |x| ~ 1e4.
-constexpr double kLn2Hi = 0x1.62e42feep-1;
-constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
-
 using Op = SoftmaxOp;
 
 int64_t num_chunks(int64_t n) { return n > kSplitThreshold ? (n + kChunk - 1) / kChunk : 1; }
 
-inline double exact_sum(int64_t n, const float* x, float m) {
-  return softzo_f32_raddexpminusmax_exact(static_cast<size_t>(n), x, m);
+inline double exact_rest(int64_t n, const float* x, float m, int64_t skip) {
+  return softzo_f32_raddexpminusmax_exact(static_cast<size_t>(n), x, m, static_cast<size_t>(skip));
 }
-inline double exact_sum(int64_t n, const double* x, double m) {
-  return softzo_f64_raddexpminusmax_exact(static_cast<size_t>(n), x, m);
+inline double exact_rest(int64_t n, const double* x, double m, int64_t skip) {
+  return softzo_f64_raddexpminusmax_exact(static_cast<size_t>(n), x, m, static_cast<size_t>(skip));
 }
 inline void exact_scale(int64_t n, const float* x, float* y, float m, float s) {
   softzo_f32_vscaleexpminusmax_exact(static_cast<size_t>(n), x, y, m, s);
@@ -103,28 +97,57 @@ class RowSolver {
   T three_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
     SmallArray<T> maxima(chunks), minima(chunks);
+    SmallArray<size_t> at(chunks);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      maxima[c] = k_.rmax(len, x + off, &minima[c]);
+      maxima[c] = k_.rmax(len, x + off, &minima[c], &at[c]);
     });
+    int64_t top = 0;  // the first chunk holding the max
     T m = maxima[0], lo = minima[0];
     for (int64_t c = 1; c < chunks; ++c) {
-      m = maxima[c] > m || std::isnan(maxima[c]) ? maxima[c] : m;
+      if (std::isnan(maxima[c]) || maxima[c] > m) {
+        m = maxima[c];
+        top = c;
+      }
       lo = minima[c] < lo ? minima[c] : lo;
     }
     if (!std::isfinite(m)) return special(x, y, n);
-    if (!in_scaled_range(m)) return far_range(x, y, n, m);
+    const int64_t imax = top * kChunk + static_cast<int64_t>(at[top]);
+    if (!in_scaled_range(m)) return far_range(x, y, n, m, imax);
 
-    const double e = std::nearbyint(static_cast<double>(m) * kLog2e);
+    // The max's term is kept apart from the sum of the others in every case (exp_sums.h):
+    // summed in a lane with the max's term, small terms would drop their low bits against it,
+    // which cost softmax outputs up to 4.8 ulp in float64.
+    const double e = exponent_of(m);
     const bool reload = op_ == Op::kSoftmax && algo_ == SoftmaxAlgorithm::kThreePassReload;
     SmallArray<double> sums(chunks);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      sums[c] =
-          reload ? k_.raddstoreexp(len, x + off, y + off, e, lo) : k_.raddexp(len, x + off, e, lo);
+      const size_t ulen = static_cast<size_t>(len);
+      if (c == top) {
+        sums[c] = 0.0;
+      } else if (reload) {  // the stored terms must be at e itself
+        sums[c] = k_.raddstoreexp(ulen, x + off, y + off, e, lo);
+      } else {
+        sums[c] = rest_sum(k_, x + off, ulen, e, lo);
+      }
     });
-    double s = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) s += sums[c];
-    if (!reload) return finish(x, y, n, s, e);
-    const T inv = static_cast<T>(1.0 / s);
+    const int64_t off = top * kChunk, len = chunks == 1 || n - off < kChunk ? n - off : kChunk;
+    const size_t i = static_cast<size_t>(imax - off);
+    ExpSum s;
+    if (reload) {
+      const T* xt = x + off;
+      T* yt = y + off;
+      s.max = static_cast<double>(m);
+      s.e = e;
+      s.term = k_.raddstoreexp(1, xt + i, yt + i, e, m);
+      s.add_rest(k_.raddstoreexp(i, xt, yt, e, lo));
+      s.add_rest(k_.raddstoreexp(static_cast<size_t>(len) - i - 1, xt + i + 1, yt + i + 1, e, lo));
+    } else {
+      s = split_sum(k_, x + off, static_cast<size_t>(len), i, e, lo);
+    }
+    for (int64_t c = 0; c < chunks; ++c) s.add_rest(sums[c]);
+    if (op_ != Op::kSoftmax) return finish_log(x, y, n, s);
+    if (!reload) return finish_softmax(x, y, n, s.normalizer(), e);
+    const T inv = static_cast<T>(1.0 / s.normalizer());
     each_chunk(n, threads_,
                [&](int64_t, int64_t off, int64_t len) { k_.vscale(len, y + off, y + off, inv); });
     return T(0);
@@ -132,25 +155,23 @@ class RowSolver {
 
   T two_pass(const T* x, T* y, int64_t n) {
     const int64_t chunks = num_chunks(n);
-    SmallArray<softzo_extexp> pairs(chunks);
+    SmallArray<ExpSum> parts(chunks);
     SmallArray<int> unsafe(chunks, 0);
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
-      pairs[c] = k_.raddextexp(len, x + off, &unsafe[c]);
+      bool bad = false;
+      parts[c] = blocked_exp_sum(k_, x + off, static_cast<size_t>(len), &bad);
+      unsafe[c] = bad;
     });
-    double e = -INFINITY, m = 0.0;
-    bool safe = true;
-    for (int64_t c = 0; c < chunks; ++c) {
+    ExpSum s = parts[0];
+    bool safe = !unsafe[0];
+    for (int64_t c = 1; c < chunks; ++c) {
       safe = safe && !unsafe[c];
-      if (pairs[c].m == 0.0) continue;
-      if (pairs[c].e > e) {
-        m = e == -INFINITY ? 0.0 : std::ldexp(m, static_cast<int>(e - pairs[c].e));
-        e = pairs[c].e;
-      }
-      m += std::ldexp(pairs[c].m, static_cast<int>(pairs[c].e - e));
+      s = merge(s, parts[c]);
     }
-    // The clamp at -LIMIT is exact only if the row max is 105+ above it (ulp of 2^-149).
-    if (!safe || !(m > 0.0) || e * kLn2 < -SOFTZO_EXTEXP_LIMIT + 110.0) return three_pass(x, y, n);
-    return finish(x, y, n, m, e);
+    // NaN, +inf, all -inf, or a max beyond the scaled range: the exact and special paths.
+    if (!safe || !in_scaled_range(s.max)) return three_pass(x, y, n);
+    if (op_ != Op::kSoftmax) return finish_log(x, y, n, s);
+    return finish_softmax(x, y, n, s.normalizer(), s.e);
   }
 
   T online(const T* x, T* y, int64_t n) {
@@ -159,63 +180,52 @@ class RowSolver {
     each_chunk(n, threads_, [&](int64_t c, int64_t off, int64_t len) {
       parts[c] = k_.ronlinesumexp(len, x + off);
     });
-    double mx = parts[0].max;
-    for (int64_t c = 1; c < chunks; ++c) mx = parts[c].max > mx ? parts[c].max : mx;
-    double s = 0.0;
-    for (int64_t c = 0; c < chunks; ++c) s += parts[c].sum * std::exp(parts[c].max - mx);
-    if (!(std::isfinite(s) && s > 0.0 && in_scaled_range(mx))) return three_pass(x, y, n);
-    // sum * e^mx as m * 2^e: e^(mx - e ln2) with the split ln2 keeps mx's full precision.
-    const double e = std::nearbyint(mx * kLog2e);
-    return finish(x, y, n, s * std::exp((mx - e * kLn2Hi) - e * kLn2Lo), e);
-  }
-
-  static bool in_scaled_range(double m) {
-    return m <= SOFTZO_EXTEXP_LIMIT && m >= -SOFTZO_EXTEXP_LIMIT + 110.0;
-  }
-
-  // The last pass, from sum_i exp(x_i) = m * 2^e.
-  T finish(const T* x, T* y, int64_t n, double m, double e) {
-    const double lse_hi = e * kLn2Hi, lse_lo = std::log(m) + e * kLn2Lo;
-    // c1 = lse rounded to T and c2 the rest: x - c1 is exact where x is near lse.
-    const T c1 = static_cast<T>(lse_hi + lse_lo);
-    switch (op_) {
-      case Op::kLogSumExp:
-        return c1;
-      case Op::kLogSoftmax:
-        write_log_softmax(x, y, n, c1, (lse_hi - static_cast<double>(c1)) + lse_lo);
-        return T(0);
-      case Op::kSoftmax:
-        break;
+    int64_t top = 0;
+    for (int64_t c = 1; c < chunks; ++c) top = parts[c].max > parts[top].max ? c : top;
+    const double mx = parts[top].max;
+    double rest = parts[top].rest;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const double d = parts[c].max - mx;
+      if (c != top && d >= -708.0)
+        rest += (parts[c].rest + 1.0) * softzo_exp_of_difference(parts[c].max, mx);
+      if (std::isnan(parts[c].rest)) rest = NAN;
     }
+    if (!(rest >= 0.0) || !in_scaled_range(mx)) return three_pass(x, y, n);
+    if (op_ != Op::kSoftmax) return finish_log(x, y, n, T(mx), std::log1p(rest));
+    ExpSum s;  // sum_i exp(x_i) * 2^-e = exp(max) * 2^-e * (1 + rest)
+    s.max = mx;
+    s.e = exponent_of(mx);
+    return finish_softmax(x, y, n, s.exact_term() * (1.0 + rest), s.e);
+  }
+
+  T finish_log(const T* x, T* y, int64_t n, const ExpSum& s) {
+    return finish_log(x, y, n, static_cast<T>(s.max), s.log1p_rest());
+  }
+
+  // log_softmax as (x - m) - log1p(rest) (pytorch#11752's order, with lse - m from the rest
+  // alone): never positive, and relatively accurate near 0. logsumexp as m + log1p(rest).
+  T finish_log(const T* x, T* y, int64_t n, T m, double l) {
+    if (op_ == Op::kLogSumExp) return static_cast<T>(static_cast<double>(m) + l);
+    const T lt = static_cast<T>(l);
+    each_chunk(n, threads_,
+               [&](int64_t, int64_t off, int64_t len) { k_.vsubc(len, x + off, y + off, m, lt); });
+    return T(0);
+  }
+
+  // softmax from sum_i exp(x_i) = s * 2^e.
+  T finish_softmax(const T* x, T* y, int64_t n, double s, double e) {
     each_chunk(n, threads_, [&](int64_t, int64_t off, int64_t len) {
-      k_.vscaleextexp(len, x + off, y + off, m, e);
+      k_.vscaleextexp(len, x + off, y + off, s, e);
     });
     return T(0);
   }
 
   // Rows with a finite max beyond +-LIMIT (1e30 entries, rows of only -1e30): exact scalar loops.
-  T far_range(const T* x, T* y, int64_t n, T m) {
-    const double s = exact_sum(n, x, m);
-    switch (op_) {
-      case Op::kLogSumExp:
-        return static_cast<T>(static_cast<double>(m) + std::log(s));
-      case Op::kLogSoftmax:
-        write_log_softmax(x, y, n, m, std::log(s));
-        return T(0);
-      case Op::kSoftmax:
-        break;
-    }
-    exact_scale(n, x, y, m, static_cast<T>(1.0 / s));
+  T far_range(const T* x, T* y, int64_t n, T m, int64_t imax) {
+    const double rest = exact_rest(n, x, m, imax);
+    if (op_ != Op::kSoftmax) return finish_log(x, y, n, m, std::log1p(rest));
+    exact_scale(n, x, y, m, static_cast<T>(1.0 / (1.0 + rest)));
     return T(0);
-  }
-
-  // (x - c1) - c2 rather than x - (c1 + c2): the subtraction nearest x is then exact for the
-  // largest entries (pytorch#11752).
-  void write_log_softmax(const T* x, T* y, int64_t n, T c1, double c2) {
-    const T c2t = static_cast<T>(c2);
-    each_chunk(n, threads_, [&](int64_t, int64_t off, int64_t len) {
-      k_.vsubc(len, x + off, y + off, c1, c2t);
-    });
   }
 
   // Rows whose max is NaN or infinite (scalar, rare): PyTorch's semantics.
@@ -379,18 +389,15 @@ void contiguous(Op op, const T* x, T* y, int64_t rows, int64_t n, const SoftmaxO
 }  // namespace
 
 SoftmaxAlgorithm auto_algorithm(int64_t n, int element_size, SoftmaxOp op) {
-  // log_softmax and logsumexp have no exp in their last pass, and two-pass's blocked first pass
-  // costs what max + sum cost while reading memory once: two-pass, except on rows of at most
-  // 4 KiB, where max + sum on a row already in L1 is up to 16% faster than the blocked pass
-  // (measured on batches of 4M floats; the two are within 5% at 8 KiB).
-  // Softmax: in cache it is compute-bound and reload's one exp per element wins; out of cache it
-  // is bandwidth-bound and two-pass moves 12 instead of 20 bytes per float (bench/results).
-  if (op != SoftmaxOp::kSoftmax) {
-    return n * element_size <= 4096 ? SoftmaxAlgorithm::kThreePassReload
-                                    : SoftmaxAlgorithm::kTwoPass;
-  }
-  return n * element_size <= (int64_t{1} << 20) ? SoftmaxAlgorithm::kThreePassReload
-                                                : SoftmaxAlgorithm::kTwoPass;
+  // Where a row and its output stay in the last-level cache (a row of at most 16 MiB: half of
+  // a 32 MiB L3), the exp is what costs, and three-pass reload evaluates one exp per element
+  // where two-pass evaluates two: measured on Zen 4 (AVX-512 and AVX2, 1 thread) it is 0-8%
+  // faster for log_softmax and logsumexp and 20-50% for softmax on rows of 256 to 4M floats.
+  // Beyond, the passes stream from memory, and two-pass's single read of the row (12 instead of
+  // 20 bytes per float for softmax) wins once the cores share the memory bandwidth.
+  (void)op;
+  return n * element_size <= (int64_t{16} << 20) ? SoftmaxAlgorithm::kThreePassReload
+                                                 : SoftmaxAlgorithm::kTwoPass;
 }
 
 #define SOFTZO_DEFINE_OPS(T)                                                               \

@@ -3,8 +3,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
-#include "ops/thread_pool.h"
 #include "softzo/zo.h"
 
 namespace softzo {

@@ -1,13 +1,15 @@
 // Kernel test hooks: a named ISA's exp, and the exhaustive float32 exp sweep.
 #include "testing/kernel_testing.h"
 
+#include <xmmintrin.h>
+
 #include <cmath>
 #include <cstring>
 #include <mutex>
 #include <vector>
 
+#include "common/thread_pool.h"
 #include "dispatch/dispatch.h"
-#include "ops/thread_pool.h"
 
 namespace softzo {
 namespace testing {
@@ -92,6 +94,15 @@ UlpReport exp_f32_ulp_sweep(const std::string& isa, float lo, float hi) {
   report.ok = true;
   report.count = total;
   return report;
+}
+
+unsigned fp_flags() { return _mm_getcsr() & 0x3Fu; }
+
+void clear_fp_flags() { _mm_setcsr(_mm_getcsr() & ~0x3Fu); }
+
+void set_flush_denormals(bool on) {
+  constexpr unsigned kFtzDaz = 0x8040u;  // bit 15: flush to zero, bit 6: denormals are zero
+  _mm_setcsr(on ? (_mm_getcsr() | kFtzDaz) : (_mm_getcsr() & ~kFtzDaz));
 }
 
 }  // namespace testing

@@ -24,6 +24,14 @@ struct UlpReport {
 // An error is measured in ulps of the float32 result (for results in the normal range).
 UlpReport exp_f32_ulp_sweep(const std::string& isa, float lo, float hi);
 
+// The calling thread's SSE/AVX floating-point status (MXCSR): the sticky exception flags
+// (bit 1: a denormal operand was used, bit 4: a result underflowed), cleared by
+// clear_fp_flags; set_flush_denormals turns FTZ and DAZ on or off. The tests use them to prove
+// that no kernel forms or consumes a subnormal, and that results do not depend on FTZ/DAZ.
+unsigned fp_flags();
+void clear_fp_flags();
+void set_flush_denormals(bool on);
+
 }  // namespace testing
 }  // namespace softzo
 

@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "ops/thread_pool.h"
+#include "common/thread_pool.h"
 
 namespace softzo {
 namespace testing {

@@ -1,10 +1,12 @@
-// AVX-512 loss kernels without exp (float32 and float64): the sums and maps of the spherical
-// family and StableMax. Compiled twice like softmax_avx512.cc: natively (suffix avx512) and on
-// top of SIMDe under SOFTZO_EMULATE_AVX512 (suffix avx512emu), sharing its traits and loops.
+// AVX-512 loss kernels (float32 and float64): the cross-entropy and KL passes on the shared
+// scaled exp, and the sums and maps of the spherical family and StableMax. Compiled twice like
+// softmax_avx512.cc: natively (suffix avx512) and on top of SIMDe under SOFTZO_EMULATE_AVX512
+// (suffix avx512emu), sharing its traits and loops.
+#include <math.h>
 #include <stddef.h>
 
+#include "isa/avx512.h"
 #include "kernels/losses/losses_kernels.h"
-#include "kernels/softmax/softmax_avx512_helpers.h"
 
 namespace {
 
@@ -110,24 +112,176 @@ void vstable(size_t n, const typename A::T* x, typename A::T* y, typename A::T a
   }
 }
 
+// ---- loss passes (cross-entropy, KL) ---------------------------------------------------------
+
+// One vector of cross-entropy pass 2: q = w (b t + c), y = a p - q, and q (x - s) added where
+// q != 0 (NEQ_UQ keeps NaN, drops 0 * -inf). kW / kT: w / t given; kY: y given.
+template <class A, bool kY, bool kW, bool kT>
+struct SoftmaxGradStep {
+  typedef typename A::T T;
+  typedef typename A::V V;
+  const T *x, *w, *t;
+  T* y;
+  ScaledExpTimes<A> p;  // exp(x) * a / (m * 2^e)
+  V b, c, shift;
+  template <bool kTail>
+  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
+    const V xv = load_at<A, kTail>(x + i, k);  // before y (x == y allowed)
+    V q = kT ? A::fmadd(b, load_at<A, kTail>(t + i, k), c) : c;
+    if (kW) q = A::mul(q, load_at<A, kTail>(w + i, k));
+    // The exp is the bulk of the work; passes that want only the loss (y null) skip it.
+    if (kY) store_at<A, kTail>(y + i, k, A::fmsub(p.f(xv), p.s, q));
+    return A::mask_add(acc, A::cmp_neq_uq(q, A::zero()), acc, A::mul(q, A::sub(xv, shift)));
+  }
+};
+
+template <class A, bool kY, bool kW, bool kT>
+double softmaxgrad_q(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
+                     typename A::T a, const typename A::T* w, const typename A::T* t,
+                     typename A::T b, typename A::T c, typename A::T s) {
+  const SoftmaxGradStep<A, kY, kW, kT> f = {
+      x,          w,          t,         y, ScaledExpTimes<A>(e, static_cast<double>(a) / m),
+      A::set1(b), A::set1(c), A::set1(s)};
+  return reduce<A>(n, kFoldBlock, f);
+}
+
+template <class A, bool kY>
+double softmaxgrad_y(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
+                     typename A::T a, const typename A::T* w, const typename A::T* t,
+                     typename A::T b, typename A::T c, typename A::T s) {
+  if (w && t) return softmaxgrad_q<A, kY, true, true>(n, x, y, m, e, a, w, t, b, c, s);
+  if (w) return softmaxgrad_q<A, kY, true, false>(n, x, y, m, e, a, w, t, b, c, s);
+  if (t) return softmaxgrad_q<A, kY, false, true>(n, x, y, m, e, a, w, t, b, c, s);
+  return softmaxgrad_q<A, kY, false, false>(n, x, y, m, e, a, w, t, b, c, s);
+}
+
+template <class A>
+double softmaxgrad(size_t n, const typename A::T* x, typename A::T* y, double m, double e,
+                   typename A::T a, const typename A::T* w, const typename A::T* t, typename A::T b,
+                   typename A::T c, typename A::T s) {
+  if (!w && !t && !(c != 0)) {
+    // q == 0 everywhere (c == 0 and no w that could turn 0 into NaN): a plain scaled exp, sum 0.
+    if (y) map<A>(n, x, y, ScaledExpTimes<A>(e, static_cast<double>(a) / m));
+    return 0.0;
+  }
+  return y ? softmaxgrad_y<A, true>(n, x, y, m, e, a, w, t, b, c, s)
+           : softmaxgrad_y<A, false>(n, x, y, m, e, a, w, t, b, c, s);
+}
+
+// One vector of cross-entropy's last pass after a reload: y = x s - q, x masked out of the
+// multiply where x s would be subnormal.
+template <class A, bool kQ, bool kW, bool kT>
+struct GradFromExpStep {
+  typedef typename A::T T;
+  typedef typename A::V V;
+  const T *x, *w, *t;
+  T* y;
+  V s, thr, b, c;
+  template <bool kTail>
+  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
+    const V xv = load_at<A, kTail>(x + i, k);
+    const V p = A::maskz_mul(A::cmp_nlt_uq(xv, thr), xv, s);
+    V q = A::zero();
+    if (kQ) {
+      q = kT ? A::fmadd(b, load_at<A, kTail>(t + i, k), c) : c;
+      if (kW) q = A::mul(q, load_at<A, kTail>(w + i, k));
+    }
+    store_at<A, kTail>(y + i, k, kQ ? A::sub(p, q) : p);
+    return acc;
+  }
+};
+
+template <class A, bool kQ, bool kW, bool kT>
+void gradfromexp(size_t n, const typename A::T* x, typename A::T* y, typename A::T s,
+                 const typename A::T* w, const typename A::T* t, typename A::T b, typename A::T c) {
+  const typename A::T thr = static_cast<typename A::T>(softzo_flush_threshold(A::kMinNormal, s));
+  const GradFromExpStep<A, kQ, kW, kT> f = {x,          w,         t, y, A::set1(s), A::set1(thr),
+                                            A::set1(b), A::set1(c)};
+  reduce<A>(n, kFoldBlock, f);
+}
+
+template <class A>
+void gradfromexp_q(size_t n, const typename A::T* x, typename A::T* y, typename A::T s,
+                   const typename A::T* w, const typename A::T* t, typename A::T b,
+                   typename A::T c) {
+  if (!(w || t || c != 0)) return gradfromexp<A, false, false, false>(n, x, y, s, w, t, b, c);
+  if (w && t) return gradfromexp<A, true, true, true>(n, x, y, s, w, t, b, c);
+  if (w) return gradfromexp<A, true, true, false>(n, x, y, s, w, t, b, c);
+  if (t) return gradfromexp<A, true, false, true>(n, x, y, s, w, t, b, c);
+  return gradfromexp<A, true, false, false>(n, x, y, s, w, t, b, c);
+}
+
+// One vector of the fused KL pass: p from the teacher t, q from the student s, y = g (q - p),
+// and p ((t - s) - c) added where p != 0 (so -inf teacher logits add 0, not NaN). p and q have
+// 1/m folded into their exponents (never subnormal); q - p is masked out of the multiply by g
+// where g (q - p) would be subnormal.
+template <class A, bool kY>
+struct KlGradStep {
+  typedef typename A::T T;
+  typedef typename A::V V;
+  const T *s, *t;
+  T* y;
+  ScaledExpTimes<A> ps, pt;
+  V g, c, thr;
+  template <bool kTail>
+  SOFTZO_INLINE V step(V acc, size_t i, typename A::K k) const {
+    const V sv = load_at<A, kTail>(s + i, k);  // before y (y == s allowed)
+    const V tv = load_at<A, kTail>(t + i, k);
+    const V p = pt(tv);
+    if (kY) {
+      const V d = A::sub(ps(sv), p);
+      store_at<A, kTail>(y + i, k, A::maskz_mul(A::cmp_nlt_uq(A::abs(d), thr), g, d));
+    }
+    return A::mask_add(acc, A::cmp_neq_uq(p, A::zero()), acc, A::mul(p, A::sub(A::sub(tv, sv), c)));
+  }
+};
+
+template <class A, bool kY>
+double klgrad(size_t n, const typename A::T* s, const typename A::T* t, typename A::T* y, double ms,
+              double es, double mt, double et, typename A::T g, typename A::T c) {
+  const typename A::T thr = static_cast<typename A::T>(softzo_flush_threshold(A::kMinNormal, g));
+  const KlGradStep<A, kY> f = {s,
+                               t,
+                               y,
+                               ScaledExpTimes<A>(es, 1.0 / ms),
+                               ScaledExpTimes<A>(et, 1.0 / mt),
+                               A::set1(g),
+                               A::set1(c),
+                               A::set1(thr)};
+  return reduce<A>(n, kFoldBlock, f);
+}
+
 }  // namespace
 
-#define SOFTZO_DEFINE_LOSS_AVX512(T, dt, A)                                                 \
-  double SOFTZO_FN(dt, rdot)(size_t n, const T* x, const T* w) { return rdot<A>(n, x, w); } \
-  double SOFTZO_FN(dt, rsumsqdiff)(size_t n, const T* x, T c) {                             \
-    const SumSqDiffStep<A> f = {x, A::set1(c)};                                             \
-    return reduce<A>(n, kLossFoldBlock, f);                                                 \
-  }                                                                                         \
-  void SOFTZO_FN(dt, vquad)(size_t n, const T* x, T* y, T h, T c2, T c1, T c0) {            \
-    const Quad<A> f = {A::set1(h), A::set1(c2), A::set1(c1), A::set1(c0)};                  \
-    map<A>(n, x, y, f);                                                                     \
-  }                                                                                         \
-  double SOFTZO_FN(dt, rstablesum)(size_t n, const T* x) {                                  \
-    const StableSumStep<A> f = {x};                                                         \
-    return reduce<A>(n, kLossFoldBlock, f);                                                 \
-  }                                                                                         \
-  void SOFTZO_FN(dt, vstable)(size_t n, const T* x, T* y, T a, int deriv) {                 \
-    vstable<A>(n, x, y, a, deriv);                                                          \
+#define SOFTZO_DEFINE_LOSS_AVX512(T, dt, A)                                                      \
+  double SOFTZO_FN(dt, rdot)(size_t n, const T* x, const T* w) { return rdot<A>(n, x, w); }      \
+  double SOFTZO_FN(dt, rsumsqdiff)(size_t n, const T* x, T c) {                                  \
+    const SumSqDiffStep<A> f = {x, A::set1(c)};                                                  \
+    return reduce<A>(n, kLossFoldBlock, f);                                                      \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vquad)(size_t n, const T* x, T* y, T h, T c2, T c1, T c0) {                 \
+    const Quad<A> f = {A::set1(h), A::set1(c2), A::set1(c1), A::set1(c0)};                       \
+    map<A>(n, x, y, f);                                                                          \
+  }                                                                                              \
+  double SOFTZO_FN(dt, rstablesum)(size_t n, const T* x) {                                       \
+    const StableSumStep<A> f = {x};                                                              \
+    return reduce<A>(n, kLossFoldBlock, f);                                                      \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vstable)(size_t n, const T* x, T* y, T a, int deriv) {                      \
+    vstable<A>(n, x, y, a, deriv);                                                               \
+  }                                                                                              \
+  double SOFTZO_FN(dt, vsoftmaxgrad)(size_t n, const T* x, T* y, double m, double e, T a,        \
+                                     const T* w, const T* t, T b, T c, T s) {                    \
+    return softmaxgrad<A>(n, x, y, m, e, a, w, t, b, c, s);                                      \
+  }                                                                                              \
+  void SOFTZO_FN(dt, vgradfromexp)(size_t n, const T* x, T* y, T s, const T* w, const T* t, T b, \
+                                   T c) {                                                        \
+    gradfromexp_q<A>(n, x, y, s, w, t, b, c);                                                    \
+  }                                                                                              \
+  double SOFTZO_FN(dt, rklgrad)(size_t n, const T* s, const T* t, T* y, double ms, double es,    \
+                                double mt, double et, T g, T c) {                                \
+    return y ? klgrad<A, true>(n, s, t, y, ms, es, mt, et, g, c)                                 \
+             : klgrad<A, false>(n, s, t, y, ms, es, mt, et, g, c);                               \
   }
 
 extern "C" {

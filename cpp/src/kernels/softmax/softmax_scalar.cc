@@ -1,149 +1,30 @@
 // Portable scalar softmax-family kernels: the fallback ISA and the readable reference for the
-// vector files (same range reduction and polynomials; sums and differences carried in double).
+// vector files (same range reduction; exps, sums and differences carried in double).
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 
+#include "isa/scalar.h"
 #include "kernels/softmax/softmax_kernels.h"
 
 namespace {
 
-// exp(x) = p(r) * 2^n with n = round(x log2 e), |r| <= ln2/2. The reduction runs in double,
-// which is exact enough without an FMA (the scalar build has no -mfma).
-inline float exp_poly_f32(double r) {
-  const float rf = static_cast<float>(r);
-  float p = 0x1.0F9F9Cp-7f;
-  p = p * rf + 0x1.573A1Ap-5f;
-  p = p * rf + 0x1.555A80p-3f;
-  p = p * rf + 0x1.FFFDC6p-2f;
-  p = p * rf + 0x1.FFFFF6p-1f;
-  return p * rf + 1.0f;
-}
-
-// Taylor series to degree 13: |r|^14/14! < 4e-18 on |r| <= ln2/2, below double's 1.1e-16.
-inline double exp_poly_f64(double r) {
-  double p = 1.0 / 6227020800.0;  // 1/13!
-  static const double kInvFact[13] = {1.0 / 479001600.0,
-                                      1.0 / 39916800.0,
-                                      1.0 / 3628800.0,
-                                      1.0 / 362880.0,
-                                      1.0 / 40320.0,
-                                      1.0 / 5040.0,
-                                      1.0 / 720.0,
-                                      1.0 / 120.0,
-                                      1.0 / 24.0,
-                                      1.0 / 6.0,
-                                      0.5,
-                                      1.0,
-                                      1.0};
-  for (int i = 0; i < 13; ++i) p = p * r + kInvFact[i];
-  return p;
-}
-
 template <typename T>
-struct Traits;
-
-template <>
-struct Traits<float> {
-  // ln(2^-126): below it the result would be denormal; we flush to 0 like the vector kernels.
-  static constexpr double kMinArg = -87.33654475;
-  static constexpr double kMaxArg = 88.72283906;
-  static constexpr float kLowest = -FLT_MAX;
-  static float poly(double r) { return exp_poly_f32(r); }
-};
-
-template <>
-struct Traits<double> {
-  static constexpr double kMinArg = -708.3964185322641;  // ln(2^-1022)
-  static constexpr double kMaxArg = 709.782712893384;
-  static constexpr double kLowest = -DBL_MAX;
-  static double poly(double r) { return exp_poly_f64(r); }
-};
-
-constexpr double kLog2e = 1.4426950408889634;
-constexpr double kLn2 = 0.6931471805599453;
-// Cody-Waite split: ln2_hi has 32 significant bits, so n * ln2_hi is exact for |n| < 2^21.
-constexpr double kLn2Hi = 0x1.62e42feep-1;
-constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
-
-// Splits exp(x + lo) into p * 2^n; x must be finite and within +-LIMIT, |lo| <= ulp(x)/2.
-// lo is added after n ln2 is subtracted, so the rounding error of a difference passed in it is
-// not amplified by exp.
-template <typename T>
-inline T split_exp(T x, double* n_out, T lo = 0) {
-  const double n = nearbyint(static_cast<double>(x) * kLog2e);
-  const double r = ((static_cast<double>(x) - n * kLn2Hi) - n * kLn2Lo) + static_cast<double>(lo);
-  *n_out = n;
-  return Traits<T>::poly(r);
-}
-
-// exp(hi + lo) for |lo| <= ulp(hi)/2, over the whole domain.
-template <typename T>
-inline T exp_t(T hi, T lo = 0) {
-  if (isnan(hi) || isnan(lo)) return static_cast<T>(NAN);
-  if (hi < Traits<T>::kMinArg) return T(0);
-  if (hi > Traits<T>::kMaxArg) return static_cast<T>(INFINITY);
-  double n;
-  const T p = split_exp(hi, &n, lo);
-  return static_cast<T>(ldexp(static_cast<double>(p), static_cast<int>(n)));
-}
-
-// exp(x - m) with x - m carried exactly as hi + lo (Knuth's TwoSum), so that softmax outputs
-// keep their few-ulp accuracy when |x - m| is large (rounding x - m alone costs up to
-// ulp(|x - m|)/2 of relative accuracy, ~1e-6 at |x - m| = 20 in float32).
-template <typename T>
-inline T exp_minus(T x, T m) {
-  const T hi = x - m;
-  if (!(hi > -INFINITY && hi < INFINITY)) return exp_t<T>(hi);  // -inf, +inf or NaN
-  const T bm = hi - x;
-  const T lo = (x - (hi - bm)) + (-m - bm);
-  return exp_t<T>(hi, lo);
-}
-
-template <typename T>
-T rmax(size_t n, const T* x, T* lo) {
+T rmax(size_t n, const T* x, T* lo, size_t* imax) {
   T m = -INFINITY, mn = INFINITY;
+  size_t at = 0;
   bool nan = false;
   for (size_t i = 0; i < n; ++i) {
     nan = nan || isnan(x[i]);
-    m = x[i] > m ? x[i] : m;
+    if (x[i] > m) {
+      m = x[i];
+      at = i;
+    }
     mn = x[i] < mn ? x[i] : mn;
   }
   *lo = mn;
+  *imax = at;
   return nan ? static_cast<T>(NAN) : m;
-}
-
-// A double sum with Neumaier's compensation: the scalar code has no lanes to spread the
-// rounding over, and float64 rows of 1e5+ terms would otherwise lose ~n * 2^-53 relative.
-struct CompensatedSum {
-  double sum = 0.0, carry = 0.0;
-  void add(double v) {
-    const double t = sum + v;
-    carry += std::fabs(sum) >= std::fabs(v) ? (sum - t) + v : (v - t) + sum;
-    sum = t;
-  }
-  void scale(double f) {  // exact for the powers of two the two-pass code scales by
-    sum *= f;
-    carry *= f;
-  }
-  double value() const { return sum + carry; }
-};
-
-template <typename F>
-inline double double_sum(size_t n, F f) {
-  CompensatedSum acc;
-  for (size_t i = 0; i < n; ++i) acc.add(static_cast<double>(f(i)));
-  return acc.value();
-}
-
-// exp(x) * 2^-e; 0 where that falls below 2^-125 (-inf included). Needs x <= (e + 1) ln2.
-// The test is one branch per element, so raddexp ignores the row minimum the AVX2 code uses.
-template <typename T>
-inline T exp_scaled(T x, double e) {
-  if (!(static_cast<double>(x) >= (e - 125.0) * kLn2)) return T(0);
-  double n;
-  const T p = split_exp(x, &n);
-  return static_cast<T>(ldexp(static_cast<double>(p), static_cast<int>(n - e)));
 }
 
 template <typename T>
@@ -162,58 +43,46 @@ double raddstoreexp(size_t n, const T* x, T* y, double e) {
 
 template <typename T>
 void vscale(size_t n, const T* x, T* y, T s) {
-  for (size_t i = 0; i < n; ++i) y[i] = x[i] * s;
-}
-
-template <typename T>
-softzo_extexp raddextexp(size_t n, const T* x, int* unsafe) {
-  const T limit = static_cast<T>(SOFTZO_EXTEXP_LIMIT);
-  // One running pair in double: E only grows, and M is rescaled by 2^(E - E') when it does.
-  CompensatedSum acc_m;
-  double acc_e = -INFINITY;
+  const double thr = softzo_flush_threshold(Traits<T>::kMinNormal, static_cast<double>(s));
   for (size_t i = 0; i < n; ++i) {
-    T v = x[i];
-    if (!(v <= limit)) {
-      *unsafe = 1;
-      continue;
-    }
-    if (v < -limit) v = -limit;
-    double ni;
-    const T p = split_exp(v, &ni);
-    if (ni > acc_e) {
-      acc_m.scale(acc_e == -INFINITY ? 0.0 : ldexp(1.0, static_cast<int>(acc_e - ni)));
-      acc_e = ni;
-    }
-    acc_m.add(ldexp(static_cast<double>(p), static_cast<int>(ni - acc_e)));
+    const T v = static_cast<double>(x[i]) >= thr ? x[i] * s : T(0);
+    y[i] = v < T(1) ? v : T(1);
   }
-  const double m = acc_m.value();
-  softzo_extexp out = {m, m == 0.0 ? 0.0 : acc_e};
-  return out;
 }
 
 template <typename T>
 void vscaleextexp(size_t n, const T* x, T* y, double m, double e) {
-  const T inv_m = static_cast<T>(1.0 / m);
-  for (size_t i = 0; i < n; ++i) y[i] = exp_scaled<T>(x[i], e) * inv_m;
+  const ScaledExpTimes<T> f(e, 1.0 / m);
+  for (size_t i = 0; i < n; ++i) {
+    const T v = f(x[i]);
+    y[i] = v < T(1) ? v : T(1);
+  }
 }
 
+// The online state (max, rest): the max's own term is the implicit 1. A larger x moves the old
+// max (1) into the rest and rescales it by exp(m - x); anything else adds exp(x - m). Starting
+// at the lowest finite value with rest = -1 (a total of 0) keeps -inf - start = -inf (a 0 term)
+// instead of the NaN that -inf - (-inf) would give on masked stretches.
 template <typename T>
 softzo_online ronlinesumexp(size_t n, const T* x) {
-  // Starting at the lowest finite value, not -inf, keeps -inf - start = -inf (a 0 term)
-  // instead of the NaN that -inf - (-inf) would give on masked stretches.
   T m = Traits<T>::kLowest;
-  CompensatedSum s;
+  CompensatedSum rest;
+  rest.add(-1.0);
   for (size_t i = 0; i < n; ++i) {
     if (isnan(x[i])) {
       softzo_online nan_out = {static_cast<double>(m), NAN};
       return nan_out;
     }
-    const T m_new = x[i] > m ? x[i] : m;
-    if (m_new != m) s.scale(exp_minus<T>(m, m_new));
-    s.add(exp_minus<T>(x[i], m_new));
-    m = m_new;
+    if (x[i] > m) {
+      rest.add(1.0);
+      rest.scale(exp_minus<T>(m, x[i]));
+      m = x[i];
+    } else {
+      rest.add(exp_minus<T>(x[i], m));
+    }
   }
-  softzo_online out = {static_cast<double>(m), s.value()};
+  const double r = rest.value();
+  softzo_online out = {r == -1.0 ? -static_cast<double>(INFINITY) : static_cast<double>(m), r};
   return out;
 }
 
@@ -227,68 +96,35 @@ void vexp(size_t n, const T* x, T* y) {
   for (size_t i = 0; i < n; ++i) y[i] = exp_t<T>(x[i]);
 }
 
-// Cross-entropy pass 2 (see the contract); q_i == 0 terms are skipped so 0 * -inf adds nothing.
-template <typename T>
-double softmaxgrad(size_t n, const T* x, T* y, double m, double e, T a, const T* w, const T* t, T b,
-                   T c) {
-  const double sa = static_cast<double>(a) / m;
-  return double_sum(n, [&](size_t i) {
-    const double xi = static_cast<double>(x[i]);  // read before y[i] (x == y) is written
-    double q = (t ? static_cast<double>(b) * static_cast<double>(t[i]) : 0.0) + c;
-    if (w) q *= static_cast<double>(w[i]);
-    if (y) y[i] = static_cast<T>(static_cast<double>(exp_scaled<T>(x[i], e)) * sa - q);
-    return q != 0.0 ? q * xi : 0.0;
-  });
-}
-
-template <typename T>
-double klgrad(size_t n, const T* s, const T* t, T* y, double ms, double es, double mt, double et,
-              T g, T c) {
-  return double_sum(n, [&](size_t i) {
-    const double si = static_cast<double>(s[i]), ti = static_cast<double>(t[i]);
-    const double p = static_cast<double>(exp_scaled<T>(t[i], et)) / mt;
-    if (y) y[i] = static_cast<T>(g * (static_cast<double>(exp_scaled<T>(s[i], es)) / ms - p));
-    return p != 0.0 ? p * ((ti - si) - c) : 0.0;
-  });
-}
-
 }  // namespace
 
-#define SOFTZO_DEFINE_SCALAR(T, dt)                                                             \
-  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo) { return rmax<T>(n, x, lo); }        \
-  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                      \
-    return raddexp<T>(n, x, e);                                                                 \
-  }                                                                                             \
-  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {           \
-    return raddstoreexp<T>(n, x, y, e);                                                         \
-  }                                                                                             \
-  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); }  \
-  softzo_extexp softzo_##dt##_raddextexp_scalar(size_t n, const T* x, int* unsafe) {            \
-    return raddextexp<T>(n, x, unsafe);                                                         \
-  }                                                                                             \
-  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {      \
-    vscaleextexp<T>(n, x, y, m, e);                                                             \
-  }                                                                                             \
-  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                      \
-    return ronlinesumexp<T>(n, x);                                                              \
-  }                                                                                             \
-  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                     \
-    vsubc<T>(n, x, y, c1, c2);                                                                  \
-  }                                                                                             \
-  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }              \
-  double softzo_##dt##_vsoftmaxgrad_scalar(size_t n, const T* x, T* y, double m, double e, T a, \
-                                           const T* w, const T* t, T b, T c) {                  \
-    return softmaxgrad<T>(n, x, y, m, e, a, w, t, b, c);                                        \
-  }                                                                                             \
-  double softzo_##dt##_rklgrad_scalar(size_t n, const T* s, const T* t, T* y, double ms,        \
-                                      double es, double mt, double et, T g, T c) {              \
-    return klgrad<T>(n, s, t, y, ms, es, mt, et, g, c);                                         \
-  }                                                                                             \
-  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m) {                       \
-    return double_sum(n, [&](size_t i) { return exp_minus<T>(x[i], m); });                      \
-  }                                                                                             \
-  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {            \
-    for (size_t i = 0; i < n; ++i) y[i] = exp_minus<T>(x[i], m) * s;                            \
+#define SOFTZO_DEFINE_SCALAR(T, dt)                                                            \
+  T softzo_##dt##_rmax_scalar(size_t n, const T* x, T* lo, size_t* imax) {                     \
+    return rmax<T>(n, x, lo, imax);                                                            \
+  }                                                                                            \
+  double softzo_##dt##_raddexp_scalar(size_t n, const T* x, double e, T) {                     \
+    return raddexp<T>(n, x, e);                                                                \
+  }                                                                                            \
+  double softzo_##dt##_raddstoreexp_scalar(size_t n, const T* x, T* y, double e, T) {          \
+    return raddstoreexp<T>(n, x, y, e);                                                        \
+  }                                                                                            \
+  void softzo_##dt##_vscale_scalar(size_t n, const T* x, T* y, T s) { vscale<T>(n, x, y, s); } \
+  void softzo_##dt##_vscaleextexp_scalar(size_t n, const T* x, T* y, double m, double e) {     \
+    vscaleextexp<T>(n, x, y, m, e);                                                            \
+  }                                                                                            \
+  softzo_online softzo_##dt##_ronlinesumexp_scalar(size_t n, const T* x) {                     \
+    return ronlinesumexp<T>(n, x);                                                             \
+  }                                                                                            \
+  void softzo_##dt##_vsubc_scalar(size_t n, const T* x, T* y, T c1, T c2) {                    \
+    vsubc<T>(n, x, y, c1, c2);                                                                 \
+  }                                                                                            \
+  void softzo_##dt##_vexp_scalar(size_t n, const T* x, T* y) { vexp<T>(n, x, y); }             \
+  double softzo_##dt##_raddexpminusmax_exact(size_t n, const T* x, T m, size_t skip) {         \
+    return double_sum(n, [&](size_t i) { return i == skip ? T(0) : exp_minus<T>(x[i], m); });  \
+  }                                                                                            \
+  void softzo_##dt##_vscaleexpminusmax_exact(size_t n, const T* x, T* y, T m, T s) {           \
+    for (size_t i = 0; i < n; ++i)                                                             \
+      y[i] = normal_or_zero<T>(static_cast<double>(exp_minus<T>(x[i], m)) * s);                \
   }
 
 extern "C" {

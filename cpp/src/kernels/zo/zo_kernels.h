@@ -70,6 +70,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/kernel_list.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -87,46 +89,49 @@ typedef struct {
   int dist;  // SOFTZO_ZO_RADEMACHER, SOFTZO_ZO_GAUSSIAN or SOFTZO_ZO_SEGMENTED
 } softzo_zo_stream;
 
-#define SOFTZO_DECLARE_ZO_KERNELS(T, dt, isa)                                                      \
-  /* y_i = z_i (materialise: tests, ask/tell). */                                                  \
-  void softzo_##dt##_zo_fill_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, T* y);    \
-  /* theta_i += c z_i (perturb), in place. */                                                      \
-  void softzo_##dt##_zo_axpy_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, T c,      \
-                                   T* theta);                                                      \
-  /* theta_i = (theta_i + c_restore z_i)(1 - lr wd) - lr g z_i: MeZO's restore and update in */    \
-  /* one pass. */                                                                                  \
-  void softzo_##dt##_zo_restore_update_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, \
-                                             T c_restore, T lr, T g, T wd, T* theta);              \
-  /* mask bits: bit i = |theta_i| <= threshold (NaN: 0), ceil(n / 32) words written. */            \
-  void softzo_##dt##_zo_mask_build_##isa(size_t n, T threshold, const T* theta, uint32_t* mask);   \
-  /* zo_axpy on the elements whose mask bit is set. */                                             \
-  void softzo_##dt##_zo_axpy_mask_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, T c, \
-                                        const uint32_t* mask, T* theta);                           \
-  /* zo_restore_update on the elements whose mask bit is set. */                                   \
-  void softzo_##dt##_zo_restore_update_mask_##isa(size_t n, uint64_t offset,                       \
-                                                  const softzo_zo_stream* s, T c_restore, T lr,    \
-                                                  T g, T wd, const uint32_t* mask, T* theta);      \
-  /* theta_i += c z_i / sqrt(sigma_i) (HiZOO's perturbation). */                                   \
-  void softzo_##dt##_zo_axpy_diag_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s, T c, \
-                                        const T* sigma, T* theta);                                 \
-  /* HiZOO's restore, sigma update and step in one pass (see above). */                            \
-  void softzo_##dt##_zo_hizoo_update_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s,   \
-                                           T c_restore, T lr, T g, T wd, T keep, T gain, T* sigma, \
-                                           T* theta);                                              \
-  /* sum_i z_i^2 (exactly n for rademacher), accumulated in double. */                             \
-  double softzo_##dt##_zo_sumsq_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s);       \
-  /* sum_i z_i v_i, accumulated in double (float32 terms are exact there). */                      \
-  double softzo_##dt##_zo_dot_##isa(size_t n, uint64_t offset, const softzo_zo_stream* s,          \
-                                    const T* v);
+// The zeroth-order family's kernels (see kernels/kernel_list.h); their symbols carry "zo_"
+// before the name (softzo_f32_zo_axpy_avx2).
+#define SOFTZO_ZO_KERNELS(X, T, dt, isa)                                                         \
+  /* y_i = z_i (materialise: tests, ask/tell). */                                                \
+  X(void, fill, (size_t n, uint64_t offset, const softzo_zo_stream* s, T* y), dt, isa)           \
+  /* theta_i += c z_i (perturb), in place. */                                                    \
+  X(void, axpy, (size_t n, uint64_t offset, const softzo_zo_stream* s, T c, T* theta), dt, isa)  \
+  /* theta_i = (theta_i + c_restore z_i)(1 - lr wd) - lr g z_i: MeZO's restore and update in */  \
+  /* one pass. */                                                                                \
+  X(void, restore_update,                                                                        \
+    (size_t n, uint64_t offset, const softzo_zo_stream* s, T c_restore, T lr, T g, T wd,         \
+     T* theta),                                                                                  \
+    dt, isa)                                                                                     \
+  /* mask bits: bit i = |theta_i| <= threshold (NaN: 0), ceil(n / 32) words written. */          \
+  X(void, mask_build, (size_t n, T threshold, const T* theta, uint32_t* mask), dt, isa)          \
+  /* axpy on the elements whose mask bit is set. */                                              \
+  X(void, axpy_mask,                                                                             \
+    (size_t n, uint64_t offset, const softzo_zo_stream* s, T c, const uint32_t* mask, T* theta), \
+    dt, isa)                                                                                     \
+  /* restore_update on the elements whose mask bit is set. */                                    \
+  X(void, restore_update_mask,                                                                   \
+    (size_t n, uint64_t offset, const softzo_zo_stream* s, T c_restore, T lr, T g, T wd,         \
+     const uint32_t* mask, T* theta),                                                            \
+    dt, isa)                                                                                     \
+  /* theta_i += c z_i / sqrt(sigma_i) (HiZOO's perturbation). */                                 \
+  X(void, axpy_diag,                                                                             \
+    (size_t n, uint64_t offset, const softzo_zo_stream* s, T c, const T* sigma, T* theta), dt,   \
+    isa)                                                                                         \
+  /* HiZOO's restore, sigma update and step in one pass (see above). */                          \
+  X(void, hizoo_update,                                                                          \
+    (size_t n, uint64_t offset, const softzo_zo_stream* s, T c_restore, T lr, T g, T wd, T keep, \
+     T gain, T* sigma, T* theta),                                                                \
+    dt, isa)                                                                                     \
+  /* sum_i z_i^2 (exactly n for rademacher), accumulated in double. */                           \
+  X(double, sumsq, (size_t n, uint64_t offset, const softzo_zo_stream* s), dt, isa)              \
+  /* sum_i z_i v_i, accumulated in double (float32 terms are exact there). */                    \
+  X(double, dot, (size_t n, uint64_t offset, const softzo_zo_stream* s, const T* v), dt, isa)
 
-#define SOFTZO_DECLARE_ZO_ISA(isa)           \
-  SOFTZO_DECLARE_ZO_KERNELS(float, f32, isa) \
-  SOFTZO_DECLARE_ZO_KERNELS(double, f64, isa)
-
-SOFTZO_DECLARE_ZO_ISA(scalar)
-SOFTZO_DECLARE_ZO_ISA(avx2)
-SOFTZO_DECLARE_ZO_ISA(avx512)
-SOFTZO_DECLARE_ZO_ISA(avx512emu)
+#define SOFTZO_DECLARE_ZO(...) SOFTZO_KERNEL_DECLARE(zo_, __VA_ARGS__)
+#define SOFTZO_DECLARE_ZO_ISA(isa)                      \
+  SOFTZO_ZO_KERNELS(SOFTZO_DECLARE_ZO, float, f32, isa) \
+  SOFTZO_ZO_KERNELS(SOFTZO_DECLARE_ZO, double, f64, isa)
+SOFTZO_FOR_EACH_KERNEL_ISA(SOFTZO_DECLARE_ZO_ISA)
 
 // Philox4x32-10 of one counter (defined in zo_scalar.cc): for the known-answer tests.
 void softzo_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);

@@ -1,6 +1,6 @@
 // Portable scalar zeroth-order kernels: Philox4x32-10 one block at a time, and the readable
-// reference for zo_avx2.cc / zo_avx512.cc, which must reproduce its z bit for bit (the operation
-// sequence is spelled out in zo_kernels.h).
+// reference for the vector kernels (zo_simd.h, instantiated by zo_avx2.cc and zo_avx512.cc),
+// which must reproduce its z bit for bit (the operation sequence is spelled out in zo_kernels.h).
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
