@@ -106,9 +106,10 @@ def _gradient(grad: np.ndarray, unbatched: bool) -> np.ndarray:
     return grad.reshape(grad.shape[1]) if unbatched else grad
 
 
-def _is_soft(target: Any) -> bool:
-    """Soft targets are floats (2-D, or 1-D for unbatched logits); anything else is read as
-    class indices."""
+def _is_soft(target: Any, ndim: int) -> bool:
+    """Soft targets are floats shaped like the logits (``ndim`` dimensions: 2, or 1 for
+    unbatched logits); anything else is read as class indices (a 1-D float list of a batch then
+    raises naming the target's dtype, and [] means no class indices)."""
     dtype = getattr(target, "dtype", None)
     if dtype is None:
         try:
@@ -116,7 +117,7 @@ def _is_soft(target: Any) -> bool:
         except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
             raise TypeError(f"target must be class indices or soft targets: {e}") from None
         dtype = target.dtype
-    return "float" in str(dtype)
+    return "float" in str(dtype) and np.ndim(target) == ndim
 
 
 def _same_dtype(arr: np.ndarray, like: np.ndarray, name: str) -> None:
@@ -216,8 +217,9 @@ def cross_entropy(
         weight: optional (V,) class weights of the logits' dtype.
         return_grad: also return d loss / d logits (for "none": of the sum of row losses);
             ignored rows get 0.
-        grad_out: an array of the logits' shape for the gradient (implies ``return_grad``);
-            ``grad_out=logits`` writes it over the logits in place, with no N x V allocation.
+        grad_out: an array of the logits' shape, unit-stride along the classes, for the
+            gradient (implies ``return_grad``); ``grad_out=logits`` writes it over the logits in
+            place, with no N x V allocation.
         return_lse: also return each row's logsumexp, shape (N,).
 
     Returns:
@@ -269,7 +271,7 @@ def _cross_entropy(
     red = _reduction(reduction)
     threads = check_num_threads(num_threads)
     hard = soft = None
-    if _is_soft(target):
+    if _is_soft(target, 1 if unbatched else 2):
         soft = _numpy_view(*as_input(target, "target"))
         _same_dtype(soft, x, "target")
         shape = (v,) if unbatched else x.shape
