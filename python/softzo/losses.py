@@ -107,7 +107,7 @@ def _gradient(grad: np.ndarray, unbatched: bool) -> np.ndarray:
 
 
 def _is_soft(target: Any, ndim: int) -> bool:
-    """Soft targets are floats shaped like the logits (``ndim`` dimensions: 2, or 1 for
+    """Soft targets are floats of at least the logits' ``ndim`` dimensions (2, or 1 for
     unbatched logits); anything else is read as class indices (a 1-D float list of a batch then
     raises naming the target's dtype, and [] means no class indices)."""
     dtype = getattr(target, "dtype", None)
@@ -117,7 +117,7 @@ def _is_soft(target: Any, ndim: int) -> bool:
         except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
             raise TypeError(f"target must be class indices or soft targets: {e}") from None
         dtype = target.dtype
-    return "float" in str(dtype) and np.ndim(target) == ndim
+    return "float" in str(dtype) and np.ndim(target) >= ndim
 
 
 def _same_dtype(arr: np.ndarray, like: np.ndarray, name: str) -> None:
