@@ -60,6 +60,8 @@ def blas_threads() -> int:
 
 def _dtype(dtype: Any) -> np.dtype:
     """float32 or float64, given as a NumPy dtype, its name, or torch.float32 / torch.float64."""
+    if dtype is None:  # NumPy would read None as float64
+        raise TypeError("dtype must be float32 or float64, got None")
     name = str(dtype).replace("torch.", "")
     try:
         dt = np.dtype(name if name in ("float32", "float64") else dtype)

@@ -541,7 +541,9 @@ def test_factored_layer(data):
             ),
             "dtype",
         ),
-        "seed": data.draw(opt(int_option(st.integers(0, 2**32), invalid_ints=[-1])), "seed"),
+        "seed": data.draw(
+            opt(int_option(st.integers(0, 2**32), invalid_ints=[-1], none_ok=True)), "seed"
+        ),
         "a": data.draw(opt(float_option(st.sampled_from([1.0, 2.0]), [-1.0], [0.0])), "a"),
         "eps": data.draw(opt(float_option(st.sampled_from([1e-6, 0.1]), [-1.0], [0.0])), "eps"),
         "stabilize_every": data.draw(
@@ -564,6 +566,9 @@ def test_factored_layer(data):
     if h.verdict != VALID and hm is not None and np.shape(hm) == (m, d):
         h.verdict = EITHER
     targets = data.draw(target_arg(Arg(np.zeros((m, c)), VALID, np.zeros((m, c))), False), "tg")
+    tv = targets.value
+    if targets.note == "class out of range" and ((tv == -1) | ((tv >= 0) & (tv < c))).all():
+        targets = Arg(tv, VALID, tv, "-1: an unused slot")  # documented, as in dense_step
     w = layer.weight().astype(np.float64)
     step_args = {"h": h, "targets": targets}
     method = data.draw(st.sampled_from(["step", "evaluate", "topk"]), "method")
@@ -610,7 +615,11 @@ def params_arg(draw):
         if draw(st.integers(0, 6)) == 0:
             odd = draw(odd_array(shape=shape))
             items.append(odd.value)
-            verdict = INVALID if odd.verdict == INVALID or verdict == INVALID else EITHER
+            # A 0-d float array is a parameter of one element, updated in place.
+            odd_verdict = (
+                EITHER if isinstance(odd.value, np.ndarray) and odd.note == "0-d" else odd.verdict
+            )
+            verdict = INVALID if odd_verdict == INVALID or verdict == INVALID else EITHER
             notes.append(odd.note or type(odd.value).__name__)
             continue
         a = draw(float_array(shape=shape, lo=-2, hi=2))
@@ -711,7 +720,14 @@ def test_minimize(data):
             "method",
         ),
         "maxfev": data.draw(int_option(st.integers(1, 60), invalid_ints=[0, -5]), "maxfev"),
-        "seed": data.draw(int_option(st.integers(0, 100), invalid_ints=[1.5]), "seed"),
+        # A seed is taken modulo 2^64, as the optimisers' (negative and huge ones too).
+        "seed": data.draw(
+            mostly(
+                st.one_of(st.integers(0, 100), st.none()).map(lambda v: Arg(v, VALID)),
+                st.sampled_from([-1, 2**70]).map(lambda v: Arg(v, EITHER)),
+            ),
+            "seed",
+        ),
         "bounds": data.draw(
             st.sampled_from([Arg(None), Arg([(-1.0, 1.0)] * 3, EITHER), Arg("box", INVALID)]),
             "bounds",

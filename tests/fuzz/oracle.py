@@ -237,13 +237,15 @@ def mostly(draw, valid: st.SearchStrategy, bad: st.SearchStrategy, one_in: int =
     return draw(bad)
 
 
-def int_option(valid: st.SearchStrategy, invalid_ints=()):
-    """An int argument: a valid value, or an int out of range, or not an int at all."""
+def int_option(valid: st.SearchStrategy, invalid_ints=(), none_ok: bool = False):
+    """An int argument: a valid value, or an int out of range, or not an int at all. ``none_ok``:
+    None is valid too (an optional setting such as a seed)."""
+    if none_ok:
+        valid = st.one_of(valid, st.none())
+    not_ints = [1.5, "2", b"1", [1], 2**70, -(2**64)] + ([] if none_ok else [None])
     bad = st.one_of(
         st.sampled_from(list(invalid_ints) or [-(2**70)]).map(lambda v: Arg(v, INVALID)),
-        st.sampled_from([1.5, "2", None, b"1", [1], 2**70, -(2**64)]).map(
-            lambda v: Arg(v, INVALID, note="not an int in range")
-        ),
+        st.sampled_from(not_ints).map(lambda v: Arg(v, INVALID, note="not an int in range")),
         st.sampled_from([True, np.int64(1)]).map(lambda v: Arg(v, EITHER, int(v))),
     )
     return mostly(valid.map(lambda v: Arg(v, VALID, v)), bad)

@@ -80,4 +80,6 @@ def start_point(x0: Any) -> np.ndarray:
         raise TypeError(f"x0 must be an array of real numbers: {e}") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"x0 must hold real numbers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError("x0 must hold at least one number")
     return np.array(arr, dtype=np.float64).reshape(-1)

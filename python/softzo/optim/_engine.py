@@ -72,8 +72,10 @@ class ZerothOrder:
         seed, num_threads, parallel = engine["seed"], engine["num_threads"], engine["parallel"]
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
         check_choice(parallel, "parallel", ("data", "directions"))
-        if not isinstance(num_queries, int) or num_queries < 1:
-            raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}")
+        if not isinstance(num_queries, int) or not 1 <= num_queries < 2**31:
+            raise ValueError(
+                f"num_queries must be an int >= 1 (and below 2**31), got {num_queries!r}"
+            )
         if not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
         try:
