@@ -1,4 +1,4 @@
-// The main() both benchmark binaries share: a short default --benchmark_min_time (each binary
+// The main() every benchmark binary shares: a short default --benchmark_min_time (each binary
 // registers hundreds of benchmarks) unless the command line sets one.
 #ifndef SOFTZO_BENCH_BENCH_MAIN_H_
 #define SOFTZO_BENCH_BENCH_MAIN_H_

@@ -404,8 +404,13 @@ size_t ArrayView::size() const { return element_count(t_.ndim, t_.shape); }
 
 bool ArrayView::take(const DLTensor& t, bool copy_geometry) {
   if (t.device.device_type != nb::device::cpu::value || t.ndim < 0) return false;
+  // The kernels load whole elements: an unaligned array (a NumPy view at an odd byte offset)
+  // takes the general path, which copies an input and refuses an out= by name.
+  const size_t item = t.dtype.bits >= 8 ? t.dtype.bits / 8 : 1;
+  char* data = static_cast<char*>(t.data) + t.byte_offset;
+  if (reinterpret_cast<uintptr_t>(data) % item != 0) return false;
   t_ = t;
-  data_ = static_cast<char*>(t.data) + t.byte_offset;
+  data_ = data;
   strides_ = t.strides;
   const size_t n = static_cast<size_t>(t.ndim);
   if (n > 0 && (copy_geometry || !t.strides)) {

@@ -359,19 +359,21 @@ nb::object normalize_any(nb::handle x_, int axis, int kind, double eps, int num_
 }  // namespace
 
 void def_loss_any(nb::module_& m) {
-  m.def("_cross_entropy_any", &cross_entropy_any, nb::arg("logits"), nb::arg("target").none(),
-        nb::arg("weight").none(), nb::arg("ignore_index"), nb::arg("label_smoothing"),
-        nb::arg("lse_square_scale"), nb::arg("tau"), nb::arg("reduction"), nb::arg("want_grad"),
-        nb::arg("grad_out").none(), nb::arg("want_lse"), nb::arg("num_threads"));
-  m.def("_spherical_loss_any", &spherical_any, nb::arg("outputs"), nb::arg("target").none(),
+  // .none() on every array: None takes the general path, which names the argument.
+  m.def("_cross_entropy_any", &cross_entropy_any, nb::arg("logits").none(),
+        nb::arg("target").none(), nb::arg("weight").none(), nb::arg("ignore_index"),
+        nb::arg("label_smoothing"), nb::arg("lse_square_scale"), nb::arg("tau"),
+        nb::arg("reduction"), nb::arg("want_grad"), nb::arg("grad_out").none(), nb::arg("want_lse"),
+        nb::arg("num_threads"));
+  m.def("_spherical_loss_any", &spherical_any, nb::arg("outputs").none(), nb::arg("target").none(),
         nb::arg("kind"), nb::arg("a"), nb::arg("b"), nb::arg("eps"), nb::arg("reduction"),
         nb::arg("want_grad"), nb::arg("num_threads"));
-  m.def("_stablemax_cross_entropy_any", &stablemax_cross_entropy_any, nb::arg("logits"),
+  m.def("_stablemax_cross_entropy_any", &stablemax_cross_entropy_any, nb::arg("logits").none(),
         nb::arg("target").none(), nb::arg("reduction"), nb::arg("want_grad"),
         nb::arg("num_threads"));
   m.def("_normalize_any", &normalize_any, nb::arg("x").none(), nb::arg("axis"), nb::arg("kind"),
         nb::arg("eps"), nb::arg("num_threads"));
-  m.def("_kl_div_any", &kl_div_any, nb::arg("student"), nb::arg("teacher").none(),
+  m.def("_kl_div_any", &kl_div_any, nb::arg("student").none(), nb::arg("teacher").none(),
         nb::arg("temperature"), nb::arg("reduction"), nb::arg("want_grad"), nb::arg("num_threads"));
 }
 

@@ -47,10 +47,13 @@ def info() -> dict:
 def set_isa(name: str) -> None:
     """Use the kernels of ISA ``name`` (one of ``info()["isas_available"]``) for later calls.
 
-    Meant for tests and benchmarks; an emulated ISA is correct but slow.
+    Meant for tests and benchmarks; an emulated ISA is correct but slow. Safe to call while
+    other threads compute: calls that start afterwards use the new kernels, and a call already
+    running finishes on the kernels it started with (a call reads the ISA once). For one
+    thread's calls alone, use :func:`using_isa`.
     """
-    if not _core.use_isa(name):
-        raise ValueError(f"isa must be one of {_core.available_isas()}; got {name!r}")
+    if not isinstance(name, str) or not _core.use_isa(name):
+        raise ValueError(f"name must be one of the isas {_core.available_isas()}; got {name!r}")
 
 
 @contextlib.contextmanager
@@ -62,8 +65,8 @@ def using_isa(name: str) -> Iterator[None]:
     setting for the whole process) does not allow. Blocks do not nest: leaving one goes back
     to the process's ISA.
     """
-    if not _core.use_isa_in_this_thread(name):
-        raise ValueError(f"isa must be one of {_core.available_isas()}; got {name!r}")
+    if not isinstance(name, str) or not name or not _core.use_isa_in_this_thread(name):
+        raise ValueError(f"name must be one of the isas {_core.available_isas()}; got {name!r}")
     try:
         yield
     finally:

@@ -47,15 +47,30 @@ def as_input(x: Any, name: str) -> tuple[Any, str]:
             raise ValueError(f"{name} is on {sorted(devices)}; softzo runs on the CPU")
         view = x
     else:
-        view = x if isinstance(x, np.ndarray) else np.asarray(x)
+        check_not_masked(x, name)
+        try:
+            view = x if isinstance(x, np.ndarray) else np.asarray(x)
+        except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+            raise TypeError(f"{name} must be an array of float32 or float64: {e}") from None
         if view.dtype.byteorder not in "=|" and view.dtype.newbyteorder("=") != view.dtype:
             raise TypeError(f"{name} must be in native byte order, got dtype {view.dtype.str}")
+        if not view.flags.aligned:  # the kernels load whole elements: one aligned copy
+            view = view.copy()
     dt = dtype_name(view)
     if dt not in SUPPORTED_DTYPES:
         raise TypeError(f"{name} must be float32, float64, float16 or bfloat16, got {dt}")
     if view.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension, got a 0-d array")
     return view, framework
+
+
+def check_not_masked(x: Any, name: str) -> None:
+    """Refuses NumPy masked arrays: softzo reads the data and would silently ignore the mask."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a NumPy masked array, whose mask softzo would ignore; pass "
+            f"{name}.filled(value) (e.g. -inf for masked logits) or {name}.data"
+        )
 
 
 def device_message(name: str, device: Any) -> str:
@@ -94,8 +109,8 @@ def check_num_threads(num_threads: Any) -> int:
         raise TypeError(
             f"num_threads must be an int or None, got {type(num_threads).__name__}"
         ) from None
-    if n < 1:
-        raise ValueError(f"num_threads must be >= 1, got {n}")
+    if not 1 <= n < 2**31:
+        raise ValueError(f"num_threads must be >= 1 (and below 2**31), got {n}")
     return n
 
 
@@ -149,6 +164,8 @@ def check_out(
     elif isinstance(out, np.ndarray):
         if not out.flags.writeable:
             raise ValueError(f"{name} is read-only")
+        if not out.flags.aligned:
+            raise ValueError(f"{name} is not aligned to its element size")
         view = out
     else:
         raise TypeError(f"{name} must be a NumPy array or PyTorch tensor, got {type(out).__name__}")

@@ -72,6 +72,8 @@ def _like_logits(value: Any, name: str, x: np.ndarray, half: str | None) -> np.n
 def _class_indices(target: Any, rows: int, unbatched: bool = False) -> np.ndarray:
     """int64 class indices, one per row: shape (rows,), or () for unbatched logits."""
     view = target.detach().cpu().numpy() if hasattr(target, "detach") else np.asarray(target)
+    if view.size == 0 and isinstance(target, (list, tuple)):
+        view = view.astype(np.int64)  # [] is float64 to NumPy
     if view.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {view.dtype}")
     if unbatched and view.shape != ():
@@ -80,7 +82,7 @@ def _class_indices(target: Any, rows: int, unbatched: bool = False) -> np.ndarra
         )
     if not unbatched and view.shape != (rows,):
         raise ValueError(f"target must have shape ({rows},) to match the rows, got {view.shape}")
-    return np.ascontiguousarray(view, dtype=np.int64).reshape(rows)
+    return np.require(view, np.int64, ["C", "A"]).reshape(rows)  # contiguous, aligned
 
 
 def _per_row(arr: np.ndarray, unbatched: bool) -> np.ndarray:
@@ -92,12 +94,18 @@ def _gradient(grad: np.ndarray, unbatched: bool) -> np.ndarray:
     return grad.reshape(grad.shape[1]) if unbatched else grad
 
 
-def _is_soft(target: Any) -> bool:
+def _is_soft(target: Any, ndim: int) -> bool:
+    """Soft targets are floats of at least the logits' ``ndim`` dimensions (2, or 1 for
+    unbatched logits); anything else is read as class indices (a 1-D float list of a batch then
+    raises naming the target's dtype, and [] means no class indices)."""
     dtype = getattr(target, "dtype", None)
     if dtype is None:
-        target = np.asarray(target)
+        try:
+            target = np.asarray(target)
+        except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+            raise TypeError(f"target must be class indices or soft targets: {e}") from None
         dtype = target.dtype
-    return "float" in str(dtype)
+    return "float" in str(dtype) and np.ndim(target) >= ndim
 
 
 def _float_arg(value: Any, name: str, lo: float | None = None, hi: float | None = None) -> float:
@@ -125,7 +133,7 @@ def _grad_target(
     if half:
         return np.empty(logits.shape, dtype=np.float32), gv
     g = _numpy_view(gv, framework_of(gv)).reshape(logits.shape)
-    if g.shape[1] > 1 and g.strides[1] != g.itemsize:
+    if g.size and g.shape[1] > 1 and g.strides[1] != g.itemsize:
         raise ValueError("grad_out must be unit-stride along the class axis")
     return g, grad_out
 

@@ -30,6 +30,7 @@ from ._arrays import (
     HALF_DTYPES,
     as_input,
     check_choice,
+    check_not_masked,
     check_num_threads,
     dtype_name,
     framework_of,
@@ -111,8 +112,9 @@ def cross_entropy(
         weight: optional (V,) class weights of the logits' dtype.
         return_grad: also return d loss / d logits (for "none": of the sum of row losses);
             ignored rows get 0.
-        grad_out: an array of the logits' shape for the gradient (implies ``return_grad``);
-            ``grad_out=logits`` writes it over the logits in place, with no N x V allocation.
+        grad_out: an array of the logits' shape, unit-stride along the classes, for the
+            gradient (implies ``return_grad``); ``grad_out=logits`` writes it over the logits in
+            place, with no N x V allocation.
         return_lse: also return each row's logsumexp, shape (N,).
 
     Returns:
@@ -164,7 +166,7 @@ def _cross_entropy(
     red = _reduction(reduction)
     threads = check_num_threads(num_threads)
     hard = soft = None
-    if _is_soft(target):
+    if _is_soft(target, 1 if unbatched else 2):
         soft = _like_logits(target, "target", x, half)
         shape = (v,) if unbatched else x.shape
         if soft.shape != shape:
@@ -423,6 +425,8 @@ def kl_div(
         raise ValueError(f"teacher_logits must have shape {s.shape}, got {t.shape}")
     n, v = s.shape
     divisor = {"batchmean": n, "sum": 1, "mean": n * v, "none": 0}[reduction]
+    if divisor == 0 and reduction != "none":
+        divisor = float("nan")  # the mean of no rows, as in PyTorch (0 would mean "none")
     grad = np.empty(s.shape, dtype=s.dtype) if return_grad else None
     rows = np.empty(n, dtype=s.dtype) if reduction == "none" else None
     value = _core._kl_div(s, t, temp, float(divisor), grad, rows, threads)
@@ -445,7 +449,11 @@ def hl_gauss_targets(
     values, else float64), ready as soft targets for :func:`cross_entropy`.
     """
     fw = framework_of(values)
-    arr = values.detach().cpu().numpy() if fw == "torch" else np.asarray(values)
+    check_not_masked(values, "values")
+    try:
+        arr = values.detach().cpu().numpy() if fw == "torch" else np.asarray(values)
+    except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+        raise TypeError(f"values must be an array of real numbers: {e}") from None
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"values must be real numbers, got dtype {arr.dtype}")
     arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64, copy=False)
@@ -455,13 +463,13 @@ def hl_gauss_targets(
     if not lo < hi:
         raise ValueError(f"vmin must be < vmax, got {vmin} and {vmax}")
     bins = _int_arg(num_bins, "num_bins")
-    if bins < 1:
-        raise ValueError(f"num_bins must be >= 1, got {bins}")
+    if not 1 <= bins < 2**31:
+        raise ValueError(f"num_bins must be in [1, 2**31), got {bins}")
     width = (hi - lo) / bins
     sig = 0.75 * width if sigma is None else _float_arg(sigma, "sigma", 0.0)
     if sig == 0.0:
         raise ValueError("sigma must be > 0")
-    arr = np.ascontiguousarray(arr)
+    arr = np.require(arr, requirements=["C", "A"])  # contiguous and aligned
     if not np.isfinite(arr).all():
         raise ValueError("values must be finite")
     out = np.empty((arr.shape[0], bins), dtype=arr.dtype)

@@ -35,7 +35,9 @@ def set_blas_threads(num_threads: int) -> None:
     """
     if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
         raise TypeError(f"num_threads must be an int, got {type(num_threads).__name__}")
-    _factored.set_blas_threads(int(num_threads))  # ValueError below 1
+    if not 1 <= num_threads < 2**31:
+        raise ValueError(f"num_threads must be >= 1 (and below 2**31), got {num_threads}")
+    _factored.set_blas_threads(int(num_threads))
 
 
 def blas_threads() -> int:
@@ -45,6 +47,8 @@ def blas_threads() -> int:
 
 def _dtype(dtype: Any) -> np.dtype:
     """float32 or float64, given as a NumPy dtype, its name, or torch.float32 / torch.float64."""
+    if dtype is None:  # NumPy would read None as float64
+        raise TypeError("dtype must be float32 or float64, got None")
     name = str(dtype).replace("torch.", "")
     try:
         dt = np.dtype(name if name in ("float32", "float64") else dtype)
@@ -74,7 +78,7 @@ def _targets(targets: Any, m: int) -> np.ndarray:
         t = t[:, None]
     if t.ndim != 2 or t.shape[0] != m or t.shape[1] == 0:
         raise ValueError(f"targets must have shape ({m},) or ({m}, K), got {np.shape(targets)}")
-    return np.ascontiguousarray(t, dtype=np.int64)
+    return np.require(t, np.int64, ["C", "A"])  # contiguous and aligned
 
 
 class FactoredOutputLayer:
@@ -123,6 +127,10 @@ class FactoredOutputLayer:
         for name, value in (("num_classes", num_classes), ("dim", dim)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
+        ):
+            raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
         self._dtype = _dtype(dtype)
         self._options = {}
         self._set_options(
@@ -136,7 +144,7 @@ class FactoredOutputLayer:
                 raise ValueError(f"init must have shape ({num_classes}, {dim}), got {w0.shape}")
             if not np.all(np.isfinite(w0)):
                 raise ValueError("init must be finite")
-            w0 = np.ascontiguousarray(w0, dtype=self._dtype)
+            w0 = np.require(w0, self._dtype, ["C", "A"])
         cls = _factored.FactoredLayer32 if self._dtype == np.float32 else _factored.FactoredLayer64
         self._layer = cls(int(num_classes), int(dim), *self._core_options(), init=w0)
         if w0 is None:
@@ -285,7 +293,7 @@ class FactoredOutputLayer:
             raise ValueError(f"grad_s and grad_q must have shape ({m},)")
         grad = np.empty((m, self.dim), dtype=self._dtype)
         self._layer.backward_update(
-            np.ascontiguousarray(ga), np.ascontiguousarray(gs), np.ascontiguousarray(gq), grad
+            *(np.require(g, requirements=["C", "A"]) for g in (ga, gs, gq)), grad
         )
         self._pending = None
         return _wrap(grad, framework)
@@ -364,8 +372,8 @@ def dense_step(
         raise TypeError("weight must be a 2-D NumPy array (updated in place)")
     if weight.dtype not in (np.float32, np.float64):
         raise TypeError(f"weight must be float32 or float64, got {weight.dtype}")
-    if not weight.flags.c_contiguous or not weight.flags.writeable:
-        raise ValueError("weight must be C-contiguous and writeable")
+    if not (weight.flags.c_contiguous and weight.flags.aligned and weight.flags.writeable):
+        raise ValueError("weight must be C-contiguous, aligned and writeable")
     arr, _ = _h(h, weight.shape[1], weight.dtype)
     t = _targets(targets, arr.shape[0])
     loss = check_choice(loss, "loss", LOSSES)

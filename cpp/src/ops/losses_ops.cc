@@ -126,8 +126,10 @@ class CrossEntropy {
  public:
   using T = compute_t<S>;
 
-  explicit CrossEntropy(const CrossEntropyArgs<S>& a)
-      : a_(a), k_(softmax_kernels<T>()), lk_(loss_kernels<T>()), n_(a.classes) {}
+  explicit CrossEntropy(const CrossEntropyArgs<S>& a) : CrossEntropy(a, current_isa()) {}
+  // Both tables from one ISA, even while another thread calls set_isa.
+  CrossEntropy(const CrossEntropyArgs<S>& a, Isa isa)
+      : a_(a), k_(*softmax_kernels_for<T>(isa)), lk_(*loss_kernels_for<T>(isa)), n_(a.classes) {}
 
   double run() {
     check();
@@ -431,7 +433,14 @@ double spherical_row(const SphericalLossArgs<S>& a, const LossKernels<T>& k, int
     // Second moment about mu rounded to T, corrected to the exact mean: sum (o - mu)^2 =
     // sum (o - mu_t)^2 - n (mu - mu_t)^2.
     const double dm = mu - static_cast<double>(mu_t);
-    const double var = (k.rsumsqdiff(static_cast<size_t>(n), o, mu_t) - dn * dm * dm) / dn;
+    double var = (k.rsumsqdiff(static_cast<size_t>(n), o, mu_t) - dn * dm * dm) / dn;
+    // A spread within the rounding of mu (32 ulp: the blocked sums) may be that rounding alone:
+    // float64 [0.99] * 3 has mu 1 ulp off and sigma ~1e-16, which would make z_c +-1. A row of
+    // equal outputs is flat (z_c := 0), as documented; the extra pass runs only on such rows.
+    const double noise = 32.0 * std::numeric_limits<T>::epsilon() * std::fabs(mu);
+    if (var > 0.0 && var <= noise * noise && k.rsumsqdiff(static_cast<size_t>(n), o, o[0]) == 0.0) {
+      var = 0.0;
+    }
     t = zloss_terms(oc, mu, std::isnan(var) ? var : std::sqrt(var > 0.0 ? var : 0.0), dn, a.a, a.b);
     h = mu;
   } else {
@@ -592,8 +601,9 @@ double kl_div(const S* student, int64_t student_stride, const S* teacher, int64_
     throw std::invalid_argument("temperature must be > 0 and finite");
   if (divisor == 0.0 && !row_loss && rows > 0)
     throw std::invalid_argument("row_loss is required for per-row losses");
-  const SoftmaxKernels<T>& k = softmax_kernels<T>();
-  const LossKernels<T>& lk = loss_kernels<T>();
+  const Isa isa = current_isa();  // both tables from one ISA, even while set_isa runs
+  const SoftmaxKernels<T>& k = *softmax_kernels_for<T>(isa);
+  const LossKernels<T>& lk = *loss_kernels_for<T>(isa);
   const double g = divisor == 0.0 ? 1.0 : 1.0 / divisor;
   const double inv_t = 1.0 / temperature;
   std::vector<double> losses(static_cast<size_t>(rows), 0.0);

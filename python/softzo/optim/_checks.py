@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .._arrays import check_not_masked, framework_of
+
 
 def loss_value(value: Any) -> float:
     try:
@@ -58,7 +60,26 @@ def check_count(name: str, value: Any) -> int:
 
 
 def check_positive(name: str, value: Any, allow_zero: bool = False) -> float:
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
     return v
+
+
+def start_point(x0: Any) -> np.ndarray:
+    """x0 as a new 1-D float64 array (a scalar is one coordinate, as in SciPy)."""
+    check_not_masked(x0, "x0")
+    if framework_of(x0) == "torch":
+        x0 = x0.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x0)
+    except (TypeError, ValueError) as e:  # ragged lists, unconvertible objects
+        raise TypeError(f"x0 must be an array of real numbers: {e}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"x0 must hold real numbers, got dtype {arr.dtype}")
+    if arr.size == 0:
+        raise ValueError("x0 must hold at least one number")
+    return np.array(arr, dtype=np.float64).reshape(-1)

@@ -72,11 +72,18 @@ class ZerothOrder:
         seed, num_threads, parallel = engine["seed"], engine["num_threads"], engine["parallel"]
         check_choice(distribution, "distribution", tuple(DISTRIBUTIONS))
         check_choice(parallel, "parallel", ("data", "directions"))
-        if not isinstance(num_queries, int) or num_queries < 1:
-            raise ValueError(f"num_queries must be an int >= 1, got {num_queries!r}")
+        if not isinstance(num_queries, int) or not 1 <= num_queries < 2**31:
+            raise ValueError(
+                f"num_queries must be an int >= 1 (and below 2**31), got {num_queries!r}"
+            )
         if not isinstance(seed, (int, np.integer)):
             raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-        params = list(params)
+        try:
+            params = list(params)
+        except TypeError:
+            raise TypeError(
+                f"params must be an iterable of arrays or of param-group dicts, got {params!r}"
+            ) from None
         if not params:
             raise ValueError("params is empty")
         groups = params if isinstance(params[0], dict) else [{"params": params}]

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from .._arrays import framework_of
+from .._arrays import check_not_masked, framework_of
 
 
 class LowPrecision:
@@ -53,6 +53,7 @@ def flat_view(p: Any, index: int) -> tuple[np.ndarray, LowPrecision | None]:
             return low.master, low
         arr = p.detach().numpy()
     elif isinstance(p, np.ndarray):
+        check_not_masked(p, name)
         arr = p
     else:
         raise TypeError(f"{name} must be a NumPy array or a PyTorch tensor, got {type(p).__name__}")
@@ -62,6 +63,8 @@ def flat_view(p: Any, index: int) -> tuple[np.ndarray, LowPrecision | None]:
         )
     if not arr.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if not arr.flags.aligned:
+        raise ValueError(f"{name} is not aligned to its element size: it is updated in place")
     if not arr.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous: it is updated in place, without a copy")
     if arr.dtype == np.float16:

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._arrays import check_choice
-from ._checks import check_count
+from ._checks import check_count, start_point
 from ._methods import METHODS
 from .spsa import SPSA
 
@@ -73,7 +73,7 @@ def minimize(
     if not isinstance(progress, (bool, dict)):
         raise TypeError(f"progress must be a bool or a dict of tqdm options, got {progress!r}")
     maxfev = check_count("maxfev", maxfev)
-    x = np.array(x0, dtype=np.float64).reshape(-1)
+    x = start_point(x0)
     lo, hi = _bounds(bounds, x.size)
     opts = dict(options or {})
     if opts.get("process_group") is not None:

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from .._arrays import check_choice
+from ._checks import start_point
 from ._engine import PROBE_DIRECTION
 from ._methods import METHODS
 
@@ -40,7 +41,7 @@ class AskTell:
                 "AskTell takes no process_group: its caller evaluates the points (over Ray: "
                 "softzo.distributed.ray)"
             )
-        self.x = np.array(x0, dtype=np.float64).reshape(-1)
+        self.x = start_point(x0)
         self.opt = cls([self.x], **options)
         self._asked = False
         self._probes = 0  # calibration probes among the rows of the last ask()
@@ -90,7 +91,10 @@ class AskTell:
         if not self._asked:
             raise ValueError("tell() needs the values of an ask() first")
         opt = self.opt
-        v = np.asarray(values, dtype=np.float64).reshape(-1)
+        try:
+            v = np.asarray(values, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise TypeError(f"values must be numbers, got {values!r}") from None
         expected = 2 * (self._probes + opt.num_queries)
         if v.size != expected:
             raise ValueError(f"values must hold {expected} numbers, got {v.size}")
