@@ -95,12 +95,18 @@ __attribute__((target("avx512bf16,avx512f,avx512vl,avx512bw"))) void f32tobf16_b
   }
 }
 
+// Cached in a plain int with atomic builtins, not a function-local static: the latter's
+// guarded initialisation emits an exception-handling personality reference, a weak symbol
+// (.ci/check_weak_symbols.sh). 0: not yet asked, 1: no, 2: yes.
 bool cpu_has_avx512_bf16() {
-  static const bool has = [] {
+  static int state = 0;
+  int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+  if (s == 0) {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") != 0;
-  }();
-  return has;
+    s = __builtin_cpu_supports("avx512bf16") ? 2 : 1;
+    __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+  }
+  return s == 2;
 }
 #endif
 
