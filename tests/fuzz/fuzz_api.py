@@ -82,12 +82,14 @@ def axis_arg(draw, ndim):
 
 
 def _compute_dtype(arg: Arg):
-    """The dtype a returned result was computed in, for its tolerance: float32 for float32
-    arrays, whatever their verdict (a broadcast view may be taken or refused), else float64."""
+    """The dtype whose rounding a returned result carries, for its tolerance: float32 or
+    float16 for such arrays, whatever their verdict (a broadcast view may be taken or refused;
+    float16 is taken by the half-precision functions), else float64."""
     try:
-        return np.float32 if as_numpy(arg.value).dtype == np.float32 else np.float64
+        dt = as_numpy(arg.value).dtype
     except Exception:  # noqa: BLE001 - objects NumPy cannot read
         return np.float64
+    return dt.type if dt in (np.float32, np.float16) else np.float64
 
 
 def _shape_of(arg: Arg):
@@ -775,9 +777,9 @@ def test_ask_tell(data):
 
 
 @st.composite
-def tensor_logits(draw):
-    """(N, V) CPU tensors: float32/float64 (maybe requiring grad, maybe non-contiguous), or a
-    dtype the losses refuse (float16, bfloat16, int64), or a NumPy array in disguise."""
+def tensor_logits(draw, half_ok: bool):
+    """(N, V) CPU tensors: float32/float64 (maybe requiring grad, maybe non-contiguous),
+    float16/bfloat16 (valid where ``half_ok``), int64, or a NumPy array in disguise."""
     import torch
 
     shape = draw(st.tuples(st.integers(1, 4), st.integers(1, 9)))
@@ -791,7 +793,8 @@ def tensor_logits(draw):
         t = t.t().contiguous().t()  # non-contiguous rows
     if kind.startswith("float") and kind != "float16" and draw(st.booleans()):
         t.requires_grad_(True)
-    verdict = VALID if kind in ("float32", "float64") else INVALID
+    valid = ("float32", "float64") + (("float16", "bfloat16") if half_ok else ())
+    verdict = VALID if kind in valid else INVALID
     return Arg(t, verdict, t.detach().double().numpy(), kind)
 
 
@@ -805,7 +808,7 @@ def test_torch_functions(data, fn):
     import softzo.torch as szt
     import torch
 
-    logits = data.draw(tensor_logits(), "logits")
+    logits = data.draw(tensor_logits(fn != "stablemax_cross_entropy"), "logits")
     n, v = np.shape(logits.meaning)
     name = {"z_loss": "outputs", "spherical_loss": "o", "kl_div": "student_logits"}.get(
         fn, "logits"
@@ -857,7 +860,7 @@ def test_torch_functions(data, fn):
             ref = rl.ref_comp_sum_loss(x, args["target"].meaning, args["tau"].meaning, red)
         else:
             ref = rl.ref_kl_div(x, args["teacher_logits"].meaning, args["temperature"].meaning, red)
-        dt = as_numpy(result).dtype
+        dt = str(result.dtype) if str(result.dtype) == "torch.bfloat16" else as_numpy(result).dtype
         assert_close(result, ref[0], "loss", dtype=dt, atol_scale=1e3)
         lt = logits.value
         if isinstance(lt, torch.Tensor) and lt.requires_grad:

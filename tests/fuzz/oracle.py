@@ -290,11 +290,14 @@ def with_odds(draw, valid_strategy, odd_strategy, one_in=6):
 
 def as_numpy(result) -> np.ndarray:
     if HAVE_TORCH and type(result).__module__.startswith("torch"):
-        return result.detach().cpu().numpy()
+        t = result.detach().cpu()
+        return (t.float() if str(t.dtype) == "torch.bfloat16" else t).numpy()
     return np.asarray(result)
 
 
 def tolerance(dtype) -> tuple[float, float]:
+    if str(dtype) in ("bfloat16", "torch.bfloat16"):  # 8 significant bits
+        return 1.6e-2, 1e-3
     dt = np.dtype(dtype)
     if dt == np.float64:
         return 1e-10, 1e-12
