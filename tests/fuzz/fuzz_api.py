@@ -536,8 +536,11 @@ def test_factored_layer(data):
             opt(
                 mostly(
                     st.sampled_from([np.float32, np.float64, "float32", "float64"]).map(Arg),
-                    st.sampled_from([np.float16, np.int32, "float128", None, "f"]).map(
-                        lambda v: Arg(v, INVALID)
+                    st.one_of(
+                        st.sampled_from([np.float16, np.int32, "float128", None]).map(
+                            lambda v: Arg(v, INVALID)
+                        ),
+                        st.just(Arg("f", EITHER, note="NumPy's code for float32")),
                     ),
                 )
             ),
@@ -596,7 +599,13 @@ def test_factored_layer(data):
         loss = result[0] if method == "step" else result
         assert_close(np.float64(loss), ref_loss, "loss", dtype=ldt, atol_scale=1e3)
         if method == "step":
-            assert_close(result[1], ref_grad, "grad", dtype=ldt, atol_scale=1e3)
+            # The Z-loss standardises o: its gradient carries rounding amplified by |o| / std(o)
+            # (two classes: the loss is constant in h, both gradients are rounding noise).
+            o = hv @ w.T
+            cond = 1.0
+            if layer.loss == "z_loss" and o.size:
+                cond = max(1.0, float(np.abs(o).max() / max(o.std(axis=1).min(), 1e-300)))
+            assert_close(result[1], ref_grad, "grad", dtype=ldt, atol_scale=1e3 * cond)
 
     call = Call(getattr(layer, method), step_args, positional=tuple(step_args))
     _count(f"FactoredOutputLayer.{method}", check(call, compare))
