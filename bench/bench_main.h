@@ -1,5 +1,6 @@
-// The main() every benchmark binary shares: a short default --benchmark_min_time (each binary
-// registers hundreds of benchmarks) unless the command line sets one.
+// The main() every benchmark binary shares: the ISA softzo picked as a context field, and a
+// short default --benchmark_min_time (each binary registers hundreds of benchmarks) unless the
+// command line sets one.
 #ifndef SOFTZO_BENCH_BENCH_MAIN_H_
 #define SOFTZO_BENCH_BENCH_MAIN_H_
 
@@ -7,6 +8,8 @@
 
 #include <cstring>
 #include <vector>
+
+#include "softzo/runtime.h"
 
 inline int run_benchmarks(int argc, char** argv, void (*register_all)()) {
   static char default_min_time[] = "--benchmark_min_time=0.05";
@@ -19,6 +22,7 @@ inline int run_benchmarks(int argc, char** argv, void (*register_all)()) {
   int args_count = static_cast<int>(args.size());
   args.push_back(nullptr);
 
+  benchmark::AddCustomContext("softzo_default_isa", softzo::current_isa_name());
   register_all();
   benchmark::Initialize(&args_count, args.data());
   if (benchmark::ReportUnrecognizedArguments(args_count, args.data())) return 1;

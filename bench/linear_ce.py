@@ -20,8 +20,8 @@ the repository root.
    PyTorch's three (logits, d/dh, d/dW) as ``torch.matmul``.
 2. bfloat16 softmax and cross-entropy (loss and gradient) on torch bfloat16 tensors at
    (64, 32000) and (8, 128256), 1 thread each, against ``torch.softmax`` and
-   ``F.cross_entropy`` + ``backward()`` in bfloat16: in one process, interleaved, each time the
-   minimum over repetitions of a batch's mean.
+   ``F.cross_entropy`` + ``backward()`` in bfloat16: in one process, interleaved by
+   ``_common.measure`` (each time the minimum over repetitions of a batch's mean).
 
 Writes a Markdown table (the CPU, the date and the command above it) to ``--out``
 (a directory; default ``bench/results/``) as ``linear_ce.md`` (``linear_ce_<part>.md`` for one part).
@@ -38,7 +38,17 @@ import sys
 import time
 from pathlib import Path
 
-from ._common import RESULTS, load, provenance, reset_peak_memory, status_kib, warn_if_loaded, write
+from ._common import (
+    RESULTS,
+    Candidate,
+    load,
+    measure,
+    provenance,
+    reset_peak_memory,
+    status_kib,
+    warn_if_loaded,
+    write,
+)
 
 THREADS = 2
 # The bfloat16 kernels take a millisecond: on 1 thread each, since a 2-thread pool on a shared
@@ -187,17 +197,6 @@ def run_linear(sizes, reps) -> list[str]:
     return lines
 
 
-def _timed(fn, reps: int, batch: int) -> float:
-    """The minimum over reps of the mean time of `batch` calls (seconds)."""
-    best = float("inf")
-    for _ in range(reps):
-        start = time.perf_counter()
-        for _ in range(batch):
-            fn()
-        best = min(best, (time.perf_counter() - start) / batch)
-    return best
-
-
 def _bf16_cases(x, t) -> dict:
     """(softzo, PyTorch) callables of each bfloat16 case on logits x and targets t."""
     import torch
@@ -223,17 +222,13 @@ def run_bf16(quick: bool) -> list[str]:
 
     torch.set_num_threads(BF16_THREADS)
     lines = ["| case | softzo | PyTorch bfloat16 | speed-up |", "|---|---|---|---|"]
-    reps, batch = (3, 3) if quick else (15, 10)
+    reps = 3 if quick else 15
     for n, v in BF16_SHAPES[:1] if quick else BF16_SHAPES:
         x = (torch.randn(n, v) * 3).to(torch.bfloat16)
         t = torch.randint(0, v, (n,))
         for name, (ours, theirs) in _bf16_cases(x, t).items():
-            ours(), theirs()
-            times = {"softzo": [], "torch": []}
-            for _ in range(reps):  # interleaved
-                times["softzo"].append(_timed(ours, 1, batch))
-                times["torch"].append(_timed(theirs, 1, batch))
-            a, b = min(times["softzo"]), min(times["torch"])
+            best = measure({"softzo": Candidate(ours), "torch": Candidate(theirs)}, reps, 0.0)
+            a, b = best["softzo"], best["torch"]
             lines.append(
                 f"| {name}, {n} x {v} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {b / a:.2f}x |"
             )

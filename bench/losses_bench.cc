@@ -211,7 +211,6 @@ void register_dtype(const char* dtype) {
 }
 
 void register_all() {
-  benchmark::AddCustomContext("softzo_default_isa", softzo::current_isa_name());
   register_dtype<float>("f32");
   register_dtype<double>("f64");
 }

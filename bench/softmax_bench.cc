@@ -283,7 +283,6 @@ void register_all() {
     isa_list += (isa_list.empty() ? "" : ",") + isas.back().label;
   }
   benchmark::AddCustomContext("softzo_isas", isa_list);
-  benchmark::AddCustomContext("softzo_default_isa", softzo::current_isa_name());
 
   std::vector<Shape> f32_shapes(std::begin(kSingleRows), std::end(kSingleRows));
   f32_shapes.insert(f32_shapes.end(), std::begin(kBatches), std::end(kBatches));
