@@ -70,7 +70,9 @@ def test_value_and_auto_tables(times):
     for row in rows:
         ratios = [float(v.rstrip("x")) for v in row[4:-2]]
         assert len(ratios) == len(_common.DISTRIBUTIONS) - 1
-        assert row[-1] == ("yes" if max(ratios) <= ib.VALUE_BOUND else "NO")
+        # The table rounds ratios to 2 decimals: at the bound itself either verdict is right.
+        if abs(max(ratios) - ib.VALUE_BOUND) > 0.005:
+            assert row[-1] == ("yes" if max(ratios) <= ib.VALUE_BOUND else "NO")
     _, rows = rows_of(part(report, "### Does auto pick within 5%"))
     assert len(rows) == len(ib.OPS) * len(isas)
     for row in rows:

@@ -76,7 +76,9 @@ def test_value_independence_table(results):
         for row in rows:
             ratios = [float(v.rstrip("x")) for v in row[4 : 4 + len(others)]]
             assert float(row[-2].rstrip("x")) == pytest.approx(max(ratios), abs=0.006)
-            assert row[-1] == ("yes" if max(ratios) <= sb.VALUE_BOUND else "NO")
+            # The table rounds ratios to 2 decimals: at the bound itself either verdict is right.
+            if abs(max(ratios) - sb.VALUE_BOUND) > 0.005:
+                assert row[-1] == ("yes" if max(ratios) <= sb.VALUE_BOUND else "NO")
 
 
 def test_per_call_table_has_every_framework():
