@@ -22,6 +22,18 @@ constexpr double kLog2e = 1.44269504088896340736;
 constexpr double kLn2Hi = 0x1.62e42feep-1;  // e * kLn2Hi is exact for |e| < 2^21
 constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
 
+// The precision a row's final log1p and lse are taken in: double for float rows; for double
+// rows long double, which is wider on x86-64 (x87's 64-bit mantissa: logsumexp then rounds
+// once) and the same as double elsewhere (the TwoSum in softmax_ops.cc still holds there).
+template <typename T>
+struct Wide {
+  typedef double type;
+};
+template <>
+struct Wide<double> {
+  typedef long double type;
+};
+
 // sum_i exp(x_i) = 2^e * (exp(max) 2^-e + rest): term = exp(max) * 2^-e as the kernels compute
 // it (to sum the parts of a row), rest = the other elements' terms. Empty (or only -inf so far):
 // max = -inf, term = rest = 0.
@@ -49,12 +61,14 @@ struct ExpSum {
   double normalizer() const { return exact_term() + rest_value(); }
   // lse - max, relatively accurate however small: the max's own term counts exactly 1 (two-
   // element rows: 4.3 -> 2.5 ulp against the kernels' term).
-  double log1p_rest() const {
+  double log1p_rest() const { return std::log1p(rest_ratio()); }
+  // The others' terms over the max's own: lse - max = log1p(rest_ratio()).
+  double rest_ratio() const {
     const double r = rest_value();
     // A rest below 2^-1020 (float64 rows only) is within the stated flush floor: 0, rather
     // than a subnormal quotient.
     if (!(r >= 0x1p-1020)) return r == r ? 0.0 : r;
-    return std::log1p(r / exact_term());
+    return r / exact_term();
   }
 };
 

@@ -56,7 +56,7 @@ inline double exact_rest(int64_t n, const double* x, double m, int64_t skip) {
 
 struct RowLse {
   ExpSum sum;
-  double max = 0, l = 0;
+  double max = 0, l = 0, q = 0;  // l = log1p(q), q = the others' terms over the max's
   bool ok = false;
   double value() const { return max + l; }
 };
@@ -68,7 +68,8 @@ RowLse row_lse(const SoftmaxKernels<T>& k, const T* x, int64_t n) {
   r.sum = blocked_exp_sum(k, x, static_cast<size_t>(n), &unsafe);
   if (unsafe || !in_scaled_range(r.sum.max)) return r;
   r.max = r.sum.max;
-  r.l = r.sum.log1p_rest();
+  r.q = r.sum.rest_ratio();
+  r.l = std::log1p(r.q);
   r.ok = true;
   return r;
 }
@@ -77,7 +78,7 @@ RowLse row_lse(const SoftmaxKernels<T>& k, const T* x, int64_t n) {
 // exactly (scalar kernels). NaN for rows with a NaN, +inf for a +inf (PyTorch's NaN loss is
 // decided by the caller), -inf for all -inf rows; *max_out and *l_out hold M and the log1p.
 template <typename T>
-double slow_lse(const T* x, int64_t n, T* max_out, double* l_out) {
+double slow_lse(const T* x, int64_t n, T* max_out, double* l_out, double* q_out = nullptr) {
   T m = -INFINITY;
   int64_t at = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -90,7 +91,9 @@ double slow_lse(const T* x, int64_t n, T* max_out, double* l_out) {
   *max_out = m;
   *l_out = 0.0;
   if (std::isinf(m)) return m;  // +inf, or -inf for an all -inf row
-  *l_out = std::log1p(exact_rest(n, x, m, at));
+  const double q = exact_rest(n, x, m, at);
+  if (q_out) *q_out = q;
+  *l_out = std::log1p(q);
   return static_cast<double>(m) + *l_out;
 }
 
@@ -273,11 +276,12 @@ class CrossEntropy {
       lse = row_lse(k_, x, n_);
     }
     T xmax = 0;
-    double l = 0.0;
-    const double lse_v = lse.ok ? lse.value() : slow_lse(x, n_, &xmax, &l);
+    double l = 0.0, q = 0.0;
+    const double lse_v = lse.ok ? lse.value() : slow_lse(x, n_, &xmax, &l, &q);
     if (lse.ok) {
       xmax = static_cast<T>(lse.max);
       l = lse.l;
+      q = lse.q;
     }
     if (a_.lse) a_.lse[r] = from_double<S>(lse_v);
     if (ignored) {
@@ -289,8 +293,11 @@ class CrossEntropy {
     // Row loss, as a sum of terms that are >= 0 for non-negative weights and targets (so it is
     // never negative, and relatively accurate near 0): with lse = M + l,
     //   coef (lse - x_t) + sum_j q_j (lse - x_j) = coef (M - x_t) + mass l - sum_j q_j (x_j - M).
+    // (M - x_t) + l rounds once: in long double for float64 rows (exp_sums.h's Wide).
+    typedef typename Wide<T>::type W;
     const double m = static_cast<double>(xmax);
-    const double ce_target = coef * ((m - xt) + l);
+    const double ce_target = coef * static_cast<double>((static_cast<W>(m) - static_cast<W>(xt)) +
+                                                        std::log1p(static_cast<W>(q)));
     double tau_coef = 1.0;  // comp-sum: d loss / d ce = p_t^(tau - 1)
     if (a_.tau != 1.0) tau_coef = std::exp((1.0 - a_.tau) * ce_target);
     const bool none = a_.reduction == Reduction::kNone;
@@ -351,7 +358,8 @@ class CrossEntropy {
     r.sum.add_rest(
         scale_down(k_.raddstoreexp(n - imax - 1, x + imax + 1, y + imax + 1, es, lo), -kRestShift));
     r.max = r.sum.max;
-    r.l = r.sum.log1p_rest();
+    r.q = r.sum.rest_ratio();
+    r.l = std::log1p(r.q);
     r.ok = true;
     return r;
   }

@@ -193,7 +193,7 @@ class RowSolver {
       if (std::isnan(parts[c].rest)) rest = NAN;
     }
     if (!(rest >= 0.0) || !in_scaled_range(mx)) return three_pass(x, y, n);
-    if (op_ != Op::kSoftmax) return finish_log(x, y, n, T(mx), std::log1p(rest));
+    if (op_ != Op::kSoftmax) return finish_log(x, y, n, T(mx), rest);
     ExpSum s;  // sum_i exp(x_i) * 2^-e = exp(max) * 2^-e * (1 + rest)
     s.max = mx;
     s.e = exponent_of(mx);
@@ -201,16 +201,22 @@ class RowSolver {
   }
 
   T finish_log(const T* x, T* y, int64_t n, const ExpSum& s) {
-    return finish_log(x, y, n, static_cast<T>(s.max), s.log1p_rest());
+    return finish_log(x, y, n, static_cast<T>(s.max), s.rest_ratio());
   }
 
-  // log_softmax as (x - m) - log1p(rest) (pytorch#11752's order, with lse - m from the rest
-  // alone): never positive, and relatively accurate near 0. logsumexp as m + log1p(rest).
-  T finish_log(const T* x, T* y, int64_t n, T m, double l) {
-    if (op_ == Op::kLogSumExp) return static_cast<T>(static_cast<double>(m) + l);
-    const T lt = static_cast<T>(l);
+  // From the row max m and the ratio q of the others' terms to its own: lse = m + log1p(q),
+  // log_softmax = x - lse. l = log1p(q) is taken in Wide<T> and m + l = hi + lo to twice T's
+  // precision (TwoSum), so that logsumexp rounds once and log_softmax is (x - hi) - lo: near
+  // the max x - hi is exact and lo carries l's low bits (never positive, relatively accurate
+  // near 0, as pytorch#11752 asks); elsewhere one rounding fewer than (x - m) - T(l).
+  T finish_log(const T* x, T* y, int64_t n, T m, double q) {
+    typedef typename Wide<T>::type W;
+    const W l = std::log1p(static_cast<W>(q)), wm = static_cast<W>(m);
+    const W s = wm + l, b = s - wm, err = (wm - (s - b)) + (l - b);  // m + l = s + err
+    if (op_ == Op::kLogSumExp) return static_cast<T>(s);
+    const T hi = static_cast<T>(s), lo = static_cast<T>((s - static_cast<W>(hi)) + err);
     each_chunk(n, threads_,
-               [&](int64_t, int64_t off, int64_t len) { k_.vsubc(len, x + off, y + off, m, lt); });
+               [&](int64_t, int64_t off, int64_t len) { k_.vsubc(len, x + off, y + off, hi, lo); });
     return T(0);
   }
 
@@ -225,7 +231,7 @@ class RowSolver {
   // Rows with a finite max beyond +-LIMIT (1e30 entries, rows of only -1e30): exact scalar loops.
   T far_range(const T* x, T* y, int64_t n, T m, int64_t imax) {
     const double rest = exact_rest(n, x, m, imax);
-    if (op_ != Op::kSoftmax) return finish_log(x, y, n, m, std::log1p(rest));
+    if (op_ != Op::kSoftmax) return finish_log(x, y, n, m, rest);
     exact_scale(n, x, y, m, static_cast<T>(1.0 / (1.0 + rest)));
     return T(0);
   }
