@@ -1,6 +1,7 @@
-"""The API fuzz (fuzz_api.py) in child pytest processes, one per area, so that a crash fails
-the test and names the last call instead of ending the session. The hypothesis profile is
-passed on: "fuzz-ci" (fixed seed, the default) or what --hypothesis-profile names."""
+"""The API fuzz (fuzz_softmax_losses.py, fuzz_optim.py) in child pytest processes, one per
+area, so that a crash fails the test and names the last call instead of ending the session. The
+hypothesis profile is passed on: "fuzz-ci" (fixed seed, the default) or what
+--hypothesis-profile names."""
 
 import json
 import subprocess
@@ -10,13 +11,15 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).parent
-AREAS = {
-    "softmax": ["test_softmax_family", "test_set_isa", "test_using_isa", "test_set_num_threads"],
-    "losses": ["test_cross_entropy", "test_row_losses", "test_normalizers", "test_kl_div",
-               "test_hl_gauss"],
-    "factored": ["test_factored_layer", "test_set_blas_threads"],
-    "optim": ["test_optimizers", "test_minimize", "test_ask_tell"],
-    "torch": ["test_torch_functions"],
+FUNCTIONS, OPTIM = "fuzz_softmax_losses.py", "fuzz_optim.py"
+AREAS = {  # area: (the module, its tests)
+    "softmax": (FUNCTIONS, ["test_softmax_family", "test_set_isa", "test_using_isa",
+                            "test_set_num_threads"]),
+    "losses": (FUNCTIONS, ["test_cross_entropy", "test_row_losses", "test_normalizers",
+                           "test_kl_div", "test_hl_gauss"]),
+    "factored": (OPTIM, ["test_factored_layer", "test_set_blas_threads"]),
+    "optim": (OPTIM, ["test_optimizers", "test_minimize", "test_ask_tell"]),
+    "torch": (FUNCTIONS, ["test_torch_functions"]),
 }  # fmt: skip
 
 
@@ -29,7 +32,8 @@ def test_fuzz(area, request, tmp_path):
         "SOFTZO_FUZZ_LAST_CASE": str(last_case),
         "SOFTZO_FUZZ_COUNTS": str(counts),
     }
-    tests = [f"{HERE / 'fuzz_api.py'}::{name}" for name in AREAS[area]]
+    module, names = AREAS[area]
+    tests = [f"{HERE / module}::{name}" for name in names]
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
            f"--hypothesis-profile={profile}", *tests]  # fmt: skip
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
