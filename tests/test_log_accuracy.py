@@ -1,6 +1,7 @@
 """Log-domain accuracy where training ends: relative error in ulp near zero, and the sign
 invariants (log-probabilities <= 0, losses >= 0, probabilities <= 1), for every algorithm x ISA x
-dtype, against long-double references and against PyTorch's own error on the same inputs.
+dtype, against long-double references and against PyTorch's own error on the same inputs (the
+references and cases live in bench/accuracy.py, whose report lists every maximum).
 
 The bounds the code reaches (measured here, asserted with the margin below): log_softmax, the
 cross-entropy loss and its gradient at the target within 4 ulp of the correctly rounded answer
@@ -15,7 +16,16 @@ import softzo
 from conftest import ALGORITHMS
 from softzo import losses
 
-WIDE = np.longdouble
+from bench.accuracy import (
+    WIDE,
+    cases,
+    confident_rows,
+    lse_error,
+    ref_parts,
+    torch_errors,
+    ulp_error,
+)
+
 DTYPES = [np.float32, np.float64]
 LOG_ALGORITHMS = [a for a in ALGORITHMS if a != "auto"]
 MAX_ULP = 4.0
@@ -25,96 +35,12 @@ MAX_ULP = 4.0
 # ISA: float32 N(0,1) 0.17 / 0.35 ulp (log_softmax / logsumexp), float64 0.04 / 0.18.
 
 
-def ref_parts(x):
-    """max, lse - max = log1p(rest) and rest per row, in long double: the largest element's term
-    is exactly 1 and the others' terms exp(x - max) are summed apart from it."""
-    xl = np.asarray(x).astype(WIDE)
-    m = xl.max(-1)
-    with np.errstate(under="ignore"):
-        e = np.exp(xl - m[:, None])
-    e[np.arange(len(xl)), xl.argmax(-1)] = 0
-    rest = e.sum(-1)
-    return m, np.log1p(rest), rest
-
-
-def ulp_error(y, ref, dtype):
-    """|y - ref| in ulps of ref rounded to dtype; below 4x the smallest normal, an absolute
-    floor of that size counts as 0 (the kernels' stated flush)."""
-    ref = np.asarray(ref, WIDE)
-    err = np.abs(np.asarray(y).astype(WIDE) - ref)
-    floor = WIDE(np.finfo(dtype).tiny) * 4
-    with np.errstate(over="ignore"):
-        spacing = np.spacing(np.abs(ref).astype(dtype)).astype(WIDE)
-    ulps = err / spacing
-    return np.where(np.abs(ref) < floor, np.where(err <= floor, 0, np.inf), ulps)
-
-
-def confident_rows(rng, dtype, boost, rows=64, n=1000):
-    """N(0,1) rows whose target logit is raised by boost: the model late in training."""
-    x = rng.standard_normal((rows, n))
-    t = rng.integers(0, n, rows)
-    x[np.arange(rows), t] += boost
-    return x.astype(dtype), t
-
-
-def two_element_rows(rng, dtype, rows=4000):
-    scale = rng.choice([1e-3, 0.1, 1.0, 5.0, 20.0, 60.0], (rows, 1))
-    return (rng.standard_normal((rows, 2)) * scale).astype(dtype)
-
-
-# scipy/special/tests/test_logsumexp.py's cases (SciPy 1.15, BSD-3), rewritten as rows: large
-# inputs, mixed magnitudes, gh-18295 (log1p(e^-40)) and 1e-40-scale inputs. Special values
-# (inf, NaN) are in test_scipy_special_values.
-SCIPY_ROWS = [
-    [1000.0, 1000.0],
-    [10000.0, -10000.0],
-    [-10000.0, -10000.0],
-    [0.0, -40.0],
-    [1e-40, 1e-41, 1e-42],
-    [-1e-40, 2e-40],
-    [1.0, 2.0, 3.0],
-    [0.0, 1e-10],
-    [1e10, 1e10 + 1],
-    [-1.0, -1.0 - 1e-8],
-    [709.0, 709.0],
-    [-709.0, -710.0, -711.0],
-]
-
-
-def cases(rng, dtype):
-    yield "N(0,1)", rng.standard_normal((64, 1000)).astype(dtype)
-    for boost in (10, 30, 80):
-        yield f"target+{boost}", confident_rows(rng, dtype, boost)[0]
-    yield "two elements", two_element_rows(rng, dtype)
-    for row in SCIPY_ROWS:
-        x = np.array([row])
-        if np.all(np.abs(x) <= np.finfo(dtype).max):
-            yield f"scipy {row}", x.astype(dtype)
-
-
 def optional_torch():
     try:
         import torch
     except ImportError:
         return None
     return torch
-
-
-def torch_errors(torch, x, m, lse_m, dtype):
-    """PyTorch's own max ulp errors (log_softmax, logsumexp) on the same input."""
-    xt = torch.from_numpy(x)
-    xl = x.astype(WIDE)
-    ls = ulp_error(torch.log_softmax(xt, -1).numpy(), (xl - m[:, None]) - lse_m[:, None], dtype)
-    lse = torch.logsumexp(xt, -1).numpy()
-    return ls.max(), lse_error(lse, m, lse_m, dtype).max()
-
-
-def lse_error(lse, m, lse_m, dtype):
-    """logsumexp's error in ulps of max(|lse|, lse - max)."""
-    ref = m + lse_m
-    scale = np.maximum(np.abs(ref), lse_m)
-    err = np.abs(np.asarray(lse).astype(WIDE) - ref)
-    return ulp_error(scale + err, scale, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
