@@ -12,6 +12,7 @@ import importlib
 import math
 import os
 import platform
+import random
 import shlex
 import sys
 import time
@@ -28,7 +29,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = RESULTS.parent.parent
 
 SAMPLE_S = 2e-3  # target length of one timed sample (a batch of calls)
-MIN_REPS, MAX_REPS = 3, 100
+MIN_REPS, MAX_REPS = 5, 100  # 5: see measure(), on calls disturbed by the one before
 ALLOWANCE = 1.05  # "auto" must measure within 5% of the best algorithm
 
 
@@ -158,8 +159,11 @@ def measure(cands: dict[Any, Candidate], reps: int | None, budget: float) -> dic
 
     Each candidate is warmed up and given a batch length (calls per sample, a sample lasting
     about SAMPLE_S, so the timer's resolution stays far below 1%). Then each repetition times
-    every candidate once, in an order rotated by one each time, so clock drift or a noisy
-    neighbour hits all of them alike. A candidate's time is the MINIMUM over repetitions of its
+    every candidate once, in a fresh random order (fixed seed), so clock drift or a noisy
+    neighbour hits all of them alike and no candidate always follows the same one: after a
+    large allocating call (NumPy's, SciPy's, torch's at 64M elements) the kernel goes on
+    releasing its pages for a while, which made the next call up to 2.4x slower, and a plain
+    rotation kept the same candidate behind it in every repetition. A candidate's time is the MINIMUM over repetitions of its
     sample's mean: the least-disturbed run of the same work. Without ``reps``, repetitions are
     chosen so that each candidate gets about ``budget`` seconds (between MIN_REPS and MAX_REPS).
     """
@@ -175,9 +179,10 @@ def measure(cands: dict[Any, Candidate], reps: int | None, budget: float) -> dic
         reps = min(MAX_REPS, max(MIN_REPS, int(budget * len(cands) / max(per_rep, 1e-9))))
     keys = list(cands)
     best = dict.fromkeys(keys, math.inf)
-    for r in range(reps):
-        shift = r % len(keys)
-        for k in keys[shift:] + keys[:shift]:
+    order = random.Random(0)
+    for _ in range(reps):
+        order.shuffle(keys)
+        for k in keys:
             best[k] = min(best[k], cands[k].sample(number[k]))
     return best
 

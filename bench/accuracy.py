@@ -66,7 +66,7 @@ def two_element_rows(rng, dtype, rows=4000):
 
 # scipy/special/tests/test_logsumexp.py's cases (SciPy 1.15, BSD-3), rewritten as rows: large
 # inputs, mixed magnitudes, gh-18295 (log1p(e^-40)) and 1e-40-scale inputs. Special values
-# (inf, NaN) are in test_scipy_special_values.
+# (inf, NaN) are in tests/test_log_accuracy.py::test_scipy_special_values.
 SCIPY_ROWS = [
     [1000.0, 1000.0],
     [10000.0, -10000.0],
