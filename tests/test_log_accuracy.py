@@ -16,15 +16,7 @@ import softzo
 from conftest import ALGORITHMS
 from softzo import losses
 
-from bench.accuracy import (
-    WIDE,
-    cases,
-    confident_rows,
-    lse_error,
-    ref_parts,
-    torch_errors,
-    ulp_error,
-)
+from bench.accuracy import WIDE, cases, confident_rows, errors, ref_parts, ulp_error
 
 DTYPES = [np.float32, np.float64]
 LOG_ALGORITHMS = [a for a in ALGORITHMS if a != "auto"]
@@ -48,18 +40,15 @@ def optional_torch():
 def test_log_softmax_and_logsumexp_ulp(isa, algorithm, dtype, rng):
     torch = optional_torch()
     for name, x in cases(rng, dtype):
-        m, lse_m, _ = ref_parts(x)
+        ls_err, t_ls, near_err, t_near, lse_err, t_lse = errors(x, dtype, algorithm, torch)
         ls = softzo.log_softmax(x, algorithm=algorithm)
-        lse = softzo.logsumexp(x, algorithm=algorithm)
-        ls_err = ulp_error(ls, (x.astype(WIDE) - m[:, None]) - lse_m[:, None], dtype).max()
-        lse_err = lse_error(lse, m, lse_m, dtype).max()
-        assert ls_err <= MAX_ULP, f"{name}: log_softmax {float(ls_err):.2f} ulp"
-        assert lse_err <= MAX_ULP, f"{name}: logsumexp {float(lse_err):.2f} ulp"
+        assert ls_err <= MAX_ULP, f"{name}: log_softmax {ls_err:.2f} ulp"
+        assert lse_err <= MAX_ULP, f"{name}: logsumexp {lse_err:.2f} ulp"
         assert (ls <= 0).all(), f"{name}: positive log-probability {ls.max()}"
         if torch is None:
             continue
-        t_ls, t_lse = torch_errors(torch, x, m, lse_m, dtype)
         assert ls_err <= t_ls, f"{name}: log_softmax {ls_err:.2f} vs torch {t_ls:.2f} ulp"
+        assert not near_err > t_near, f"{name}: near 0 {near_err:.2f} vs torch {t_near:.2f} ulp"
         assert lse_err <= t_lse, f"{name}: logsumexp {lse_err:.2f} vs torch {t_lse:.2f} ulp"
 
 
