@@ -126,9 +126,10 @@ def _rank(rank: int, port: int, params: int, steps: int, reps: int, out: str) ->
             n=n,
             softzo_bytes=np.array([data.comm_bytes, directions.comm_bytes]),
         )
-    # DDP's reducer holds work on the group: gone, and every rank done with the group, before
-    # it is destroyed (else gloo's threads could end the process with std::terminate).
-    del ddp, sgd
+    # DDP's reducer holds work on the group: released (ddp_step's cells rebound), and every rank
+    # done with the group, before it is destroyed (else gloo's threads could end the process
+    # with std::terminate).
+    ddp = sgd = None
     dist.barrier()
     dist.destroy_process_group()
 
