@@ -114,27 +114,40 @@ def lse_error(lse, m, lse_m, dtype):
 NEAR_ZERO = 1e-2  # "near zero": log-probabilities within this of 0 (a confident target's)
 
 
-def log_softmax_errors(ls, x, m, lse_m, dtype):
-    """The max ulp error of log_softmax output ls over all outputs and over those near zero
-    (|reference| < NEAR_ZERO; NaN where a case has none)."""
+def output_errors(ls, lse, x, m, lse_m, dtype):
+    """Max ulp errors of log_softmax output ls (over all outputs, and over those near zero:
+    |reference| < NEAR_ZERO, NaN where a case has none) and of logsumexp output lse."""
     ref = (x.astype(WIDE) - m[:, None]) - lse_m[:, None]
     err = ulp_error(ls, ref, dtype)
     near = np.abs(ref) < NEAR_ZERO
-    return err.max(), err[near].max() if near.any() else np.nan
+    near_max = err[near].max() if near.any() else np.nan
+    return err.max(), near_max, lse_error(lse, m, lse_m, dtype).max()
+
+
+def softzo_errors(x, m, lse_m, dtype, algorithm):
+    ls, lse = softzo.log_softmax(x, algorithm=algorithm), softzo.logsumexp(x, algorithm=algorithm)
+    return output_errors(ls, lse, x, m, lse_m, dtype)
+
+
+def torch_errors(torch, x, m, lse_m, dtype):
+    """PyTorch's errors on the same input (NaN without torch)."""
+    if torch is None:
+        return (np.nan,) * 3
+    xt = torch.from_numpy(x)
+    ls, lse = torch.log_softmax(xt, -1).numpy(), torch.logsumexp(xt, -1).numpy()
+    return output_errors(ls, lse, x, m, lse_m, dtype)
+
+
+def interleave(ours, theirs):
+    """[log_softmax, torch's, near zero, torch's, logsumexp, torch's]."""
+    return [v for pair in zip(ours, theirs) for v in pair]
 
 
 def errors(x, dtype, algorithm, torch):
-    """[softzo, torch] x [log_softmax, log_softmax near zero, logsumexp] max ulp errors on x
-    (torch's NaN without torch)."""
+    """softzo's and torch's errors on x, interleaved."""
     m, lse_m, _ = ref_parts(x)
-    ours = log_softmax_errors(softzo.log_softmax(x, algorithm=algorithm), x, m, lse_m, dtype)
-    ours += (lse_error(softzo.logsumexp(x, algorithm=algorithm), m, lse_m, dtype).max(),)
-    theirs = (np.nan,) * 3
-    if torch is not None:
-        xt = torch.from_numpy(x)
-        theirs = log_softmax_errors(torch.log_softmax(xt, -1).numpy(), x, m, lse_m, dtype)
-        theirs += (lse_error(torch.logsumexp(xt, -1).numpy(), m, lse_m, dtype).max(),)
-    return [v for pair in zip(ours, theirs) for v in pair]
+    theirs = torch_errors(torch, x, m, lse_m, dtype)
+    return interleave(softzo_errors(x, m, lse_m, dtype, algorithm), theirs)
 
 
 def measure(seeds: int) -> dict[tuple, list[float]]:
@@ -149,11 +162,14 @@ def measure(seeds: int) -> dict[tuple, list[float]]:
             for seed in range(seeds):
                 for name, x in cases(np.random.default_rng(seed), dtype):
                     case = "SciPy's cases" if name.startswith("scipy") else name
+                    m, lse_m, _ = ref_parts(x)
+                    theirs = torch_errors(torch, x, m, lse_m, dtype)  # once: no ISA in it
                     for algorithm in ALGORITHMS:
                         for isa in isas:
                             softzo.set_isa(isa)
                             key = (np.dtype(dtype).name, case, algorithm, isa)
-                            new = errors(x, dtype, algorithm, torch)
+                            ours = softzo_errors(x, m, lse_m, dtype, algorithm)
+                            new = interleave(ours, theirs)
                             old = worst.get(key, [np.nan] * 6)
                             worst[key] = [float(np.fmax(a, b)) for a, b in zip(old, new)]
     finally:
