@@ -63,6 +63,7 @@ NB_MODULE(_testing, m) {
         d["losses"] = SOFTZO_NAMES(SOFTZO_LOSS_KERNELS);
         d["zo"] = SOFTZO_NAMES(SOFTZO_ZO_KERNELS);
         d["convert"] = SOFTZO_NAMES(SOFTZO_CONVERT_KERNELS);
+        d["half_softmax"] = SOFTZO_NAMES(SOFTZO_HALF_SOFTMAX_KERNELS);
         return d;
       },
       "Each family's kernel names, from its list (kernels/<family>/<family>_kernels.h).");
@@ -76,17 +77,20 @@ NB_MODULE(_testing, m) {
         const auto* l = softzo::loss_kernels_for<float>(isa);
         const auto* z = softzo::zo_kernels_for<float>(isa);
         const softzo::ConvertKernels* c = softzo::convert_kernels_for(isa);
-        if (!s || !l || !z || !c) return std::vector<std::string>{"a whole family's table"};
+        const softzo::HalfSoftmaxKernels* h = softzo::half_softmax_kernels_for(isa);
+        if (!s || !l || !z || !c || !h) return std::vector<std::string>{"a whole family's table"};
 #define SOFTZO_CHECK_ENTRY(table, ret, name, params, dt, isa) \
   if (!table->name) missing.push_back(#name);
 #define SOFTZO_CHECK_S(...) SOFTZO_CHECK_ENTRY(s, __VA_ARGS__)
 #define SOFTZO_CHECK_L(...) SOFTZO_CHECK_ENTRY(l, __VA_ARGS__)
 #define SOFTZO_CHECK_Z(...) SOFTZO_CHECK_ENTRY(z, __VA_ARGS__)
 #define SOFTZO_CHECK_C(...) SOFTZO_CHECK_ENTRY(c, __VA_ARGS__)
+#define SOFTZO_CHECK_H(...) SOFTZO_CHECK_ENTRY(h, __VA_ARGS__)
         SOFTZO_SOFTMAX_KERNELS(SOFTZO_CHECK_S, float, f32, any)
         SOFTZO_LOSS_KERNELS(SOFTZO_CHECK_L, float, f32, any)
         SOFTZO_ZO_KERNELS(SOFTZO_CHECK_Z, float, f32, any)
         SOFTZO_CONVERT_KERNELS(SOFTZO_CHECK_C, void, half, any)
+        SOFTZO_HALF_SOFTMAX_KERNELS(SOFTZO_CHECK_H, void, half, any)
         return missing;
       },
       nb::arg("isa"), "The kernels an ISA's float32 tables lack (should be none).");

@@ -24,7 +24,9 @@ import sys
 import numpy as np
 
 PAGE = mmap.PAGESIZE
-FAMILIES = ("softmax", "losses", "zo", "factored")
+FAMILIES = ("softmax", "losses", "zo", "factored", "half_softmax")
+# The element types each family runs on (the half softmax kernels take only half rows).
+DTYPES = {f: ("float32", "float64") for f in FAMILIES} | {"half_softmax": ("float16", "bfloat16")}
 _PROT_NONE = 0
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -365,11 +367,46 @@ def factored_cases(n, dt, place, rng):
             )
 
 
-CASES = {"softmax": softmax_cases, "losses": loss_cases, "zo": zo_cases, "factored": factored_cases}
+def half_softmax_cases(n, dt, place, rng):
+    import softzo
+
+    x = (rng.normal(0, 3, n) * 3).astype(dt)
+    special = x.copy()  # a -inf entry (the flushing sweep) and a NaN row (the exact path)
+    special[0] = -np.inf
+    nan_row = x.copy()
+    nan_row[-1] = np.nan
+    yield (
+        "softmax",
+        lambda: _pair(lambda xs, os: softzo.softmax(xs, out=os), place, {"x": x, "out": x}),
+    )
+    yield (
+        "softmax/in_place",
+        lambda: _pair(lambda xs: softzo.softmax(xs, out=xs) + 0, place, {"x": x}),
+    )
+    for name, row in (("flushing_row", special), ("nan_row", nan_row)):
+        yield f"softmax/{name}", lambda r=row: _pair(softzo.softmax, place, {"x": r})
+    if n <= 4096:  # three rows through the pipeline, and the strided (staged) path
+        x3 = (rng.normal(0, 3, (3, n)) * 3).astype(dt)
+        x3[1, 0] = np.nan
+        yield "softmax/rows", lambda: _pair(softzo.softmax, place, {"x": x3})
+        xt = np.ascontiguousarray(x3.T)
+        yield (
+            "softmax/strided",
+            lambda: _pair(lambda xs: softzo.softmax(xs, axis=0), place, {"x": xt}),
+        )
+
+
+CASES = {
+    "softmax": softmax_cases,
+    "losses": loss_cases,
+    "zo": zo_cases,
+    "factored": factored_cases,
+    "half_softmax": half_softmax_cases,
+}
 # The widest unrolled loop of each family, in elements: 4 AVX-512 float32 vectors for the
 # softmax and loss kernels, a 128-element Rademacher block for the zo kernels (the factored
 # layer's hidden sizes stop at 129 anyway).
-TILES = {"softmax": 64, "losses": 64, "zo": 128, "factored": 64}
+TILES = {"softmax": 64, "losses": 64, "zo": 128, "factored": 64, "half_softmax": 64}
 
 
 def _pair(fn, place: Placer, arrays: dict[str, np.ndarray]):
@@ -396,7 +433,7 @@ def main(family: str, isa: str, dtype: str, *flags: str) -> int:
 
 
 def _run_cases(family: str, isa: str, dtype: str) -> int:
-    dt = np.dtype(dtype).type
+    dt = np.dtype(dtype).type if dtype != "bfloat16" else __import__("ml_dtypes").bfloat16
     rng = np.random.default_rng(20240611)
     count = 0
     ns = lengths(TILES[family], quick=os.environ.get("SOFTZO_GUARD_LENGTHS") == "quick")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import softzo
-from guard_pages import FAMILIES, GuardedArena
+from guard_pages import DTYPES, FAMILIES, GuardedArena
 
 HERE = Path(__file__).parent
 ISAS = softzo.info()["isas_available"]
@@ -24,10 +24,13 @@ def _id(variant):
     return isa + ("-emulated" if emulated else "")
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("variant", VARIANTS, ids=_id)
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize(
+    ("family", "dtype"), [pytest.param(f, d, id=f"{f}-{d}") for f in FAMILIES for d in DTYPES[f]]
+)
 def test_guard_pages(family, variant, dtype):
+    if dtype == "bfloat16":
+        pytest.importorskip("ml_dtypes")
     isa, emulated = variant
     env = dict(os.environ)
     env.pop("SOFTZO_ISA", None)

@@ -34,11 +34,13 @@ struct Table {
       SOFTZO_LOSS_KERNELS(SOFTZO_LOSS_ENTRY, T, dt, isa)};       \
   static const ZoKernels<T> zo_##dt##_##isa = {SOFTZO_ZO_KERNELS(SOFTZO_ZO_ENTRY, T, dt, isa)};
 #define SOFTZO_CONVERT_ENTRY(...) SOFTZO_KERNEL_ENTRY(, __VA_ARGS__)
-#define SOFTZO_ISA_TABLES(isa)                  \
-  SOFTZO_TABLES(float, f32, isa)                \
-  SOFTZO_TABLES(double, f64, isa)               \
-  static const ConvertKernels convert_##isa = { \
-      SOFTZO_CONVERT_KERNELS(SOFTZO_CONVERT_ENTRY, void, half, isa)};
+#define SOFTZO_ISA_TABLES(isa)                                        \
+  SOFTZO_TABLES(float, f32, isa)                                      \
+  SOFTZO_TABLES(double, f64, isa)                                     \
+  static const ConvertKernels convert_##isa = {                       \
+      SOFTZO_CONVERT_KERNELS(SOFTZO_CONVERT_ENTRY, void, half, isa)}; \
+  static const HalfSoftmaxKernels half_softmax_##isa = {              \
+      SOFTZO_HALF_SOFTMAX_KERNELS(SOFTZO_CONVERT_ENTRY, void, half, isa)};
 
 SOFTZO_ISA_TABLES(scalar)
 #if SOFTZO_HAVE_AVX2
@@ -69,6 +71,7 @@ struct Registry {
   Table<float> f32;
   Table<double> f64;
   const ConvertKernels* convert[kNumIsas] = {nullptr, nullptr, nullptr};
+  const HalfSoftmaxKernels* half_softmax[kNumIsas] = {nullptr, nullptr, nullptr};
   IsaInfo info[kNumIsas];
   Isa native = Isa::kScalar;
   std::atomic<int> current{0};
@@ -80,11 +83,13 @@ struct Registry {
     f32.set(0, &softmax_f32_scalar, &loss_f32_scalar, &zo_f32_scalar);
     f64.set(0, &softmax_f64_scalar, &loss_f64_scalar, &zo_f64_scalar);
     convert[0] = &convert_scalar;
+    half_softmax[0] = &half_softmax_scalar;
 #if SOFTZO_HAVE_AVX2
     if (cpu_has_avx2()) {
       f32.set(1, &softmax_f32_avx2, &loss_f32_avx2, &zo_f32_avx2);
       f64.set(1, &softmax_f64_avx2, &loss_f64_avx2, &zo_f64_avx2);
       convert[1] = &convert_avx2;
+      half_softmax[1] = &half_softmax_avx2;
       info[1].available = true;
       native = Isa::kAvx2;
     }
@@ -97,6 +102,7 @@ struct Registry {
       f32.set(2, &softmax_f32_avx512, &loss_f32_avx512, &zo_f32_avx512);
       f64.set(2, &softmax_f64_avx512, &loss_f64_avx512, &zo_f64_avx512);
       convert[2] = &convert_avx512;
+      half_softmax[2] = &half_softmax_avx512;
       info[2].available = true;
       native = Isa::kAvx512;
     }
@@ -108,6 +114,7 @@ struct Registry {
       f32.set(2, &softmax_f32_avx512emu, &loss_f32_avx512emu, &zo_f32_avx512emu);
       f64.set(2, &softmax_f64_avx512emu, &loss_f64_avx512emu, &zo_f64_avx512emu);
       convert[2] = &convert_avx512emu;
+      half_softmax[2] = &half_softmax_avx512emu;
       info[2] = {"avx512", true, true};
     }
 #endif
@@ -176,6 +183,12 @@ const ZoKernels<T>* zo_kernels_for(Isa isa) {
 const ConvertKernels& convert_kernels() { return *registry().convert[current_index()]; }
 const ConvertKernels* convert_kernels_for(Isa isa) {
   return registry().convert[static_cast<int>(isa)];
+}
+const HalfSoftmaxKernels& half_softmax_kernels() {
+  return *registry().half_softmax[current_index()];
+}
+const HalfSoftmaxKernels* half_softmax_kernels_for(Isa isa) {
+  return registry().half_softmax[static_cast<int>(isa)];
 }
 
 #define SOFTZO_INSTANTIATE_ACCESSORS(T)                          \

@@ -6,6 +6,7 @@
 #include <stddef.h>
 
 #include "kernels/convert/convert_kernels.h"
+#include "kernels/half_softmax/half_softmax_kernels.h"
 #include "kernels/losses/losses_kernels.h"
 #include "kernels/softmax/softmax_kernels.h"
 #include "kernels/zo/zo_kernels.h"
@@ -33,6 +34,10 @@ struct ZoKernels {
 struct ConvertKernels {
   SOFTZO_CONVERT_KERNELS(SOFTZO_KERNEL_FIELD, void, unused, unused)
 };
+// The fused half-precision softmax sweeps: likewise one table per ISA.
+struct HalfSoftmaxKernels {
+  SOFTZO_HALF_SOFTMAX_KERNELS(SOFTZO_KERNEL_FIELD, void, unused, unused)
+};
 
 struct IsaInfo {
   const char* name;
@@ -49,6 +54,7 @@ const LossKernels<T>& loss_kernels();
 template <typename T>
 const ZoKernels<T>& zo_kernels();
 const ConvertKernels& convert_kernels();
+const HalfSoftmaxKernels& half_softmax_kernels();
 // The kernels of a named ISA; nullptr if it is unavailable here.
 template <typename T>
 const SoftmaxKernels<T>* softmax_kernels_for(Isa isa);
@@ -57,6 +63,7 @@ const LossKernels<T>* loss_kernels_for(Isa isa);
 template <typename T>
 const ZoKernels<T>* zo_kernels_for(Isa isa);
 const ConvertKernels* convert_kernels_for(Isa isa);
+const HalfSoftmaxKernels* half_softmax_kernels_for(Isa isa);
 
 IsaInfo isa_info(Isa isa);
 Isa native_isa();   // best ISA the CPU runs natively, lowered by SOFTZO_ISA

@@ -114,6 +114,17 @@ class RowBuffer {
     return v;
   }
 
+  // The row x[0], x[step], ..., x[(n - 1) step] as n contiguous S values (this object's
+  // staging), for kernels that read S itself; scatter writes them back to y[0], y[step], ....
+  S* gather(const S* x, int64_t n, int64_t step) {
+    staging_.resize(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) staging_[i] = x[i * step];
+    return staging_.data();
+  }
+  void scatter(S* y, int64_t n, int64_t step) const {
+    for (int64_t i = 0; i < n; ++i) y[i * step] = staging_[i];
+  }
+
   // Writes n values v (from load) to y[0], y[step], ... as S.
   void store(const T* v, S* y, int64_t n, int64_t step, int threads) {
     if constexpr (!kIsHalf<S>) {
@@ -130,7 +141,7 @@ class RowBuffer {
 
  private:
   std::vector<T> values_;
-  std::vector<S> staging_;  // strided half rows, contiguous
+  std::vector<S> staging_;  // strided rows, contiguous
 };
 
 }  // namespace softzo

@@ -9,6 +9,7 @@
 #include "dispatch/dispatch.h"
 #include "ops/exp_sums.h"
 #include "ops/half_rows.h"
+#include "ops/half_softmax_rows.h"
 #include "softzo/softmax.h"
 
 namespace softzo {
@@ -355,13 +356,55 @@ void run_rows(Op op, const S* x, S* y, S* lse_out, const RowMap& map, const Soft
     for (int64_t r = 0; r < map.rows; ++r) solve(solver, r, buf, threads);
     return;
   }
-  const int64_t rows_per_task = n >= kTaskElements ? 1 : kTaskElements / (n > 0 ? n : 1);
+  // Half softmax rows go through the fused sweeps (ops/half_softmax_rows.h), which pipeline the
+  // rows of a task when they are contiguous: tasks are then larger, at most two per thread.
+  // Strided rows are gathered into a contiguous staging row one at a time.
+  bool fused = false;
+  if constexpr (kIsHalf<S>)
+    fused = op == Op::kSoftmax && algo == SoftmaxAlgorithm::kThreePassReload;
+  const bool pipelined = fused && x_unit && y_unit;
+  int64_t rows_per_task = n >= kTaskElements ? 1 : kTaskElements / (n > 0 ? n : 1);
+  if (pipelined) {
+    const int64_t share = threads == 1 ? map.rows : (map.rows + 2 * threads - 1) / (2 * threads);
+    rows_per_task = share > rows_per_task ? share : rows_per_task;
+  }
   const int64_t tasks = (map.rows + rows_per_task - 1) / rows_per_task;
   auto task = [&](int64_t t) {
     RowSolver<T> solver(op, algo, opt.all_masked, 1);
     thread_local RowBuffer<S> buf;
-    const int64_t end = (t + 1) * rows_per_task < map.rows ? (t + 1) * rows_per_task : map.rows;
-    for (int64_t r = t * rows_per_task; r < end; ++r) solve(solver, r, buf, 1);
+    const int64_t first = t * rows_per_task;
+    const int64_t end = first + rows_per_task < map.rows ? first + rows_per_task : map.rows;
+    if constexpr (kIsHalf<S>) {
+      if (pipelined && n > 0) {
+        auto row_at = [&](int64_t r, const S** xr, S** yr) {
+          int64_t ox, oy;
+          map.offsets(r, &ox, &oy);
+          *xr = x + ox;
+          *yr = y + oy;
+        };
+        half_softmax_rows<S>(first, end, n, row_at, [&](int64_t r) { solve(solver, r, buf, 1); });
+        return;
+      }
+      if (fused && n > 0) {
+        for (int64_t r = first; r < end; ++r) {
+          int64_t ox, oy;
+          map.offsets(r, &ox, &oy);
+          S* row = buf.gather(x + ox, n, map.x_step);
+          auto staged = [row](int64_t, const S** xr, S** yr) {
+            *xr = row;
+            *yr = row;
+          };
+          half_softmax_rows<S>(0, 1, n, staged, [&](int64_t) {
+            T* values = buf.load(row, n, 1, 1);
+            solver.run(values, values, n);
+            buf.store(values, row, n, 1, 1);
+          });
+          buf.scatter(y + oy, n, map.y_step);
+        }
+        return;
+      }
+    }
+    for (int64_t r = first; r < end; ++r) solve(solver, r, buf, 1);
   };
   if (tasks == 1 || threads == 1) {  // small problems never touch the pool (no lock, no wake-up)
     for (int64_t t = 0; t < tasks; ++t) task(t);

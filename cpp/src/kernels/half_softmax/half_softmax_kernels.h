@@ -1,0 +1,130 @@
+// The C-style contract of the fused half-precision softmax kernels, once per ISA: bfloat16 and
+// float16 rows read and written as their 16 bits, accumulated in float32, in one kernel that
+// runs the three passes of three consecutive rows at once (ops/half_softmax_rows.cc).
+//
+// Why a separate family: a half softmax that widens its row into a float32 buffer and runs the
+// float32 kernels costs a widening pass, a narrowing pass and a float32 exp accurate to ~1 ulp
+// of float32, where the result keeps 8 (bfloat16) or 11 (float16) bits. These kernels read the
+// halves directly, evaluate a cheaper exp (a 16-entry table and a degree-2 or 3 polynomial,
+// below), and fuse the passes of different rows into one sweep: the max of row r + 1, the exps
+// of row r into a float32 buffer (and their sum), and the scaled, narrowed outputs of row r - 1
+// from its buffer. One sweep keeps the vector units busy with row r's exps while row r - 1's
+// buffer streams out, which separate passes leave memory-bound (measured on Zen 4: 475 us for
+// the three passes one after the other against 365 us fused, at 64 rows of 32000 bfloat16).
+//
+// Conventions as in kernels/softmax/softmax_kernels.h: ISA suffix pasted onto the name,
+// raw pointers and counts, nothing allocated, nothing read or written past element n - 1.
+//
+// Accuracy: every ISA computes each exp with the same operations and roundings (the scalar
+// definition below), so e_i is bitwise the same on every ISA; the sum's order differs. e_i is
+// within 2^-19 of exp(x_i - max) relatively (bfloat16, degree 2) or 2^-22 (float16, degree 3,
+// over the exps whose outputs are normal float16), so an output, rounded once from float32,
+// is within 1/2 + 2^-10 ulp of the half type of the exact softmax.
+#ifndef SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_KERNELS_H_
+#define SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_KERNELS_H_
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/convert/convert_kernels.h"
+#include "kernels/kernel_list.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// One sweep over n >= 1 elements of up to three rows; a stage is skipped when its row pointer is
+// NULL.
+typedef struct {
+  // Range of `next`: next_max = its max, next_min = its min, as floats; next_max is NaN when
+  // the row holds a NaN.
+  const uint16_t* next;
+  float next_max, next_min;
+  // Exps of `x`: buf receives e_i ~ exp(x_i - max) (the exp below; the order of buf's elements
+  // is the ISA's own, read back only by its scale stage) and sum = sum_i e_i. max is the row's
+  // finite max. With flush == 0 every x_i >= max - SOFTZO_HALF_EXP_FLUSH (the caller checks the
+  // row's min); with flush != 0 terms below that are exactly 0 (-inf included). buf holds n
+  // floats.
+  const uint16_t* x;
+  float max;
+  int flush;
+  float* buf;
+  double sum;
+  // Outputs of the previous row: y_i = the half of prev_i * scale, round to nearest even, from
+  // the buffer the exp stage filled. With scale_flush != 0, y_i = 0 where prev_i <
+  // flush_below (prev_i * scale would be a float32 subnormal, which is never formed).
+  const float* prev;
+  uint16_t* y;
+  float scale, flush_below;
+  int scale_flush;
+} softzo_half_sweep;
+
+// The fused softmax sweeps (see kernels/kernel_list.h); one instantiation, dt = half.
+#define SOFTZO_HALF_SOFTMAX_KERNELS(X, T, dt, isa)                     \
+  /* One sweep (above) over bfloat16 rows; exp of degree 2. */         \
+  X(void, bf16softmaxsweep, (size_t n, softzo_half_sweep* s), dt, isa) \
+  /* One sweep over float16 rows; exp of degree 3. */                  \
+  X(void, f16softmaxsweep, (size_t n, softzo_half_sweep* s), dt, isa)
+
+#define SOFTZO_DECLARE_HALF_SOFTMAX(...) SOFTZO_KERNEL_DECLARE(, __VA_ARGS__)
+#define SOFTZO_DECLARE_HALF_SOFTMAX_ISA(isa) \
+  SOFTZO_HALF_SOFTMAX_KERNELS(SOFTZO_DECLARE_HALF_SOFTMAX, void, half, isa)
+SOFTZO_FOR_EACH_KERNEL_ISA(SOFTZO_DECLARE_HALF_SOFTMAX_ISA)
+
+// ---- the exp, defined once (the scalar kernels and the vector files' tails use it) ----------
+//
+// e = exp(t) for -FLUSH <= t <= 0: k = round(16 t / ln2) through the float magic number
+// 1.5 * 2^23 (v = t C + MAGIC has k in its low bits), f = t C - k in [-1/2, 1/2] by one FMA,
+// and exp(t) = 2^(k / 16) * 2^(f / 16). 2^(k / 16) is the table's 2^(j / 16), j = k mod 16,
+// with k div 16 added to its exponent field: the table holds the bits of 2^(j / 16) minus j << 19,
+// so adding v's bits shifted left by 19 (k << 19, the magic number's bits shifted out) gives
+// both at once. 2^(f / 16) = 1 + f w(f), w of degree 1 or 2 (minimax relative error over
+// |f| <= 1/2 with float coefficients: 2^-21.1 and 2^-27.9). t = 0 gives exactly 1, and e <= 1.
+// The error of C (2^-26.2 relative) adds |t| 2^-26.2, up to 2^-19.8 at the flush point.
+#define SOFTZO_HALF_EXP_FLUSH 87.0f
+#define SOFTZO_HALF_EXP_C 0x1.715476p+4f    // 16 / ln2
+#define SOFTZO_HALF_EXP_MAGIC 0x1.8p+23f    // 1.5 * 2^23
+#define SOFTZO_HALF_EXP2_A1 0x1.62e988p-5f  // degree 2 (bfloat16)
+#define SOFTZO_HALF_EXP2_A2 0x1.ebfbeap-11f
+#define SOFTZO_HALF_EXP3_A1 0x1.62e434p-5f  // degree 3 (float16)
+#define SOFTZO_HALF_EXP3_A2 0x1.ec0016p-11f
+#define SOFTZO_HALF_EXP3_A3 0x1.c54786p-17f
+
+// The bits of 2^(j / 16) (rounded to nearest) minus j << 19.
+static const uint32_t softzo_half_exp_table[16] = {
+    0x3f800000u, 0x3f7daac3u, 0x3f7b95c2u, 0x3f79c3d3u, 0x3f7837f0u, 0x3f76f532u,
+    0x3f75fed7u, 0x3f75583fu, 0x3f7504f3u, 0x3f7508a4u, 0x3f75672au, 0x3f76248cu,
+    0x3f7744fdu, 0x3f78ccdfu, 0x3f7ac0c7u, 0x3f7d257du};
+
+// exp(t) as above (degree 2, or 3 when cubic != 0); 0 for t < -FLUSH (and -inf).
+static inline float softzo_half_exp(float t, int cubic) {
+  if (!(t >= -SOFTZO_HALF_EXP_FLUSH)) return 0.0f;
+  const float v = fmaf(t, SOFTZO_HALF_EXP_C, SOFTZO_HALF_EXP_MAGIC);
+  const float k = v - SOFTZO_HALF_EXP_MAGIC;
+  const float f = fmaf(t, SOFTZO_HALF_EXP_C, -k);
+  const uint32_t vb = softzo_float_bits(v);
+  const float scale = softzo_bits_float(softzo_half_exp_table[vb & 15u] + (vb << 19));
+  const float w =
+      cubic ? fmaf(fmaf(SOFTZO_HALF_EXP3_A3, f, SOFTZO_HALF_EXP3_A2), f, SOFTZO_HALF_EXP3_A1)
+            : fmaf(SOFTZO_HALF_EXP2_A2, f, SOFTZO_HALF_EXP2_A1);
+  const float sf = scale * f;
+  return fmaf(sf, w, scale);
+}
+
+// The range stage's order on half bits: a signed 16-bit key, monotone in the value for both
+// half types (sign-magnitude to two's complement: negative values have their other bits
+// flipped). NaNs land above +inf's key or below -inf's, which is how the range spots them.
+static inline int16_t softzo_half_key(uint16_t h) {
+  return (int16_t)(h ^ ((h & 0x8000u) ? 0x7fffu : 0u));
+}
+static inline uint16_t softzo_half_from_key(int16_t k) {
+  const uint16_t h = (uint16_t)k;
+  return (uint16_t)(h ^ ((h & 0x8000u) ? 0x7fffu : 0u));
+}
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif  // SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_KERNELS_H_

@@ -1,0 +1,198 @@
+// The vector half-precision softmax sweep once for every width, as a template over an ISA trait
+// S; half_softmax_avx2.cc and half_softmax_avx512.cc hold only their traits and call
+// sweep_any from their kernels. Include only from those files: everything here is in
+// an anonymous namespace and forced inline, so each object keeps its own copy, compiled with its
+// own ISA flags, and exports nothing weak.
+//
+// The trait S provides V (L floats), R (2L halves as 16-bit lanes: a "unit"), K (a lane mask
+// of V), kLanes = L, and
+//   raw loads and stores (load_raw, store_raw), the range's key order on R (key, max16, min16,
+//   and hmax16 / hmin16 reducing a key vector to one key);
+//   widen<F>(R, V*, V*): a unit's halves as two float vectors, in an order of the trait's
+//   choosing (the buffer keeps it), and narrow<F>(V, V) -> R, its inverse, rounding to nearest
+//   even (F: the Bf16 or F16 format tag below);
+//   the float arithmetic (zero, set1, load, store, add, mul, fmadd, fmsub, sub, ge: a K of
+//   a >= b), the exp table lookup scale_of(v bits, kFlush, keep) (the table's entry plus v's bits
+//   shifted left by 19; 0 where keep is clear when kFlush), masked_fmadd(kFlush, keep, a, b, c)
+//   (a b + c, 0 where keep is clear when kFlush), scaled<kFlush>(v, s, below) (v s, and 0 where
+//   v < below when kFlush),
+//   and hsum (a V's lanes added in double).
+#ifndef SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_SIMD_H_
+#define SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_SIMD_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/half_softmax/half_softmax_kernels.h"
+
+#define SOFTZO_HS_INLINE inline __attribute__((always_inline))
+
+namespace {
+
+// The two formats: their scalar conversions (the tails) and the exp's degree.
+struct Bf16 {
+  static constexpr int kCubic = 0;
+  static float widen(uint16_t h) { return softzo_bf16_to_f32(h); }
+  static uint16_t narrow(float f) { return softzo_f32_to_bf16(f); }
+};
+struct F16 {
+  static constexpr int kCubic = 1;
+  static float widen(uint16_t h) { return softzo_f16_to_f32(h); }
+  static uint16_t narrow(float f) { return softzo_f32_to_f16(f); }
+};
+
+// Each accumulator lane sums this many loop steps in float before they are folded into double
+// (kFoldBlock of the float32 kernels): the sum keeps ~2^-23 of relative error for any n.
+constexpr size_t kHalfFoldSteps = 8;
+
+// exp(x - max) of one vector: the header's softzo_half_exp, operation for operation.
+template <class S, class F, bool kFlush>
+SOFTZO_HS_INLINE typename S::V half_exp(typename S::V x, typename S::V max) {
+  typedef typename S::V V;
+  const V t = S::sub(x, max);
+  const typename S::K keep = S::ge(t, S::set1(-SOFTZO_HALF_EXP_FLUSH));
+  const V v = S::fmadd(t, S::set1(SOFTZO_HALF_EXP_C), S::set1(SOFTZO_HALF_EXP_MAGIC));
+  const V k = S::sub(v, S::set1(SOFTZO_HALF_EXP_MAGIC));
+  const V f = S::fmsub(t, S::set1(SOFTZO_HALF_EXP_C), k);
+  const V scale = S::template scale_of<kFlush>(v, keep);
+  V w;
+  if (F::kCubic) {
+    w = S::fmadd(S::set1(SOFTZO_HALF_EXP3_A3), f, S::set1(SOFTZO_HALF_EXP3_A2));
+    w = S::fmadd(w, f, S::set1(SOFTZO_HALF_EXP3_A1));
+  } else {
+    w = S::fmadd(S::set1(SOFTZO_HALF_EXP2_A2), f, S::set1(SOFTZO_HALF_EXP2_A1));
+  }
+  return S::template masked_fmadd<kFlush>(keep, S::mul(scale, f), w, scale);
+}
+
+// The sweep's stages over whole units [0, whole) (a multiple of 2L), then one element at a
+// time with the header's scalar definitions (natural order there, in both the exp and the
+// scale stage, so the buffer's tail matches).
+template <class S, class F, bool kRange, bool kExp, bool kScale, bool kFlush>
+struct Sweep {
+  typedef typename S::V V;
+  typedef typename S::R R;
+  // The sweep's rows and constants, copied out of the caller's struct: the vector stores may
+  // alias anything, so pointers read through it would be reloaded after every store.
+  const uint16_t* next;
+  const uint16_t* x;
+  float* buf;
+  const float* prev;
+  uint16_t* y;
+  V max, scale, below;
+
+  // The stages of the unit at element i: its range into (kmax, kmin), its exps into (acc0, acc1).
+  SOFTZO_HS_INLINE void stages(size_t i, R& kmax, R& kmin, V& acc0, V& acc1) const {
+    const size_t L = S::kLanes;
+    if (kRange) {
+      const R key = S::key(S::load_raw(next + i));
+      kmax = S::max16(kmax, key);
+      kmin = S::min16(kmin, key);
+    }
+    if (kExp) {
+      V a, b;
+      S::template widen<F>(S::load_raw(x + i), &a, &b);
+      a = half_exp<S, F, kFlush>(a, max);
+      b = half_exp<S, F, kFlush>(b, max);
+      S::store(buf + i, a);
+      S::store(buf + i + L, b);
+      acc0 = S::add(acc0, a);
+      acc1 = S::add(acc1, b);
+    }
+    if (kScale) {
+      const V a = S::template scaled<kFlush>(S::load(prev + i), scale, below);
+      const V b = S::template scaled<kFlush>(S::load(prev + i + L), scale, below);
+      S::store_raw(y + i, S::template narrow<F>(a, b));
+    }
+  }
+
+  static void run(size_t n, softzo_half_sweep* s) {
+    const Sweep w{s->next,
+                  s->x,
+                  s->buf,
+                  s->prev,
+                  s->y,
+                  S::set1(s->max),
+                  S::set1(s->scale),
+                  S::set1(s->scale_flush ? s->flush_below : 0.0f)};
+    w.body(n, s);
+  }
+
+  SOFTZO_HS_INLINE void body(size_t n, softzo_half_sweep* s) const {
+    const size_t unit = 2 * S::kLanes, whole = n - n % unit;
+    R kmax0 = S::set1_16(INT16_MIN), kmax1 = kmax0, kmin0 = S::set1_16(INT16_MAX), kmin1 = kmin0;
+    double total = 0.0;
+    size_t i = 0;
+    while (i < whole) {
+      // Two units per step (four independent exps), folded every kHalfFoldSteps steps.
+      V a0 = S::zero(), a1 = a0, a2 = a0, a3 = a0;
+      size_t steps = 0;
+      for (; whole - i >= 2 * unit && steps < kHalfFoldSteps; i += 2 * unit, ++steps) {
+        stages(i, kmax0, kmin0, a0, a1);
+        stages(i + unit, kmax1, kmin1, a2, a3);
+      }
+      if (steps == 0) {  // the last unit, when whole / unit is odd
+        stages(i, kmax0, kmin0, a0, a1);
+        i += unit;
+      }
+      if (kExp) total += S::hsum(S::add(S::add(a0, a1), S::add(a2, a3)));
+    }
+    int16_t hi = S::hmax16(S::max16(kmax0, kmax1)), lo = S::hmin16(S::min16(kmin0, kmin1));
+    for (; i < n; ++i) {
+      if (kRange) {
+        const int16_t key = softzo_half_key(s->next[i]);
+        hi = key > hi ? key : hi;
+        lo = key < lo ? key : lo;
+      }
+      if (kExp) {
+        const float e = softzo_half_exp(F::widen(s->x[i]) - s->max, F::kCubic);
+        s->buf[i] = e;
+        total += e;
+      }
+      if (kScale) {
+        const float p = s->prev[i];
+        s->y[i] = F::narrow(s->scale_flush && p < s->flush_below ? 0.0f : p * s->scale);
+      }
+    }
+    if (kRange) {
+      const float top = F::widen(softzo_half_from_key(hi));
+      const float bottom = F::widen(softzo_half_from_key(lo));
+      s->next_max = top != top || bottom != bottom ? NAN : top;
+      s->next_min = bottom;
+    }
+    if (kExp) s->sum = total;
+  }
+};
+
+// The sweep with its stages chosen once: 4 flags, 13 instantiations. kFlush takes the masks of
+// both the exp and the scale stage when either needs its own (the other's then keeps every lane).
+template <class S, class F>
+void sweep_any(size_t n, softzo_half_sweep* s) {
+  const bool flush = (s->x && s->flush) || (s->y && s->scale_flush);
+  const int code = (s->next ? 8 : 0) | (s->x ? 4 : 0) | (s->y ? 2 : 0) | (flush ? 1 : 0);
+  switch (code) {
+#define SOFTZO_HS_CASE(c) \
+  case c:                 \
+    return Sweep<S, F, (c & 8) != 0, (c & 4) != 0, (c & 2) != 0, (c & 1) != 0>::run(n, s);
+    SOFTZO_HS_CASE(2)
+    SOFTZO_HS_CASE(3)
+    SOFTZO_HS_CASE(4)
+    SOFTZO_HS_CASE(5)
+    SOFTZO_HS_CASE(6)
+    SOFTZO_HS_CASE(7)
+    SOFTZO_HS_CASE(8)
+    SOFTZO_HS_CASE(10)
+    SOFTZO_HS_CASE(11)
+    SOFTZO_HS_CASE(12)
+    SOFTZO_HS_CASE(13)
+    SOFTZO_HS_CASE(14)
+    SOFTZO_HS_CASE(15)
+#undef SOFTZO_HS_CASE
+    default:  // no stage (0, 1 and 9 cannot have kFlush without a stage that uses it)
+      return;
+  }
+}
+
+}  // namespace
+
+#endif  // SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_SIMD_H_
