@@ -19,8 +19,9 @@ the repository root.
    four OpenBLAS sgemm calls of scipy-openblas32 (the library softzo links) on 2 threads, and
    PyTorch's three (logits, d/dh, d/dW) as ``torch.matmul``.
 2. bfloat16 softmax and cross-entropy (loss and gradient) on torch bfloat16 tensors at
-   (64, 32000) and (8, 128256), 1 thread each, against ``torch.softmax`` and
-   ``F.cross_entropy`` + ``backward()`` in bfloat16: in one process, interleaved by
+   (64, 32000) and (8, 128256), and float16 softmax, 1 thread each, against ``torch.softmax``
+   and ``F.cross_entropy`` + ``backward()`` in the same type, each side also into
+   preallocated outputs where it can (``_half_cases``): in one process, interleaved by
    ``_common.measure`` (each time the minimum over repetitions of a batch's mean).
 
 Writes a Markdown table (the CPU, the date and the command above it) to ``--out``
@@ -197,23 +198,35 @@ def run_linear(sizes, reps) -> list[str]:
     return lines
 
 
-def _bf16_cases(x, t) -> dict:
-    """(softzo, PyTorch) callables of each bfloat16 case on logits x and targets t."""
+def _half_cases(x, t) -> dict:
+    """Each half-precision case on logits x and targets t: its candidates, softzo's and
+    PyTorch's, each with new output arrays and (where the library has one) into preallocated
+    ones: softzo's ``out=`` / ``grad_out=``, PyTorch's ``aten._softmax.out`` (the out variant
+    behind ``torch.softmax``; ``F.cross_entropy`` has none)."""
     import torch
     from softzo import losses, softmax
 
     F = torch.nn.functional
+    y, g = torch.empty_like(x), torch.empty_like(x)
 
     def torch_ce():
         xx = x.detach().requires_grad_(True)
         F.cross_entropy(xx, t).backward()
 
     return {
-        "softmax": (lambda: softmax(x, num_threads=BF16_THREADS), lambda: torch.softmax(x, -1)),
-        "cross-entropy, loss + gradient": (
-            lambda: losses.cross_entropy(x, t, return_grad=True, num_threads=BF16_THREADS),
-            torch_ce,
-        ),
+        "softmax": {
+            "softzo": lambda: softmax(x, num_threads=BF16_THREADS),
+            "softzo out=": lambda: softmax(x, out=y, num_threads=BF16_THREADS),
+            "PyTorch": lambda: torch.softmax(x, -1),
+            "PyTorch out=": lambda: torch.ops.aten._softmax.out(x, -1, False, out=y),
+        },
+        "cross-entropy, loss + gradient": {
+            "softzo": lambda: losses.cross_entropy(
+                x, t, return_grad=True, num_threads=BF16_THREADS
+            ),
+            "softzo out=": lambda: losses.cross_entropy(x, t, grad_out=g, num_threads=BF16_THREADS),
+            "PyTorch": torch_ce,
+        },
     }
 
 
@@ -221,17 +234,29 @@ def run_bf16(quick: bool) -> list[str]:
     import torch
 
     torch.set_num_threads(BF16_THREADS)
-    lines = ["| case | softzo | PyTorch bfloat16 | speed-up |", "|---|---|---|---|"]
+    lines = [
+        "| case | softzo | softzo `out=` | PyTorch | PyTorch `out=` | speed-up | speed-up, `out=` |",
+        "|---|---|---|---|---|---|---|",
+    ]
     reps = 3 if quick else 15
-    for n, v in BF16_SHAPES[:1] if quick else BF16_SHAPES:
-        x = (torch.randn(n, v) * 3).to(torch.bfloat16)
-        t = torch.randint(0, v, (n,))
-        for name, (ours, theirs) in _bf16_cases(x, t).items():
-            best = measure({"softzo": Candidate(ours), "torch": Candidate(theirs)}, reps, 0.0)
-            a, b = best["softzo"], best["torch"]
-            lines.append(
-                f"| {name}, {n} x {v} | {a * 1e3:.3f} ms | {b * 1e3:.3f} ms | {b / a:.2f}x |"
-            )
+    dtypes = [torch.bfloat16] if quick else [torch.bfloat16, torch.float16]
+    for dtype in dtypes:
+        for n, v in BF16_SHAPES[:1] if quick else BF16_SHAPES:
+            x = (torch.randn(n, v) * 3).to(dtype)
+            t = torch.randint(0, v, (n,))
+            for name, cands in _half_cases(x, t).items():
+                if dtype != torch.bfloat16 and name != "softmax":
+                    continue  # float16: the softmax alone
+                best = measure({k: Candidate(f) for k, f in cands.items()}, reps, 0.0)
+                cell = {k: f"{best[k] * 1e3:.3f} ms" if k in best else "" for k in
+                        ("softzo", "softzo out=", "PyTorch", "PyTorch out=")}  # fmt: skip
+                out = best["PyTorch out="] / best["softzo out="] if "PyTorch out=" in best else 0
+                lines.append(
+                    f"| {name}, {str(dtype).split('.')[1]}, {n} x {v} | {cell['softzo']} | "
+                    f"{cell['softzo out=']} | {cell['PyTorch']} | {cell['PyTorch out=']} | "
+                    f"{best['PyTorch'] / best['softzo']:.2f}x | "
+                    + (f"{out:.2f}x |" if out else "|")
+                )
     return lines
 
 
@@ -259,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         body += ["## Linear + cross-entropy, float32, forward + backward", ""]
         body += run_linear(config["sizes"], reps) + [""]
     if args.part in ("all", "bf16"):
-        body += ["## bfloat16 kernels (torch bfloat16 tensors in and out)", ""]
+        body += ["## Half-precision kernels (torch bfloat16 / float16 tensors in and out)", ""]
         body += run_bf16(args.quick)
     heading = (
         "# softzo's fused linear cross-entropy and bfloat16 kernels vs PyTorch\n\n"

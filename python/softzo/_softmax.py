@@ -104,7 +104,10 @@ def softmax(
             It must not otherwise overlap x.
         algorithm: "two_pass" (Dukhan & Ablavatski 2020, extended-exponent sums), "three_pass_reload",
             "three_pass_recompute", "online" (Milakov & Gimelshein 2018), or "auto", which picks by
-            row size (three-pass reload in cache, two-pass beyond).
+            row size (three-pass reload in cache, two-pass beyond). float16 / bfloat16 rows of up
+            to 2^18 elements take the fused half kernels for "auto" and "three_pass_reload" (their
+            own exp, within 1/2 + 2^-9 ulp of the half type; README, float16 and bfloat16), the
+            others the float32 kernels on widened rows.
         all_masked: a row of only -inf gives NaN ("nan", PyTorch's answer) or zeros ("zero").
         num_threads: threads for this call (default: ``softzo.info()["num_threads"]``). Results are
             bitwise identical for any count.

@@ -67,10 +67,10 @@ typedef struct {
   /* One sweep over float16 rows; exp of degree 3. */                  \
   X(void, f16softmaxsweep, (size_t n, softzo_half_sweep* s), dt, isa)
 
-#define SOFTZO_DECLARE_HALF_SOFTMAX(...) SOFTZO_KERNEL_DECLARE(, __VA_ARGS__)
-#define SOFTZO_DECLARE_HALF_SOFTMAX_ISA(isa) \
-  SOFTZO_HALF_SOFTMAX_KERNELS(SOFTZO_DECLARE_HALF_SOFTMAX, void, half, isa)
-SOFTZO_FOR_EACH_KERNEL_ISA(SOFTZO_DECLARE_HALF_SOFTMAX_ISA)
+#define SOFTZO_DECLARE_HALF_SOFTMAX_SWEEP(...) SOFTZO_KERNEL_DECLARE(, __VA_ARGS__)
+#define SOFTZO_DECLARE_HALF_SOFTMAX_SWEEPS_ISA(isa) \
+  SOFTZO_HALF_SOFTMAX_KERNELS(SOFTZO_DECLARE_HALF_SOFTMAX_SWEEP, void, half, isa)
+SOFTZO_FOR_EACH_KERNEL_ISA(SOFTZO_DECLARE_HALF_SOFTMAX_SWEEPS_ISA)
 
 // ---- the exp, defined once (the scalar kernels and the vector files' tails use it) ----------
 //
