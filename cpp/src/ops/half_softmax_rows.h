@@ -33,9 +33,10 @@ void half_softmax_rows(int64_t first, int64_t end, int64_t n, RowAt&& row_at, Ex
   float* base = buffers.data() + (16 - reinterpret_cast<uintptr_t>(buffers.data()) / 4 % 16) % 16;
   float* buf[2] = {base, base + stride};
   int which = 0;
-  // Where min - max >= this, every term times the scale (>= 1 / n) is a normal float.
-  const double normal_spread =
-      std::log(static_cast<double>(FLT_MIN)) + std::log(static_cast<double>(n)) + 1e-4;
+  // Where min - max >= this, every term times the scale (>= 1 / n, the terms in
+  // [2^(-1/32), 2^(1/32)] times exp(x_i - max)) is a normal float.
+  const double normal_spread = std::log(static_cast<double>(FLT_MIN)) +
+                               std::log(static_cast<double>(n)) + std::log(2.0) / 32 + 1e-4;
   auto bits = [](const S* p) -> const uint16_t* { return &p->bits; };
 
   softzo_half_sweep s{};
@@ -68,7 +69,7 @@ void half_softmax_rows(int64_t first, int64_t end, int64_t n, RowAt&& row_at, Ex
     if (fast) {
       pending.prev = buf[which];
       pending.y = &y->bits;
-      pending.scale = static_cast<float>(1.0 / s.sum);  // <= 1: the max's own term is 1
+      pending.scale = static_cast<float>(1.0 / s.sum);  // the max's own term is >= 2^(-1/32)
       pending.flush_below = static_cast<float>(softzo_flush_threshold(FLT_MIN, pending.scale));
       pending.scale_flush = !(static_cast<double>(min) - max >= normal_spread);
       which ^= 1;

@@ -6,6 +6,7 @@ namespace {
 
 template <float (*kWiden)(uint16_t), uint16_t (*kNarrow)(float), int kCubic>
 void sweep(size_t n, softzo_half_sweep* s) {
+  const softzo_half_exp_row row = softzo_half_exp_setup(s->x ? s->max : 0.0f, !kCubic);
   int16_t hi = INT16_MIN, lo = INT16_MAX;
   double total = 0.0;
   for (size_t i = 0; i < n; ++i) {
@@ -15,7 +16,7 @@ void sweep(size_t n, softzo_half_sweep* s) {
       lo = key < lo ? key : lo;
     }
     if (s->x) {
-      const float e = softzo_half_exp(kWiden(s->x[i]) - s->max, kCubic);
+      const float e = softzo_half_exp(kWiden(s->x[i]), &row, kCubic);
       s->buf[i] = e;
       total += e;
     }

@@ -32,11 +32,13 @@ namespace {
 // The two formats: their scalar conversions (the tails) and the exp's degree.
 struct Bf16 {
   static constexpr int kCubic = 0;
+  static constexpr int kFoldable = 1;
   static float widen(uint16_t h) { return softzo_bf16_to_f32(h); }
   static uint16_t narrow(float f) { return softzo_f32_to_bf16(f); }
 };
 struct F16 {
   static constexpr int kCubic = 1;
+  static constexpr int kFoldable = 0;
   static float widen(uint16_t h) { return softzo_f16_to_f32(h); }
   static uint16_t narrow(float f) { return softzo_f32_to_f16(f); }
 };
@@ -45,15 +47,21 @@ struct F16 {
 // (kFoldBlock of the float32 kernels): the sum keeps ~2^-23 of relative error for any n.
 constexpr size_t kHalfFoldSteps = 8;
 
-// exp(x - max) of one vector: the header's softzo_half_exp, operation for operation.
-template <class S, class F, bool kFlush>
-SOFTZO_HS_INLINE typename S::V half_exp(typename S::V x, typename S::V max) {
+// A row's exp constants (softzo_half_exp_row) as vectors.
+template <class S>
+struct ExpRow {
+  typename S::V max, bias, floor;
+};
+
+// e(x) of one vector: the header's softzo_half_exp, operation for operation.
+template <class S, class F, bool kFlush, bool kFold>
+SOFTZO_HS_INLINE typename S::V half_exp(typename S::V x, const ExpRow<S>& c) {
   typedef typename S::V V;
-  const V t = S::sub(x, max);
-  const typename S::K keep = S::ge(t, S::set1(-SOFTZO_HALF_EXP_FLUSH));
-  const V v = S::fmadd(t, S::set1(SOFTZO_HALF_EXP_C), S::set1(SOFTZO_HALF_EXP_MAGIC));
-  const V k = S::sub(v, S::set1(SOFTZO_HALF_EXP_MAGIC));
-  const V f = S::fmsub(t, S::set1(SOFTZO_HALF_EXP_C), k);
+  const V u = kFold ? x : S::sub(x, c.max);
+  const typename S::K keep = S::ge(u, c.floor);
+  const V v = S::fmadd(u, S::set1(SOFTZO_HALF_EXP_C), c.bias);
+  const V k = S::sub(v, c.bias);
+  const V f = S::fmsub(u, S::set1(SOFTZO_HALF_EXP_C), k);
   const V scale = S::template scale_of<kFlush>(v, keep);
   V w;
   if (F::kCubic) {
@@ -68,7 +76,7 @@ SOFTZO_HS_INLINE typename S::V half_exp(typename S::V x, typename S::V max) {
 // The sweep's stages over whole units [0, whole) (a multiple of 2L), then one element at a
 // time with the header's scalar definitions (natural order there, in both the exp and the
 // scale stage, so the buffer's tail matches).
-template <class S, class F, bool kRange, bool kExp, bool kScale, bool kFlush>
+template <class S, class F, bool kRange, bool kExp, bool kScale, bool kFlush, bool kFold>
 struct Sweep {
   typedef typename S::V V;
   typedef typename S::R R;
@@ -79,7 +87,9 @@ struct Sweep {
   float* buf;
   const float* prev;
   uint16_t* y;
-  V max, scale, below;
+  softzo_half_exp_row row;
+  ExpRow<S> exp;
+  V scale, below;
 
   // The stages of the unit at element i: its range into (kmax, kmin), its exps into (acc0, acc1).
   SOFTZO_HS_INLINE void stages(size_t i, R& kmax, R& kmin, V& acc0, V& acc1) const {
@@ -92,8 +102,8 @@ struct Sweep {
     if (kExp) {
       V a, b;
       S::template widen<F>(S::load_raw(x + i), &a, &b);
-      a = half_exp<S, F, kFlush>(a, max);
-      b = half_exp<S, F, kFlush>(b, max);
+      a = half_exp<S, F, kFlush, kFold>(a, exp);
+      b = half_exp<S, F, kFlush, kFold>(b, exp);
       S::store(buf + i, a);
       S::store(buf + i + L, b);
       acc0 = S::add(acc0, a);
@@ -106,15 +116,10 @@ struct Sweep {
     }
   }
 
-  static void run(size_t n, softzo_half_sweep* s) {
-    const Sweep w{s->next,
-                  s->x,
-                  s->buf,
-                  s->prev,
-                  s->y,
-                  S::set1(s->max),
-                  S::set1(s->scale),
-                  S::set1(s->scale_flush ? s->flush_below : 0.0f)};
+  static void run(size_t n, softzo_half_sweep* s, const softzo_half_exp_row& row) {
+    const ExpRow<S> exp{S::set1(row.max), S::set1(row.bias), S::set1(row.floor)};
+    const V below = S::set1(s->scale_flush ? s->flush_below : 0.0f);
+    const Sweep w{s->next, s->x, s->buf, s->prev, s->y, row, exp, S::set1(s->scale), below};
     w.body(n, s);
   }
 
@@ -145,7 +150,7 @@ struct Sweep {
         lo = key < lo ? key : lo;
       }
       if (kExp) {
-        const float e = softzo_half_exp(F::widen(s->x[i]) - s->max, F::kCubic);
+        const float e = softzo_half_exp(F::widen(s->x[i]), &row, F::kCubic);
         s->buf[i] = e;
         total += e;
       }
@@ -164,16 +169,39 @@ struct Sweep {
   }
 };
 
-// The sweep with its stages chosen once: 4 flags, 13 instantiations. kFlush takes the masks of
-// both the exp and the scale stage when either needs its own (the other's then keeps every lane).
+// The sweep with its stages chosen once: 5 flags (kFlush takes the masks of both the exp and
+// the scale stage when either needs its own, the other's then keeping every lane; kFold only
+// with an exp stage of a foldable format).
 template <class S, class F>
 void sweep_any(size_t n, softzo_half_sweep* s) {
+  const softzo_half_exp_row row = softzo_half_exp_setup(s->x ? s->max : 0.0f, F::kFoldable);
   const bool flush = (s->x && s->flush) || (s->y && s->scale_flush);
   const int code = (s->next ? 8 : 0) | (s->x ? 4 : 0) | (s->y ? 2 : 0) | (flush ? 1 : 0);
-  switch (code) {
+  if constexpr (F::kFoldable) {
+    if (s->x && row.fold) {
+      switch (code) {
 #define SOFTZO_HS_CASE(c) \
   case c:                 \
-    return Sweep<S, F, (c & 8) != 0, (c & 4) != 0, (c & 2) != 0, (c & 1) != 0>::run(n, s);
+    return Sweep<S, F, (c & 8) != 0, true, (c & 2) != 0, (c & 1) != 0, true>::run(n, s, row);
+        SOFTZO_HS_CASE(4)
+        SOFTZO_HS_CASE(5)
+        SOFTZO_HS_CASE(6)
+        SOFTZO_HS_CASE(7)
+        SOFTZO_HS_CASE(12)
+        SOFTZO_HS_CASE(13)
+        SOFTZO_HS_CASE(14)
+        SOFTZO_HS_CASE(15)
+#undef SOFTZO_HS_CASE
+        default:
+          return;
+      }
+    }
+  }
+  switch (code) {
+#define SOFTZO_HS_CASE(c)                                                                        \
+  case c:                                                                                        \
+    return Sweep<S, F, (c & 8) != 0, (c & 4) != 0, (c & 2) != 0, (c & 1) != 0, false>::run(n, s, \
+                                                                                           row);
     SOFTZO_HS_CASE(2)
     SOFTZO_HS_CASE(3)
     SOFTZO_HS_CASE(4)
