@@ -75,9 +75,15 @@ def _rows_of_every_kind(name, n, rng):
         "huge": np.where(np.arange(n) % 2 == 0, big, -big),
         "constant": np.full(n, 7.0),
         "large offset": rng.standard_normal(n) + (8000.0 if name == "float16" else 1e30),
+        # bfloat16 rows fold the max into the exp while |max| <= 168: both sides of that, and
+        # a folded row whose elements reach |x| = 255, where the fold is least accurate.
+        "under the fold limit": 168 - rng.uniform(0, 80, n),
+        "over the fold limit": 169 + rng.uniform(0, 80, n),
+        "folded, |x| up to 255": np.linspace(-255.0, -168.0, n),
     }
     names = list(rows)
-    order = [names[i % len(names)] for i in (0, 1, 0, 2, 3, 0, 4, 5, 0, 6, 7, 8, 9, 0)]
+    kinds = (0, 1, 0, 2, 3, 0, 4, 5, 0, 6, 7, 8, 9, 0, 10, 11, 12)
+    order = [names[i] for i in kinds]
     x = np.stack([rows[k] for k in order]).astype(half_dtype(name))
     return x, order
 
