@@ -152,6 +152,21 @@ def test_torch_results_free_their_memory(torch_path):
     assert _status_kb("VmRSS") - before < 100 * 1024
 
 
+def test_torch_results_reuse_freed_large_blocks(torch_path):
+    # A freed result of 1-32 MiB waits for the next result of its size (no fresh pages, no
+    # faults); a live result's block is never handed out again.
+    x = torch.randn(64, 8192)  # 2 MiB results
+    first = softzo.softmax(x)
+    address = first.data_ptr()
+    del first
+    again = softzo.softmax(x)
+    assert again.data_ptr() == address
+    other = softzo.softmax(x)
+    assert other.data_ptr() != again.data_ptr()
+    assert torch.equal(other, again)
+    np.testing.assert_array_equal(again.numpy(), softzo.softmax(x.numpy()))
+
+
 def test_torch_losses_match_numpy(torch_path):
     g = torch.Generator().manual_seed(1)
     x = 3 * torch.randn(7, 50, generator=g, dtype=torch.float64)
