@@ -32,6 +32,13 @@ def test_bench_linear_ce_quick(tmp_path):
     assert float(ratio[1]) == pytest.approx(ours[0] / theirs[0], rel=0.02)
     # softzo's peak holds its outputs (d/dh, d/dW: 8.5 MiB) but never the 16 MiB of logits.
     assert ours[1] < 8.5 + 16
-    for case in ("softmax, 64 x 32000", "cross-entropy, loss + gradient, 64 x 32000"):
-        m = re.search(re.escape(case) + r" \| ([\d.]+) ms \| ([\d.]+) ms \| ([\d.]+)x \|", text)
-        assert m and float(m[3]) == pytest.approx(float(m[2]) / float(m[1]), rel=0.02)
+    # Half kernels: softzo and softzo out=, PyTorch and PyTorch out= (softmax only), the ratios.
+    ms = r" \| ([\d.]+) ms"
+    m = re.search(
+        r"softmax, bfloat16, 64 x 32000" + 4 * ms + r" \| ([\d.]+)x \| ([\d.]+)x \|", text
+    )
+    assert m and float(m[5]) == pytest.approx(float(m[3]) / float(m[1]), rel=0.02)
+    assert float(m[6]) == pytest.approx(float(m[4]) / float(m[2]), rel=0.02)
+    case = r"cross-entropy, loss \+ gradient, bfloat16, 64 x 32000"
+    m = re.search(case + 3 * ms + r" \|  \| ([\d.]+)x \| \|", text)
+    assert m and float(m[4]) == pytest.approx(float(m[3]) / float(m[1]), rel=0.02)

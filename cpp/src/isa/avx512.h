@@ -115,6 +115,26 @@ static SOFTZO_INLINE void softzo_mask_storeu_pd(double* p, __mmask8 k, __m512d v
 }
 #endif
 
+#if !SOFTZO_AVX512_EMULATED
+// Whether the CPU has AVX512-BF16 (VCVTNEPS2BF16, VCVTNE2PS2BF16), asked once. Cached in a plain
+// int with atomic builtins, not a function-local static object: the latter's guarded
+// initialisation emits an exception-handling personality reference, a weak symbol
+// (.ci/check_weak_symbols.sh). 0: not yet asked, 1: no, 2: yes.
+static inline bool softzo_cpu_has_avx512_bf16() {
+  static int state = 0;
+  int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
+  if (s == 0) {
+    __builtin_cpu_init();
+    s = __builtin_cpu_supports("avx512bf16") ? 2 : 1;
+    __atomic_store_n(&state, s, __ATOMIC_RELAXED);
+  }
+  return s == 2;
+}
+#endif
+
+// The exported name of a half-precision kernel: softzo_half_<op>_avx512 or ..._avx512emu.
+#define SOFTZO_FN_HALF(op) SOFTZO_PASTE3(half, op, SOFTZO_ISA_SUFFIX)
+
 // ---------------------------------------------------------------------------------------------
 // Lane shuffles. Built from 256-bit halves: SIMDe has no _mm512_reduce_add_ps and no
 // _mm512_cvtps_pd, and the halves map onto native AVX instructions in the emulated build.
@@ -140,6 +160,18 @@ static SOFTZO_INLINE __m512d softzo_cvtlo_pd(__m512 v) {
 }
 static SOFTZO_INLINE __m512d softzo_cvthi_pd(__m512 v) {
   return softzo_cvt256_pd(softzo_hi256_ps(v));
+}
+
+// 16 floats as float16 bits, round to nearest even: VCVTPS2PH natively; SIMDe lacks
+// _mm512_cvtps_ph, so the emulated build converts the two halves through F16C.
+static SOFTZO_INLINE __m256i softzo_cvtps_ph(__m512 v) {
+#if SOFTZO_AVX512_EMULATED
+  const __m128i lo = _mm256_cvtps_ph(softzo_lo256_ps(v), _MM_FROUND_TO_NEAREST_INT);
+  const __m128i hi = _mm256_cvtps_ph(softzo_hi256_ps(v), _MM_FROUND_TO_NEAREST_INT);
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+#else
+  return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
+#endif
 }
 
 static SOFTZO_INLINE float softzo_hmax_ps(__m512 v) {

@@ -42,16 +42,6 @@ SOFTZO_INLINE __m256i bf16_bits(__m512 v) {
 
 SOFTZO_INLINE __m512 f16_to_f32(__m256i h) { return _mm512_cvtph_ps(h); }
 
-SOFTZO_INLINE __m256i f32_to_f16(__m512 v) {
-#if SOFTZO_AVX512_EMULATED
-  const __m128i lo = _mm256_cvtps_ph(softzo_lo256_ps(v), _MM_FROUND_TO_NEAREST_INT);
-  const __m128i hi = _mm256_cvtps_ph(softzo_hi256_ps(v), _MM_FROUND_TO_NEAREST_INT);
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-#else
-  return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
-#endif
-}
-
 SOFTZO_INLINE __m512 bf16_to_f32(__m256i b) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(b), 16));
 }
@@ -95,24 +85,9 @@ __attribute__((target("avx512bf16,avx512f,avx512vl,avx512bw"))) void f32tobf16_b
   }
 }
 
-// Cached in a plain int with atomic builtins, not a function-local static: the latter's
-// guarded initialisation emits an exception-handling personality reference, a weak symbol
-// (.ci/check_weak_symbols.sh). 0: not yet asked, 1: no, 2: yes.
-bool cpu_has_avx512_bf16() {
-  static int state = 0;
-  int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
-  if (s == 0) {
-    __builtin_cpu_init();
-    s = __builtin_cpu_supports("avx512bf16") ? 2 : 1;
-    __atomic_store_n(&state, s, __ATOMIC_RELAXED);
-  }
-  return s == 2;
-}
 #endif
 
 }  // namespace
-
-#define SOFTZO_FN_HALF(op) SOFTZO_PASTE3(half, op, SOFTZO_ISA_SUFFIX)
 
 extern "C" {
 
@@ -134,15 +109,15 @@ void SOFTZO_FN_HALF(bf16tof32)(size_t n, const uint16_t* x, float* y) {
 
 void SOFTZO_FN_HALF(f32tof16)(size_t n, const float* x, uint16_t* y) {
   size_t i = 0;
-  for (; i + 16 <= n; i += 16) store16(y + i, f32_to_f16(_mm512_loadu_ps(x + i)));
+  for (; i + 16 <= n; i += 16) store16(y + i, softzo_cvtps_ph(_mm512_loadu_ps(x + i)));
   SOFTZO_CONVERT_TAIL(
-      _mm256_mask_storeu_epi16(y + i, k, f32_to_f16(_mm512_maskz_loadu_ps(k, x + i))),
+      _mm256_mask_storeu_epi16(y + i, k, softzo_cvtps_ph(_mm512_maskz_loadu_ps(k, x + i))),
       softzo_f32_to_f16)
 }
 
 void SOFTZO_FN_HALF(f32tobf16)(size_t n, const float* x, uint16_t* y) {
 #if !SOFTZO_AVX512_EMULATED
-  if (cpu_has_avx512_bf16()) {
+  if (softzo_cpu_has_avx512_bf16()) {
     f32tobf16_bf16(n, x, y);
     return;
   }

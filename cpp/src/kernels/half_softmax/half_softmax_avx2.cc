@@ -28,19 +28,6 @@ struct Avx2 {
   }
   static SOFTZO_HS_INLINE R max16(R a, R b) { return _mm256_max_epi16(a, b); }
   static SOFTZO_HS_INLINE R min16(R a, R b) { return _mm256_min_epi16(a, b); }
-  static int16_t hmax16(R v) {
-    int16_t a[16], m = INT16_MIN;
-    store_raw(reinterpret_cast<uint16_t*>(a), v);
-    for (int16_t x : a) m = x > m ? x : m;
-    return m;
-  }
-  static int16_t hmin16(R v) {
-    int16_t a[16], m = INT16_MAX;
-    store_raw(reinterpret_cast<uint16_t*>(a), v);
-    for (int16_t x : a) m = x < m ? x : m;
-    return m;
-  }
-
   template <class F>
   static SOFTZO_HS_INLINE void widen(R h, V* a, V* b) {
     if constexpr (F::kCubic) {  // float16: elements 0-7, 8-15

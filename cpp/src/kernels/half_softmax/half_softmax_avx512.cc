@@ -9,8 +9,6 @@
 #include "isa/avx512.h"
 #include "kernels/half_softmax/half_softmax_simd.h"
 
-#define SOFTZO_FN_HALF(op) SOFTZO_PASTE3(half, op, SOFTZO_ISA_SUFFIX)
-
 namespace {
 
 // kBf16Insn: narrow bfloat16 with VCVTNE2PS2BF16 (native build, CPU with AVX512-BF16 only).
@@ -30,19 +28,6 @@ struct Avx512 {
   }
   static SOFTZO_INLINE R max16(R a, R b) { return _mm512_max_epi16(a, b); }
   static SOFTZO_INLINE R min16(R a, R b) { return _mm512_min_epi16(a, b); }
-  static int16_t hmax16(R v) {
-    int16_t a[32], m = INT16_MIN;
-    _mm512_storeu_si512(a, v);
-    for (int16_t x : a) m = x > m ? x : m;
-    return m;
-  }
-  static int16_t hmin16(R v) {
-    int16_t a[32], m = INT16_MAX;
-    _mm512_storeu_si512(a, v);
-    for (int16_t x : a) m = x < m ? x : m;
-    return m;
-  }
-
   template <class F>
   static SOFTZO_INLINE void widen(R h, V* a, V* b) {
     if constexpr (F::kCubic) {  // float16: elements 0-15, 16-31
@@ -57,7 +42,7 @@ struct Avx512 {
   template <class F>
   static SOFTZO_INLINE R narrow(V a, V b) {
     if constexpr (F::kCubic) {
-      return _mm512_inserti64x4(_mm512_castsi256_si512(f16_of(a)), f16_of(b), 1);
+      return _mm512_inserti64x4(_mm512_castsi256_si512(softzo_cvtps_ph(a)), softzo_cvtps_ph(b), 1);
     } else if constexpr (kBf16Insn) {
 #if !SOFTZO_AVX512_EMULATED
       // [bf16(a), bf16(b)] as 32 words; the permute interleaves them back (word 2i from a_i).
@@ -110,15 +95,6 @@ struct Avx512 {
   }
 
  private:
-  static SOFTZO_INLINE __m256i f16_of(V v) {
-#if SOFTZO_AVX512_EMULATED  // SIMDe lacks _mm512_cvtps_ph: two F16C halves
-    const __m128i lo = _mm256_cvtps_ph(softzo_lo256_ps(v), _MM_FROUND_TO_NEAREST_INT);
-    const __m128i hi = _mm256_cvtps_ph(softzo_hi256_ps(v), _MM_FROUND_TO_NEAREST_INT);
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
-#else
-    return _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT);
-#endif
-  }
   static SOFTZO_INLINE __m512i round_bf16(V v) {
     const __m512i x = _mm512_castps_si512(v);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(x, 16), _mm512_set1_epi32(1));
@@ -126,27 +102,13 @@ struct Avx512 {
   }
 };
 
-#if !SOFTZO_AVX512_EMULATED
-// Cached like convert_avx512.cc's (a plain int with atomic builtins: no guarded static).
-bool cpu_has_avx512_bf16() {
-  static int state = 0;
-  int s = __atomic_load_n(&state, __ATOMIC_RELAXED);
-  if (s == 0) {
-    __builtin_cpu_init();
-    s = __builtin_cpu_supports("avx512bf16") ? 2 : 1;
-    __atomic_store_n(&state, s, __ATOMIC_RELAXED);
-  }
-  return s == 2;
-}
-#endif
-
 }  // namespace
 
 extern "C" {
 
 void SOFTZO_FN_HALF(bf16softmaxsweep)(size_t n, softzo_half_sweep* s) {
 #if !SOFTZO_AVX512_EMULATED
-  if (cpu_has_avx512_bf16()) return sweep_any<Avx512<true>, Bf16>(n, s);
+  if (softzo_cpu_has_avx512_bf16()) return sweep_any<Avx512<true>, Bf16>(n, s);
 #endif
   sweep_any<Avx512<false>, Bf16>(n, s);
 }

@@ -6,8 +6,7 @@
 //
 // The trait S provides V (L floats), R (2L halves as 16-bit lanes: a "unit"), K (a lane mask
 // of V), kLanes = L, and
-//   raw loads and stores (load_raw, store_raw), the range's key order on R (key, max16, min16,
-//   and hmax16 / hmin16 reducing a key vector to one key);
+//   raw loads and stores (load_raw, store_raw), the range's key order on R (key, max16, min16);
 //   widen<F>(R, V*, V*): a unit's halves as two float vectors, in an order of the trait's
 //   choosing (the buffer keeps it), and narrow<F>(V, V) -> R, its inverse, rounding to nearest
 //   even (F: the Bf16 or F16 format tag below);
@@ -46,6 +45,16 @@ struct F16 {
 // Each accumulator lane sums this many loop steps in float before they are folded into double
 // (kFoldBlock of the float32 kernels): the sum keeps ~2^-23 of relative error for any n.
 constexpr size_t kHalfFoldSteps = 8;
+
+// The largest (kMax) or least key of a vector of keys.
+template <class S, bool kMax>
+int16_t reduce_keys(typename S::R v) {
+  int16_t keys[2 * S::kLanes];
+  S::store_raw(reinterpret_cast<uint16_t*>(keys), v);
+  int16_t m = keys[0];
+  for (int16_t k : keys) m = (kMax ? k > m : k < m) ? k : m;
+  return m;
+}
 
 // A row's exp constants (softzo_half_exp_row) as vectors.
 template <class S>
@@ -142,7 +151,8 @@ struct Sweep {
       }
       if (kExp) total += S::hsum(S::add(S::add(a0, a1), S::add(a2, a3)));
     }
-    int16_t hi = S::hmax16(S::max16(kmax0, kmax1)), lo = S::hmin16(S::min16(kmin0, kmin1));
+    int16_t hi = reduce_keys<S, true>(S::max16(kmax0, kmax1));
+    int16_t lo = reduce_keys<S, false>(S::min16(kmin0, kmin1));
     for (; i < n; ++i) {
       if (kRange) {
         const int16_t key = softzo_half_key(s->next[i]);
