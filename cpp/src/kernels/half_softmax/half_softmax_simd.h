@@ -11,11 +11,10 @@
 //   choosing (the buffer keeps it), and narrow<F>(V, V) -> R, its inverse, rounding to nearest
 //   even (F: the Bf16 or F16 format tag below);
 //   the float arithmetic (zero, set1, load, store, add, mul, fmadd, fmsub, sub, ge: a K of
-//   a >= b), the exp table lookup scale_of(v bits, kFlush, keep) (the table's entry plus v's bits
-//   shifted left by 19; 0 where keep is clear when kFlush), masked_fmadd(kFlush, keep, a, b, c)
-//   (a b + c, 0 where keep is clear when kFlush), scaled<kFlush>(v, s, below) (v s, and 0 where
-//   v < below when kFlush),
-//   and hsum (a V's lanes added in double).
+//   a >= b), the exp's table lookup scale_of<kFlush>(v, keep) (the table's entry plus v's bits
+//   shifted left by 19; 0 where keep is clear when kFlush), masked_fmadd<kFlush>(keep, a, b, c)
+//   (a b + c; 0 where keep is clear when kFlush), scaled<kFlush>(v, s, below) (v s; 0 where
+//   v < below when kFlush) and hsum (a V's lanes added in double).
 #ifndef SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_SIMD_H_
 #define SOFTZO_KERNELS_HALF_SOFTMAX_HALF_SOFTMAX_SIMD_H_
 
