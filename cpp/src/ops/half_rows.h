@@ -107,9 +107,7 @@ class RowBuffer {
       convert_in_chunks(n, threads,
                         [&](int64_t off, int64_t len) { widen(x + off, v + off, len); });
     } else {
-      staging_.resize(static_cast<size_t>(n));
-      for (int64_t i = 0; i < n; ++i) staging_[i] = x[i * step];
-      widen(staging_.data(), v, n);
+      widen(gather(x, n, step), v, n);
     }
     return v;
   }
@@ -135,7 +133,7 @@ class RowBuffer {
     } else {
       staging_.resize(static_cast<size_t>(n));
       narrow(v, staging_.data(), n);
-      for (int64_t i = 0; i < n; ++i) y[i * step] = staging_[i];
+      scatter(y, n, step);
     }
   }
 

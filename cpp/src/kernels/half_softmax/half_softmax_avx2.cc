@@ -30,7 +30,7 @@ struct Avx2 {
   static SOFTZO_HS_INLINE R min16(R a, R b) { return _mm256_min_epi16(a, b); }
   template <class F>
   static SOFTZO_HS_INLINE void widen(R h, V* a, V* b) {
-    if constexpr (F::kCubic) {  // float16: elements 0-7, 8-15
+    if constexpr (!F::kBf16) {  // float16: elements 0-7, 8-15
       *a = _mm256_cvtph_ps(_mm256_castsi256_si128(h));
       *b = _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1));
     } else {  // bfloat16: even elements, odd elements
@@ -41,7 +41,7 @@ struct Avx2 {
   }
   template <class F>
   static SOFTZO_HS_INLINE R narrow(V a, V b) {
-    if constexpr (F::kCubic) {
+    if constexpr (!F::kBf16) {
       return _mm256_set_m128i(_mm256_cvtps_ph(b, _MM_FROUND_TO_NEAREST_INT),
                               _mm256_cvtps_ph(a, _MM_FROUND_TO_NEAREST_INT));
     } else {

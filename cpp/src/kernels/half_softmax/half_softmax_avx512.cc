@@ -30,7 +30,7 @@ struct Avx512 {
   static SOFTZO_INLINE R min16(R a, R b) { return _mm512_min_epi16(a, b); }
   template <class F>
   static SOFTZO_INLINE void widen(R h, V* a, V* b) {
-    if constexpr (F::kCubic) {  // float16: elements 0-15, 16-31
+    if constexpr (!F::kBf16) {  // float16: elements 0-15, 16-31
       *a = _mm512_cvtph_ps(_mm512_castsi512_si256(h));
       *b = _mm512_cvtph_ps(_mm512_extracti64x4_epi64(h, 1));
     } else {  // bfloat16: even elements, odd elements
@@ -41,7 +41,7 @@ struct Avx512 {
   }
   template <class F>
   static SOFTZO_INLINE R narrow(V a, V b) {
-    if constexpr (F::kCubic) {
+    if constexpr (!F::kBf16) {
       return _mm512_inserti64x4(_mm512_castsi256_si512(softzo_cvtps_ph(a)), softzo_cvtps_ph(b), 1);
     } else if constexpr (kBf16Insn) {
 #if !SOFTZO_AVX512_EMULATED

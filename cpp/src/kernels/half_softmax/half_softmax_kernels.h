@@ -150,6 +150,52 @@ static inline uint16_t softzo_half_from_key(int16_t k) {
   return (uint16_t)(h ^ ((h & 0x8000u) ? 0x7fffu : 0u));
 }
 
+// ---- the sweep one element at a time (the scalar kernels, and the vector kernels' tails) ----
+
+// The range's keys and the exps' sum as the elements go by.
+typedef struct {
+  int16_t hi, lo;
+  double total;
+} softzo_half_sweep_acc;
+
+// The sweep's stages (those whose rows are not NULL) at elements [i, n), in natural order;
+// bf16: the format (else float16).
+static inline void softzo_half_sweep_elements(size_t i, size_t n, softzo_half_sweep* s,
+                                              const softzo_half_exp_row* row, int bf16,
+                                              softzo_half_sweep_acc* acc) {
+  for (; i < n; ++i) {
+    if (s->next) {
+      const int16_t key = softzo_half_key(s->next[i]);
+      acc->hi = key > acc->hi ? key : acc->hi;
+      acc->lo = key < acc->lo ? key : acc->lo;
+    }
+    if (s->x) {
+      const float x = bf16 ? softzo_bf16_to_f32(s->x[i]) : softzo_f16_to_f32(s->x[i]);
+      const float e = softzo_half_exp(x, row, !bf16);
+      s->buf[i] = e;
+      acc->total += e;
+    }
+    if (s->y) {
+      const float p = s->prev[i];
+      const float v = s->scale_flush && p < s->flush_below ? 0.0f : p * s->scale;
+      s->y[i] = bf16 ? softzo_f32_to_bf16(v) : softzo_f32_to_f16(v);
+    }
+  }
+}
+
+// The sweep's results from acc: next_max (NaN when a key lies beyond +-inf's), next_min, sum.
+static inline void softzo_half_sweep_finish(softzo_half_sweep* s, int bf16,
+                                            const softzo_half_sweep_acc* acc) {
+  if (s->next) {
+    const uint16_t hi = softzo_half_from_key(acc->hi), lo = softzo_half_from_key(acc->lo);
+    const float top = bf16 ? softzo_bf16_to_f32(hi) : softzo_f16_to_f32(hi);
+    const float bottom = bf16 ? softzo_bf16_to_f32(lo) : softzo_f16_to_f32(lo);
+    s->next_max = top != top || bottom != bottom ? NAN : top;
+    s->next_min = bottom;
+  }
+  if (s->x) s->sum = acc->total;
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -27,18 +27,13 @@
 
 namespace {
 
-// The two formats: their scalar conversions (the tails) and the exp's degree.
+// The two formats (the header's functions take the same as their bf16 argument): bfloat16's exp
+// is of degree 2 and may fold the row max into its reduction, float16's of degree 3.
 struct Bf16 {
-  static constexpr int kCubic = 0;
-  static constexpr int kFoldable = 1;
-  static float widen(uint16_t h) { return softzo_bf16_to_f32(h); }
-  static uint16_t narrow(float f) { return softzo_f32_to_bf16(f); }
+  static constexpr int kBf16 = 1;
 };
 struct F16 {
-  static constexpr int kCubic = 1;
-  static constexpr int kFoldable = 0;
-  static float widen(uint16_t h) { return softzo_f16_to_f32(h); }
-  static uint16_t narrow(float f) { return softzo_f32_to_f16(f); }
+  static constexpr int kBf16 = 0;
 };
 
 // Each accumulator lane sums this many loop steps in float before they are folded into double
@@ -72,7 +67,7 @@ SOFTZO_HS_INLINE typename S::V half_exp(typename S::V x, const ExpRow<S>& c) {
   const V f = S::fmsub(u, S::set1(SOFTZO_HALF_EXP_C), k);
   const V scale = S::template scale_of<kFlush>(v, keep);
   V w;
-  if (F::kCubic) {
+  if (!F::kBf16) {
     w = S::fmadd(S::set1(SOFTZO_HALF_EXP3_A3), f, S::set1(SOFTZO_HALF_EXP3_A2));
     w = S::fmadd(w, f, S::set1(SOFTZO_HALF_EXP3_A1));
   } else {
@@ -81,9 +76,9 @@ SOFTZO_HS_INLINE typename S::V half_exp(typename S::V x, const ExpRow<S>& c) {
   return S::template masked_fmadd<kFlush>(keep, S::mul(scale, f), w, scale);
 }
 
-// The sweep's stages over whole units [0, whole) (a multiple of 2L), then one element at a
-// time with the header's scalar definitions (natural order there, in both the exp and the
-// scale stage, so the buffer's tail matches).
+// The sweep's stages over whole units [0, whole) (a multiple of 2L), then the rest one element
+// at a time by the header's softzo_half_sweep_elements (natural order there, in both the exp
+// and the scale stage, so the buffer's tail matches).
 template <class S, class F, bool kRange, bool kExp, bool kScale, bool kFlush, bool kFold>
 struct Sweep {
   typedef typename S::V V;
@@ -150,31 +145,10 @@ struct Sweep {
       }
       if (kExp) total += S::hsum(S::add(S::add(a0, a1), S::add(a2, a3)));
     }
-    int16_t hi = reduce_keys<S, true>(S::max16(kmax0, kmax1));
-    int16_t lo = reduce_keys<S, false>(S::min16(kmin0, kmin1));
-    for (; i < n; ++i) {
-      if (kRange) {
-        const int16_t key = softzo_half_key(s->next[i]);
-        hi = key > hi ? key : hi;
-        lo = key < lo ? key : lo;
-      }
-      if (kExp) {
-        const float e = softzo_half_exp(F::widen(s->x[i]), &row, F::kCubic);
-        s->buf[i] = e;
-        total += e;
-      }
-      if (kScale) {
-        const float p = s->prev[i];
-        s->y[i] = F::narrow(s->scale_flush && p < s->flush_below ? 0.0f : p * s->scale);
-      }
-    }
-    if (kRange) {
-      const float top = F::widen(softzo_half_from_key(hi));
-      const float bottom = F::widen(softzo_half_from_key(lo));
-      s->next_max = top != top || bottom != bottom ? NAN : top;
-      s->next_min = bottom;
-    }
-    if (kExp) s->sum = total;
+    softzo_half_sweep_acc acc = {reduce_keys<S, true>(S::max16(kmax0, kmax1)),
+                                 reduce_keys<S, false>(S::min16(kmin0, kmin1)), total};
+    softzo_half_sweep_elements(i, n, s, &row, F::kBf16, &acc);
+    softzo_half_sweep_finish(s, F::kBf16, &acc);
   }
 };
 
@@ -183,10 +157,10 @@ struct Sweep {
 // with an exp stage of a foldable format).
 template <class S, class F>
 void sweep_any(size_t n, softzo_half_sweep* s) {
-  const softzo_half_exp_row row = softzo_half_exp_setup(s->x ? s->max : 0.0f, F::kFoldable);
+  const softzo_half_exp_row row = softzo_half_exp_setup(s->x ? s->max : 0.0f, F::kBf16);
   const bool flush = (s->x && s->flush) || (s->y && s->scale_flush);
   const int code = (s->next ? 8 : 0) | (s->x ? 4 : 0) | (s->y ? 2 : 0) | (flush ? 1 : 0);
-  if constexpr (F::kFoldable) {
+  if constexpr (F::kBf16) {
     if (s->x && row.fold) {
       switch (code) {
 #define SOFTZO_HS_CASE(c) \
